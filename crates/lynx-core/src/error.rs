@@ -1,0 +1,159 @@
+//! The one error type of lynx-rs' library crates.
+
+use std::path::PathBuf;
+
+/// Every failure a lynx-rs library reports. Variants name the file, the tensor key and
+/// the expected and found shapes or dtypes, so that the message alone says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or folder could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but its content is not what its format promises.
+    #[error("{path} is not a valid {format} file: {reason}")]
+    Format {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    /// A required file is absent from a model folder.
+    #[error("missing file {path}: {hint}")]
+    MissingFile { path: PathBuf, hint: String },
+    /// A `config.json` lacks a field, has one of the wrong type, or asks for something
+    /// this crate does not implement.
+    #[error("config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("{path}: tensor `{key}` is missing")]
+    MissingKey { path: PathBuf, key: String },
+    /// A tensor has a shape other than the model expects.
+    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype the loader does not convert.
+    #[error(
+        "{path}: tensor `{key}` has unsupported dtype {dtype} (supported: f32, f16, bf16, f64)"
+    )]
+    Dtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
+    /// Loading a module left keys unmatched: everything that went wrong, in one report.
+    #[error("{}", format_key_report(.path, .missing, .unexpected, .mismatched))]
+    Keys {
+        path: PathBuf,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        /// `(key, expected, found)`
+        mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+    },
+    /// An input tensor or argument has the wrong shape or value.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// A device string could not be parsed or names a backend this build lacks.
+    #[error("device `{device}`: {reason}")]
+    Device { device: String, reason: String },
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Format`] for `path`.
+    pub fn format(path: impl Into<PathBuf>, format: &'static str, reason: impl ToString) -> Self {
+        Error::Format {
+            path: path.into(),
+            format,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// An [`Error::Config`] for `path`.
+    pub fn config(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
+        Error::Config {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// An [`Error::Input`].
+    pub fn input(reason: impl ToString) -> Self {
+        Error::Input(reason.to_string())
+    }
+}
+
+fn format_key_report(
+    path: &std::path::Path,
+    missing: &[String],
+    unexpected: &[String],
+    mismatched: &[(String, Vec<usize>, Vec<usize>)],
+) -> String {
+    const SHOWN: usize = 8;
+    let list = |keys: &[String]| {
+        let mut s = keys
+            .iter()
+            .take(SHOWN)
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if keys.len() > SHOWN {
+            s.push_str(&format!(" and {} more", keys.len() - SHOWN));
+        }
+        s
+    };
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "{} missing tensor(s): {}",
+            missing.len(),
+            list(missing)
+        ));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!(
+            "{} unused tensor(s): {}",
+            unexpected.len(),
+            list(unexpected)
+        ));
+    }
+    if !mismatched.is_empty() {
+        let shown = mismatched
+            .iter()
+            .take(SHOWN)
+            .map(|(k, e, f)| format!("`{k}` is {f:?}, expected {e:?}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let more = if mismatched.len() > SHOWN {
+            format!(" and {} more", mismatched.len() - SHOWN)
+        } else {
+            String::new()
+        };
+        parts.push(format!(
+            "{} shape mismatch(es): {shown}{more}",
+            mismatched.len()
+        ));
+    }
+    format!(
+        "{} does not match the model: {}",
+        path.display(),
+        parts.join("; ")
+    )
+}

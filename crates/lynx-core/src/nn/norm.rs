@@ -1,0 +1,79 @@
+//! RMS and layer norms computed in f32 whatever the activation dtype, as the reference's
+//! `FP32LayerNorm`, `torch.nn.RMSNorm` and T5's layer norm do.
+
+use burn::module::{Module, Param};
+use burn::tensor::{DType, Tensor};
+
+use crate::weights::Loader;
+
+/// RMS norm over the last axis with a learned scale:
+/// `x / sqrt(mean(x²) + eps) * weight` (no mean subtraction, no bias).
+///
+/// # Shapes
+/// - input: `[..., dim]`, output: same shape and dtype.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// `[dim]`, f32.
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads `weight` [dim] (kept in f32).
+    pub fn load(w: &Loader, dim: usize, eps: f64) -> Self {
+        Self {
+            weight: w.param_f32("weight", [dim]),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
+        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        let y = x / rms * self.weight.val().unsqueeze::<D>();
+        y.cast(dtype)
+    }
+}
+
+/// Layer norm over the last axis, optionally with learned `weight`/`bias`.
+///
+/// # Shapes
+/// - input: `[..., dim]`, output: same shape; computed in f32, returned in f32 (the
+///   reference's `FP32LayerNorm` output feeds f32 modulation).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// `[dim]`, f32; ones when the norm has no affine part.
+    pub weight: Param<Tensor<1>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// A layer norm without learned parameters.
+    pub fn plain(dim: usize, eps: f64, device: &burn::tensor::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([dim], (device, DType::F32))),
+            bias: None,
+            eps,
+        }
+    }
+
+    /// Loads `weight` and `bias` [dim] (kept in f32).
+    pub fn load(w: &Loader, dim: usize, eps: f64) -> Self {
+        Self {
+            weight: w.param_f32("weight", [dim]),
+            bias: Some(w.param_f32("bias", [dim])),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::layer_norm(
+            x.cast(DType::F32),
+            self.weight.val(),
+            self.bias.as_ref().map(Param::val),
+            self.eps,
+        )
+    }
+}

@@ -1,0 +1,93 @@
+//! Flow-matching Euler sampler: `x ← x + (σ_next − σ)·v` on the same shifted flow
+//! schedule as [`crate::UniPcMultistep`] (the update of diffusers'
+//! `FlowMatchEulerDiscreteScheduler`).
+
+use burn::tensor::Tensor;
+use lynx_core::{Error, Result};
+
+use crate::config::SchedulerConfig;
+use crate::{Scheduler, shifted_flow_sigmas};
+
+/// First-order flow sampler. With the exact velocity of a straight path it lands on the
+/// path's end in one step; it is the simplest sampler to swap in for UniPC.
+pub struct FlowMatchEuler {
+    num_train_timesteps: usize,
+    shift: f64,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f64>,
+    step_index: usize,
+}
+
+impl FlowMatchEuler {
+    /// An Euler sampler with `shift` (Wan's `flow_shift`).
+    pub fn new(num_train_timesteps: usize, shift: f64) -> Result<Self> {
+        if shift <= 0.0 || num_train_timesteps == 0 {
+            return Err(Error::input(format!(
+                "flow shift must be positive and num_train_timesteps non-zero (got {shift}, {num_train_timesteps})"
+            )));
+        }
+        Ok(Self {
+            num_train_timesteps,
+            shift,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            step_index: 0,
+        })
+    }
+
+    /// Takes `num_train_timesteps` and `flow_shift` from a scheduler config.
+    pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        Self::new(config.num_train_timesteps, config.flow_shift)
+    }
+}
+
+impl Scheduler for FlowMatchEuler {
+    fn set_timesteps(&mut self, num_steps: usize) -> Result<()> {
+        if num_steps == 0 {
+            return Err(Error::input(
+                "the number of sampling steps must be at least 1",
+            ));
+        }
+        let sigmas = shifted_flow_sigmas(num_steps, self.num_train_timesteps, self.shift);
+        self.timesteps = sigmas
+            .iter()
+            .map(|s| s * self.num_train_timesteps as f64)
+            .collect();
+        self.sigmas = sigmas.into_iter().chain([0.0]).collect();
+        self.step_index = 0;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn sigmas(&self) -> &[f64] {
+        &self.sigmas
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<5>,
+        _timestep: f64,
+        sample: Tensor<5>,
+    ) -> Result<Tensor<5>> {
+        let i = self.step_index;
+        if i >= self.timesteps.len() {
+            return Err(Error::input(format!(
+                "all {} steps of the schedule have been taken (call set_timesteps)",
+                self.timesteps.len()
+            )));
+        }
+        if model_output.dims() != sample.dims() {
+            return Err(Error::input(format!(
+                "model output {:?} and sample {:?} differ in shape",
+                model_output.dims(),
+                sample.dims()
+            )));
+        }
+        let dt = self.sigmas[i + 1] - self.sigmas[i];
+        self.step_index += 1;
+        Ok(sample + model_output * dt)
+    }
+}
