@@ -183,7 +183,7 @@ fn config_missing_field_is_named() {
 }
 
 #[test]
-fn fused_attention_agrees_with_naive() {
+fn parity_fused_attention_vs_naive() {
     use burn::tensor::{Distribution, Tensor};
     let device = test_device();
     let q = Tensor::<4>::random([1, 2, 300, 24], Distribution::Normal(0.0, 1.0), &device);

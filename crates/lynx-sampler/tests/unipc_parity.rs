@@ -11,7 +11,7 @@ fn scheduler() -> UniPcMultistep {
 }
 
 #[test]
-fn unipc_schedule_matches_reference() {
+fn parity_unipc_schedule() {
     let fx = fixture("components/unipc.safetensors");
     let mut s = scheduler();
     s.set_timesteps(4).unwrap();
@@ -29,7 +29,7 @@ fn unipc_schedule_matches_reference() {
 }
 
 #[test]
-fn unipc_steps_match_reference() {
+fn parity_unipc_steps() {
     let device = test_device();
     let fx = fixture("components/unipc.safetensors");
     let mut s = scheduler();
