@@ -1,0 +1,145 @@
+//! One Wan transformer block (diffusers `WanTransformerBlock`, as Lynx's
+//! `modules/full/transformer_wan.py` extends it to hand back its norm1 features).
+//!
+//! ```text
+//! shift, scale, gate, c_shift, c_scale, c_gate = scale_shift_table + timestep_proj   (f32)
+//! n1 = LN(x)·(1 + scale) + shift                                 (f32, then model dtype)
+//! x  = x + gate · attn1(n1, RoPE) [+ extra self-attention K/V]   (f32 residual)
+//! x  = x + attn2(norm2(x), text)  [+ extra cross-attention K/V]
+//! x  = x + c_gate · ffn(LN(x)·(1 + c_scale) + c_shift)           (f32 residual)
+//! ```
+//!
+//! # Shapes
+//! - `x`: `[B, N, dim]` (model dtype); `text`: `[B, L, dim]` (after the text projection);
+//!   `timestep_proj`: `[B, 6, dim]`.
+//! - [`Modulation`] vectors: `[B, 1, dim]`, f32.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{DType, Tensor};
+use lynx_core::nn::{LayerNorm, gelu_tanh};
+
+use crate::attention::{ExtraKv, WanAttention};
+use crate::rope::RopeTable;
+
+/// What adapters add to one block: extra K/V for self-attention (Lynx's Ref-adapter)
+/// and for cross-attention (Lynx's ID-adapter). Both `None` is the plain Wan block.
+#[derive(Debug, Clone, Default)]
+pub struct BlockExtras {
+    pub self_attn: Option<ExtraKv>,
+    pub cross_attn: Option<ExtraKv>,
+}
+
+/// The six per-block modulation vectors, `[B, 1, dim]` each, f32.
+#[derive(Debug, Clone)]
+pub struct Modulation {
+    pub shift: Tensor<3>,
+    pub scale: Tensor<3>,
+    pub gate: Tensor<3>,
+    pub c_shift: Tensor<3>,
+    pub c_scale: Tensor<3>,
+    pub c_gate: Tensor<3>,
+}
+
+/// `ffn`: `net.2(gelu_tanh(net.0.proj(x)))`.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// `net.0.proj`: dim → ffn_dim.
+    pub proj: Linear,
+    /// `net.2`: ffn_dim → dim.
+    pub out: Linear,
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.out.forward(gelu_tanh(self.proj.forward(x)))
+    }
+}
+
+/// A Wan2.1 transformer block.
+#[derive(Module, Debug)]
+pub struct WanBlock {
+    /// Layer norm without affine parameters (f32).
+    pub norm1: LayerNorm,
+    /// Self-attention with RoPE.
+    pub attn1: WanAttention,
+    /// Cross-attention over the text tokens.
+    pub attn2: WanAttention,
+    /// Affine layer norm before cross-attention (`cross_attn_norm`), else identity.
+    pub norm2: Option<LayerNorm>,
+    pub ffn: FeedForward,
+    /// Layer norm without affine parameters (f32).
+    pub norm3: LayerNorm,
+    /// `[1, 6, dim]`, f32.
+    pub scale_shift_table: Param<Tensor<3>>,
+}
+
+impl WanBlock {
+    /// `scale_shift_table + timestep_proj` split into its six vectors (f32).
+    pub fn modulation(&self, timestep_proj: Tensor<3>) -> Modulation {
+        let table = self.scale_shift_table.val() + timestep_proj.cast(DType::F32);
+        let mut parts = table.chunk(6, 1).into_iter();
+        let mut next = || parts.next().expect("six chunks of a [B, 6, dim] table");
+        Modulation {
+            shift: next(),
+            scale: next(),
+            gate: next(),
+            c_shift: next(),
+            c_scale: next(),
+            c_gate: next(),
+        }
+    }
+
+    /// The modulated norm1 output `LN(x)·(1 + scale) + shift`, computed in f32 and
+    /// returned in `x`'s dtype: what self-attention reads, and what Lynx's reference pass
+    /// keeps as the Ref-adapter's features.
+    pub fn norm1_modulated(&self, x: &Tensor<3>, m: &Modulation) -> Tensor<3> {
+        let normed = self.norm1.forward(x.clone());
+        (normed * (m.scale.clone() + 1.0) + m.shift.clone()).cast(x.dtype())
+    }
+
+    /// The block from its norm1 output `n1` on (see [`WanBlock::norm1_modulated`]).
+    pub fn forward_from_norm1(
+        &self,
+        x: Tensor<3>,
+        n1: Tensor<3>,
+        m: &Modulation,
+        text: Tensor<3>,
+        rope: &RopeTable,
+        extras: &BlockExtras,
+    ) -> Tensor<3> {
+        let dtype = x.dtype();
+        // 1. self-attention
+        let attn = self
+            .attn1
+            .forward(n1, None, Some(rope), extras.self_attn.as_ref());
+        let x = (x.cast(DType::F32) + attn.cast(DType::F32) * m.gate.clone()).cast(dtype);
+        // 2. cross-attention
+        let n2 = match &self.norm2 {
+            Some(norm) => norm.forward(x.clone()).cast(dtype),
+            None => x.clone(),
+        };
+        let x = x + self
+            .attn2
+            .forward(n2, Some(text), None, extras.cross_attn.as_ref());
+        // 3. feed-forward
+        let n3 = (self.norm3.forward(x.clone()) * (m.c_scale.clone() + 1.0) + m.c_shift.clone())
+            .cast(dtype);
+        let ff = self.ffn.forward(n3);
+        (x.cast(DType::F32) + ff.cast(DType::F32) * m.c_gate.clone()).cast(dtype)
+    }
+
+    /// The whole block.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        text: Tensor<3>,
+        timestep_proj: Tensor<3>,
+        rope: &RopeTable,
+        extras: &BlockExtras,
+    ) -> Tensor<3> {
+        let m = self.modulation(timestep_proj);
+        let n1 = self.norm1_modulated(&x, &m);
+        self.forward_from_norm1(x, n1, &m, text, rope, extras)
+    }
+}

@@ -1,0 +1,257 @@
+//! The whole DiT (diffusers `WanTransformer3DModel.forward`, and Lynx's
+//! `ref_feature_extractor` mode of it).
+//!
+//! # Shapes
+//! - latents `x`: `[B, in_channels, F, H, W]`, `F`, `H`, `W` multiples of the patch;
+//!   tokens `N = F/pt · H/ph · W/pw`, ordered frame, row, column.
+//! - `timestep`: `[B]` or `[1]` (flow-matching timesteps, 0‥1000).
+//! - `text`: `[B, L, text_dim]` (UMT5 hidden states, 512 rows in the pipeline).
+//! - `extras`: empty, or one [`BlockExtras`] per block with K/V `[B, M, dim]`.
+//! - output: `[B, out_channels, F, H, W]`, f32.
+//! - reference features: one `[B, N, dim]` per block (model dtype).
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{DType, Device, Tensor};
+use lynx_core::nn::LayerNorm;
+use lynx_core::{Checkpoint, Error, Result};
+
+use crate::attention::ExtraKv;
+use crate::block::{BlockExtras, WanBlock};
+use crate::config::WanConfig;
+use crate::embeddings::{ConditionEmbedder, PatchEmbedding};
+use crate::rope::{RopeTable, WanRope};
+
+/// The Wan2.1 text-to-video diffusion transformer.
+#[derive(Module, Debug)]
+pub struct WanTransformer {
+    pub patch_embedding: PatchEmbedding,
+    pub condition_embedder: ConditionEmbedder,
+    pub blocks: Vec<WanBlock>,
+    /// Layer norm without affine parameters (f32).
+    pub norm_out: LayerNorm,
+    pub proj_out: Linear,
+    /// `[1, 2, dim]`, f32: shift and scale of the head.
+    pub scale_shift_table: Param<Tensor<3>>,
+    #[module(skip)]
+    pub config: WanConfig,
+    #[module(skip)]
+    pub rope: WanRope,
+    /// The dtype of the linear layers and of the hidden states between blocks.
+    #[module(skip)]
+    pub dtype: DType,
+}
+
+/// Inputs after embedding, shared by the denoising and the reference pass.
+struct Prepared {
+    x: Tensor<3>,
+    text: Tensor<3>,
+    temb: Tensor<2>,
+    timestep_proj: Tensor<3>,
+    rope: RopeTable,
+    grid: [usize; 3],
+}
+
+impl WanTransformer {
+    /// Loads `transformer/` of a diffusers Wan2.1 folder: `config.json` and the weights
+    /// (a shard index with its shards, or one `.safetensors`), converted to `dtype`
+    /// (norms, modulation tables and the timestep MLP stay f32).
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = WanConfig::load(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        Self::load(config, &ckpt, device, dtype)
+    }
+
+    /// Builds the model from an opened checkpoint; every missing, unused or mis-shaped
+    /// tensor is reported in one error.
+    pub fn load(
+        config: WanConfig,
+        ckpt: &Checkpoint,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        config.validate()?;
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::input(format!(
+                "the DiT runs in f32, f16 or bf16, not {dtype:?}"
+            )));
+        }
+        let loader = ckpt.loader(device, dtype);
+        let model = crate::weights::load_transformer(config, &loader);
+        loader.finish()?;
+        Ok(model)
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &WanConfig {
+        &self.config
+    }
+
+    /// Model width (`heads × head_dim`).
+    pub fn dim(&self) -> usize {
+        self.config.inner_dim()
+    }
+
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The denoising forward: predicted flow for latents `x` at `timestep`, conditioned
+    /// on `text` and, per block, on the adapters' extra K/V sets (`extras` empty for the
+    /// plain model).
+    pub fn forward(
+        &self,
+        x: Tensor<5>,
+        timestep: Tensor<1>,
+        text: Tensor<3>,
+        extras: &[BlockExtras],
+    ) -> Result<Tensor<5>> {
+        self.forward_observed(x, timestep, text, extras, |_, _| {})
+    }
+
+    /// [`WanTransformer::forward`], calling `observe(i, hidden)` with the hidden states
+    /// `[B, N, dim]` after each block `i` (for inspection and parity tests).
+    pub fn forward_observed(
+        &self,
+        x: Tensor<5>,
+        timestep: Tensor<1>,
+        text: Tensor<3>,
+        extras: &[BlockExtras],
+        mut observe: impl FnMut(usize, &Tensor<3>),
+    ) -> Result<Tensor<5>> {
+        let p = self.prepare(x, timestep, text)?;
+        self.check_extras(extras, p.x.dims()[0])?;
+        let none = BlockExtras::default();
+        let mut h = p.x;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let extra = extras.get(i).unwrap_or(&none);
+            h = block.forward(h, p.text.clone(), p.timestep_proj.clone(), &p.rope, extra);
+            observe(i, &h);
+        }
+        Ok(self.head(h, p.temb, p.grid))
+    }
+
+    /// Lynx's reference pass: runs the plain model on the reference latents at t = 0 and
+    /// returns each block's modulated norm1 output (the Ref-adapter's features). The
+    /// blocks after the last norm1 and the head are skipped: nothing reads them.
+    pub fn reference_features(&self, x: Tensor<5>, text: Tensor<3>) -> Result<Vec<Tensor<3>>> {
+        let b = x.dims()[0];
+        let t = Tensor::<1>::zeros([b], (&x.device(), DType::F32));
+        let p = self.prepare(x, t, text)?;
+        let mut features = Vec::with_capacity(self.blocks.len());
+        let mut h = p.x;
+        let last = self.blocks.len().saturating_sub(1);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let m = block.modulation(p.timestep_proj.clone());
+            let n1 = block.norm1_modulated(&h, &m);
+            features.push(n1.clone());
+            if i < last {
+                let none = BlockExtras::default();
+                h = block.forward_from_norm1(h, n1, &m, p.text.clone(), &p.rope, &none);
+            }
+        }
+        Ok(features)
+    }
+
+    /// Checks inputs, embeds patches, timestep and text, builds the RoPE table.
+    fn prepare(&self, x: Tensor<5>, timestep: Tensor<1>, text: Tensor<3>) -> Result<Prepared> {
+        let cfg = &self.config;
+        let [b, c, f, h, w] = x.dims();
+        let [pt, ph, pw] = cfg.patch_size;
+        if c != cfg.in_channels {
+            return Err(Error::input(format!(
+                "latents have {c} channels, the DiT takes {} (shape {:?})",
+                cfg.in_channels,
+                x.dims()
+            )));
+        }
+        if b == 0 || f == 0 || h == 0 || w == 0 || f % pt != 0 || h % ph != 0 || w % pw != 0 {
+            return Err(Error::input(format!(
+                "latents of shape {:?}: frames, height and width must be positive multiples \
+                 of the patch size {:?}",
+                x.dims(),
+                cfg.patch_size
+            )));
+        }
+        let [tb, tl, td] = text.dims();
+        if tb != b || td != cfg.text_dim || tl == 0 {
+            return Err(Error::input(format!(
+                "text hidden states have shape {:?}, expected [{b}, L, {}]",
+                text.dims(),
+                cfg.text_dim
+            )));
+        }
+        let timestep = match timestep.dims()[0] {
+            n if n == b => timestep,
+            1 => timestep.repeat_dim(0, b),
+            n => {
+                return Err(Error::input(format!(
+                    "{n} timesteps for a batch of {b} (give one, or one per sample)"
+                )));
+            }
+        };
+        let grid = [f / pt, h / ph, w / pw];
+        let rope = self.rope.table(grid, &x.device())?;
+        let x = self.patch_embedding.forward(x.cast(self.dtype));
+        let (temb, timestep_proj) = self.condition_embedder.time(timestep, self.dtype);
+        let text = self.condition_embedder.text(text.cast(self.dtype));
+        Ok(Prepared {
+            x,
+            text,
+            temb,
+            timestep_proj,
+            rope,
+            grid,
+        })
+    }
+
+    fn check_extras(&self, extras: &[BlockExtras], batch: usize) -> Result<()> {
+        if !extras.is_empty() && extras.len() != self.blocks.len() {
+            return Err(Error::input(format!(
+                "adapter inputs for {} blocks, the DiT has {}",
+                extras.len(),
+                self.blocks.len()
+            )));
+        }
+        let dim = self.dim();
+        let check = |i: usize, what: &str, e: &ExtraKv| {
+            let (k, v) = (e.key.dims(), e.value.dims());
+            if k != v || k[0] != batch || k[2] != dim || k[1] == 0 {
+                return Err(Error::input(format!(
+                    "block {i}: extra {what} keys {k:?} / values {v:?} must both be \
+                     [{batch}, M, {dim}] with M > 0"
+                )));
+            }
+            Ok(())
+        };
+        for (i, e) in extras.iter().enumerate() {
+            if let Some(kv) = &e.self_attn {
+                check(i, "self-attention", kv)?;
+            }
+            if let Some(kv) = &e.cross_attn {
+                check(i, "cross-attention", kv)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Output norm, modulation, projection and unpatchify.
+    fn head(&self, h: Tensor<3>, temb: Tensor<2>, grid: [usize; 3]) -> Tensor<5> {
+        let [b, _, dim] = h.dims();
+        let table = self.scale_shift_table.val() + temb.cast(DType::F32).reshape([b, 1, dim]);
+        let mut parts = table.chunk(2, 1).into_iter();
+        let (shift, scale) = (parts.next().unwrap(), parts.next().unwrap());
+        let h = (self.norm_out.forward(h) * (scale + 1.0) + shift).cast(self.dtype);
+        let out = self.proj_out.forward(h).cast(DType::F32);
+        let [nf, nh, nw] = grid;
+        let [pt, ph, pw] = self.config.patch_size;
+        let c = self.config.out_channels();
+        out.reshape([b, nf, nh, nw, pt, ph, pw, c])
+            .permute([0, 7, 1, 4, 2, 5, 3, 6])
+            .reshape([b, c, nf * pt, nh * ph, nw * pw])
+    }
+}
