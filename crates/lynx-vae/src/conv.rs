@@ -1,0 +1,183 @@
+//! `WanCausalConv3d` and the feature cache that carries causal context from one chunk of
+//! frames to the next.
+//!
+//! A causal convolution with `kt` time taps sees, for output frame `t`, input frames
+//! `t − kt + 1 ..= t`; frames before the first are zeros. Spatial padding is symmetric.
+//! When a video is processed in chunks, each such convolution keeps the last `kt − 1`
+//! frames of its input in a [`Slot`], so chunked processing gives exactly what the whole
+//! sequence would.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::conv3d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor};
+
+/// What one layer remembers of the chunks it has seen.
+// A few dozen slots per model: their size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Default)]
+pub enum Slot {
+    /// No chunk seen yet.
+    #[default]
+    Empty,
+    /// A chunk was seen but left no frames (the first chunk of a time upsampler).
+    Started,
+    /// The last frames of the input seen so far, in their own buffer.
+    Frames(Tensor<5>),
+}
+
+impl Slot {
+    /// Takes the remembered frames, leaving [`Slot::Started`].
+    pub fn take_frames(&mut self) -> Option<Tensor<5>> {
+        match std::mem::replace(self, Slot::Started) {
+            Slot::Frames(t) => Some(t),
+            Slot::Empty | Slot::Started => None,
+        }
+    }
+}
+
+/// The state of every cached layer of an encoder or decoder, in call order (the
+/// reference's `feat_cache` list with its `feat_idx` cursor).
+#[derive(Debug, Default)]
+pub struct FeatCache {
+    slots: Vec<Slot>,
+    next: usize,
+}
+
+impl FeatCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rewinds the cursor before a chunk runs through the network.
+    pub fn begin_chunk(&mut self) {
+        self.next = 0;
+    }
+
+    /// The next layer's slot (created empty on the first chunk).
+    pub fn slot(&mut self) -> &mut Slot {
+        if self.next == self.slots.len() {
+            self.slots.push(Slot::Empty);
+        }
+        self.next += 1;
+        &mut self.slots[self.next - 1]
+    }
+}
+
+/// Copies `t` into a buffer of its own. Slices are views that keep their parent's whole
+/// buffer alive; a cache entry must not pin a full chunk of activations.
+pub(crate) fn compact<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    t.mul_scalar(1.0)
+}
+
+/// The last `n` frames (axis 2) of `x`.
+pub(crate) fn last_frames(x: &Tensor<5>, n: usize) -> Tensor<5> {
+    let t = x.dims()[2];
+    x.clone().narrow(2, t - n, n)
+}
+
+/// A 3D convolution, causal in time.
+///
+/// # Shapes
+/// - `weight`: `[out, in, kt, kh, kw]`, `bias`: `[out]`
+/// - input `[B, in, T, H, W]` → output `[B, out, T', H', W']` with `T' = T` for stride 1
+///   (past frames come from the cache or are zeros) and `H' = (H + 2·ph − kh)/sh + 1`.
+#[derive(Module, Debug)]
+pub struct CausalConv3d {
+    pub weight: Param<Tensor<5>>,
+    pub bias: Param<Tensor<1>>,
+    pub stride: [usize; 3],
+    /// Symmetric spatial padding `[ph, pw]`; time is padded by `kt − 1` on the past side.
+    pub padding: [usize; 2],
+}
+
+impl CausalConv3d {
+    /// Time taps `kt`.
+    pub fn time_kernel(&self) -> usize {
+        self.weight.dims()[2]
+    }
+
+    fn options(&self) -> ConvOptions<3> {
+        ConvOptions::new(
+            self.stride,
+            [0, self.padding[0], self.padding[1]],
+            [1, 1, 1],
+            1,
+        )
+    }
+
+    /// Runs on `x` with `past` frames before it (none: zeros), padding the rest of the
+    /// causal window with zero frames. `past` plus `x` must hold at least one frame.
+    fn run(&self, x: Tensor<5>, past: Option<Tensor<5>>) -> Tensor<5> {
+        let kt = self.time_kernel();
+        let have = past.as_ref().map_or(0, |p| p.dims()[2]);
+        let zeros = (kt - 1).saturating_sub(have);
+        if past.is_none() && zeros > 0 && x.dims()[2] == 1 && self.stride[0] == 1 {
+            // A lone frame after zeros: only the last tap sees data (same sum, fewer FLOPs).
+            let w = self.weight.val().narrow(2, kt - 1, 1);
+            return conv3d(x, w, Some(self.bias.val()), self.options());
+        }
+        let mut parts = Vec::with_capacity(3);
+        if zeros > 0 {
+            let [b, c, _, h, w] = x.dims();
+            parts.push(Tensor::zeros([b, c, zeros, h, w], (&x.device(), x.dtype())));
+        }
+        parts.extend(past);
+        parts.push(x);
+        let input = if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            Tensor::cat(parts, 2)
+        };
+        conv3d(
+            input,
+            self.weight.val(),
+            Some(self.bias.val()),
+            self.options(),
+        )
+    }
+
+    /// The convolution without time padding (`T' = (T − kt)/st + 1`).
+    pub fn forward_valid(&self, x: Tensor<5>) -> Tensor<5> {
+        conv3d(x, self.weight.val(), Some(self.bias.val()), self.options())
+    }
+
+    /// The convolution over a whole sequence (zeros before the first frame).
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.run(x, None)
+    }
+
+    /// The convolution over the next chunk `x`, taking the past frames from `slot` and
+    /// leaving there the last `kt − 1` frames of (past ‖ x) for the next chunk.
+    pub fn forward_cached(&self, x: Tensor<5>, slot: &mut Slot) -> Tensor<5> {
+        let keep = self.time_kernel() - 1;
+        if keep == 0 {
+            return self.run(x, None);
+        }
+        let past = slot.take_frames();
+        let t = x.dims()[2];
+        let next = if t >= keep {
+            compact(last_frames(&x, keep))
+        } else {
+            match &past {
+                // Fewer new frames than the window: keep the tail of the old ones too.
+                Some(p) => {
+                    let from_past = keep.min(p.dims()[2] + t) - t;
+                    Tensor::cat(vec![last_frames(p, from_past), x.clone()], 2)
+                }
+                None => x.clone(),
+            }
+        };
+        *slot = Slot::Frames(next);
+        self.run(x, past)
+    }
+}
+
+/// Casts to f32 for norms; a no-op when already f32.
+pub(crate) fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(DType::F32)
+    }
+}

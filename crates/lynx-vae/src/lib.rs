@@ -1,0 +1,74 @@
+//! The Wan2.1 3D causal VAE (`AutoencoderKLWan`), encoder and decoder, as diffusers 0.33.1
+//! computes it (`src/diffusers/models/autoencoders/autoencoder_kl_wan.py`, plus
+//! `DiagonalGaussianDistribution` from `autoencoders/vae.py`).
+//!
+//! ```no_run
+//! # use burn::tensor::{DType, Device, Tensor};
+//! # fn main() -> lynx_core::Result<()> {
+//! # let device = Device::flex();
+//! # let video: Tensor<5> = Tensor::zeros([1, 3, 5, 64, 64], &device);
+//! let vae = lynx_vae::WanVae::from_pretrained("Wan2.1-T2V-14B-Diffusers/vae", &device, DType::F32)?;
+//! let posterior = vae.encode(video)?;               // [1, 16, 2, 8, 8]
+//! let z = vae.normalize(posterior.mode())?;         // what the DiT sees
+//! let frames = vae.decode(vae.denormalize(z)?)?;    // [1, 3, 5, 64, 64] in [−1, 1]
+//! # Ok(()) }
+//! ```
+//!
+//! | module | mirrors (upstream class) |
+//! |---|---|
+//! | [`config`] | the `AutoencoderKLWan` config (`vae/config.json`) |
+//! | [`conv`] | `WanCausalConv3d`, and the `feat_cache`/`feat_idx` chunk cache |
+//! | [`norm`] | `WanRMS_norm` |
+//! | [`resnet`] | `WanResidualBlock`, `WanMidBlock` |
+//! | [`resample`] | `WanResample` (`upsample2d/3d`, `downsample2d/3d`), `WanUpsample` |
+//! | [`attention`] | `WanAttentionBlock` (through [`lynx_core::nn::attention`]) |
+//! | [`encoder`] | `WanEncoder3d` |
+//! | [`decoder`] | `WanUpBlock`, `WanDecoder3d` |
+//! | [`model`] | `AutoencoderKLWan._encode/_decode`, `DiagonalGaussianDistribution`, the pipelines' latent normalisation |
+//! | [`tiling`] | spatial tiling with overlap blending (not in diffusers 0.33.1; off by default) |
+//! | [`weights`] | the state-dict key mapping |
+//!
+//! # Shapes
+//! With Wan2.1's factors (8 in space, 4 in time after the first frame; `z_dim` 16):
+//! - video `[B, 3, F, H, W]`, `F = 4k + 1`, `H`, `W` multiples of 8, values in `[−1, 1]`
+//! - latents `[B, z_dim, k + 1, H/8, W/8]`
+//! - an image is a video of one frame: `[B, 3, 1, H, W]` → `[B, z_dim, 1, H/8, W/8]`
+//!
+//! # Causal chunking
+//! Encoding runs the first frame alone, then chunks of 4 frames; decoding runs one latent
+//! frame at a time (giving 1, then 4 frames each). Every causal 3×3×3 convolution keeps
+//! the last two frames of its input between chunks and the time resamplers keep what
+//! they need, exactly as the reference's feature cache does, so activations of only one
+//! chunk are alive at a time. [`WanVae::decode_frames`] hands out each decoded chunk as
+//! soon as it exists, so the caller never needs the whole video on the device.
+//!
+//! # Memory
+//! Peak memory of decoding (weights excluded; they are 0.25 GB in f32 for Wan2.1), f32,
+//! measured on the CPU backend and growing in proportion to the frame area, since the
+//! cache holds two frames of each full-resolution layer's input and a chunk four:
+//!
+//! MEMORY_TABLE
+//!
+//! [`WanVae::set_tiling`] bounds this by the tile size instead of the frame size (plus
+//! the output video itself, which the tiled decoder accumulates); tiles overlap and
+//! are blended linearly, which changes pixels near tile borders slightly.
+//!
+//! # Precision
+//! Convolutions and attention run in the weight dtype; the channel RMS norms in f32.
+//! Encoder outputs, decoder outputs and the latent normalisation are f32.
+
+pub mod attention;
+pub mod config;
+pub mod conv;
+pub mod decoder;
+pub mod encoder;
+pub mod model;
+pub mod norm;
+pub mod resample;
+pub mod resnet;
+pub mod tiling;
+mod weights;
+
+pub use config::VaeConfig;
+pub use model::{DiagonalGaussian, WanVae};
+pub use tiling::Tiling;

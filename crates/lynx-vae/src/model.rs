@@ -1,0 +1,303 @@
+//! `AutoencoderKLWan`: loading, chunked encode and decode, the latent distribution and the
+//! latent normalisation.
+
+use std::path::Path;
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use lynx_core::{Checkpoint, Error, Result};
+
+use crate::config::VaeConfig;
+use crate::conv::{CausalConv3d, FeatCache};
+use crate::decoder::Decoder3d;
+use crate::encoder::Encoder3d;
+use crate::tiling::{self, Tiling};
+use crate::weights::load_parts;
+
+/// The encoder's output: a diagonal Gaussian per latent element.
+///
+/// # Shapes
+/// - `mean`, `logvar`: `[B, z_dim, F', H/8, W/8]`, f32; `logvar` clamped to `[−30, 20]`
+#[derive(Debug, Clone)]
+pub struct DiagonalGaussian {
+    pub mean: Tensor<5>,
+    pub logvar: Tensor<5>,
+}
+
+impl DiagonalGaussian {
+    /// Splits `[B, 2z, …]` into mean (first `z` channels) and log-variance, clamping the
+    /// latter to `[−30, 20]`.
+    pub fn from_parameters(params: Tensor<5>) -> Result<Self> {
+        let c = params.dims()[1];
+        if c == 0 || !c.is_multiple_of(2) {
+            return Err(Error::input(format!(
+                "Gaussian parameters need an even, non-zero channel count (mean ‖ logvar), got {c}"
+            )));
+        }
+        let z = c / 2;
+        Ok(Self {
+            mean: params.clone().narrow(1, 0, z),
+            logvar: params.narrow(1, z, z).clamp(-30.0, 20.0),
+        })
+    }
+
+    /// The most likely latent: the mean.
+    pub fn mode(&self) -> Tensor<5> {
+        self.mean.clone()
+    }
+
+    /// `exp(logvar / 2)`.
+    pub fn std(&self) -> Tensor<5> {
+        (self.logvar.clone() * 0.5).exp()
+    }
+
+    /// `mean + std · noise`, with standard normal `noise` of the mean's shape supplied by
+    /// the caller (so that runs are reproducible across backends).
+    pub fn sample(&self, noise: Tensor<5>) -> Result<Tensor<5>> {
+        if noise.dims() != self.mean.dims() {
+            return Err(Error::input(format!(
+                "sampling noise has shape {:?}, the latent distribution {:?}",
+                noise.dims(),
+                self.mean.dims()
+            )));
+        }
+        Ok(self.mean.clone() + self.std() * noise.cast(DType::F32))
+    }
+}
+
+/// The Wan2.1 VAE: videos `[B, 3, 4k+1, H, W]` in `[−1, 1]` ↔ latents
+/// `[B, z_dim, k+1, H/8, W/8]`.
+#[derive(Debug)]
+pub struct WanVae {
+    config: VaeConfig,
+    pub encoder: Encoder3d,
+    pub decoder: Decoder3d,
+    pub quant_conv: CausalConv3d,
+    pub post_quant_conv: CausalConv3d,
+    /// `[1, z, 1, 1, 1]`, f32.
+    latents_mean: Tensor<5>,
+    latents_std: Tensor<5>,
+    tiling: Option<Tiling>,
+    dtype: DType,
+}
+
+impl WanVae {
+    /// Loads `vae_dir/config.json` and `vae_dir/diffusion_pytorch_model.safetensors` (or
+    /// the one checkpoint the folder holds), weights converted to `dtype` on `device`.
+    pub fn from_pretrained(
+        vae_dir: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let dir = vae_dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::MissingFile {
+                path: dir.to_path_buf(),
+                hint: "expected the `vae` folder of a Wan2.1 diffusers model".into(),
+            });
+        }
+        let config = VaeConfig::load(dir.join("config.json"))?;
+        let weights = dir.join("diffusion_pytorch_model.safetensors");
+        let ckpt = if weights.is_file() {
+            Checkpoint::open(&weights)?
+        } else {
+            Checkpoint::open(dir)?
+        };
+        Self::load(config, &ckpt, device, dtype)
+    }
+
+    /// Builds the model from `ckpt`, reporting every missing, unused or mis-shaped tensor.
+    pub fn load(
+        config: VaeConfig,
+        ckpt: &Checkpoint,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        config.check()?;
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::input(format!(
+                "unsupported VAE dtype {dtype:?}; use f32, bf16 or f16"
+            )));
+        }
+        let w = ckpt.loader(device, dtype);
+        let parts = load_parts(&w, &config);
+        w.finish()?;
+        let stat = |v: &[f64]| {
+            let data =
+                TensorData::new(v.iter().map(|x| *x as f32).collect(), [1, v.len(), 1, 1, 1]);
+            Tensor::<5>::from_data(data, (device, DType::F32))
+        };
+        Ok(Self {
+            latents_mean: stat(&config.latents_mean),
+            latents_std: stat(&config.latents_std),
+            config,
+            encoder: parts.encoder,
+            decoder: parts.decoder,
+            quant_conv: parts.quant_conv,
+            post_quant_conv: parts.post_quant_conv,
+            tiling: None,
+            dtype,
+        })
+    }
+
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// The dtype the weights (and activations) are in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Spatial tiling for [`WanVae::decode`] (off by default; it changes numbers slightly).
+    pub fn set_tiling(&mut self, tiling: Option<Tiling>) -> Result<()> {
+        if let Some(t) = &tiling {
+            t.check(self.config.spatial_factor())?;
+        }
+        self.tiling = tiling;
+        Ok(())
+    }
+
+    pub fn tiling(&self) -> Option<Tiling> {
+        self.tiling
+    }
+
+    /// Encodes `video` `[B, 3, F, H, W]` in `[−1, 1]` with `F = 4k + 1` and `H`, `W`
+    /// multiples of 8: the first frame alone, then chunks of 4 frames, each chunk
+    /// seeing the earlier ones through the causal cache. An image is a one-frame video.
+    ///
+    /// Returns the latent distribution, `[B, z_dim, k + 1, H/8, W/8]`, in f32.
+    pub fn encode(&self, video: Tensor<5>) -> Result<DiagonalGaussian> {
+        let [_, c, frames, h, w] = video.dims();
+        let (sf, tf) = (self.config.spatial_factor(), self.config.temporal_factor());
+        if c != 3 {
+            return Err(Error::input(format!(
+                "the VAE encodes RGB videos [B, 3, F, H, W]; got {c} channels (shape {:?})",
+                video.dims()
+            )));
+        }
+        if frames == 0 || !(frames - 1).is_multiple_of(tf) {
+            let below = frames.saturating_sub(1) / tf * tf + 1;
+            return Err(Error::input(format!(
+                "the VAE encodes {tf}k+1 frames (1, {}, {}, …, 81, …); got {frames}: use {below} or {}",
+                tf + 1,
+                2 * tf + 1,
+                below + tf
+            )));
+        }
+        if h == 0 || w == 0 || !h.is_multiple_of(sf) || !w.is_multiple_of(sf) {
+            return Err(Error::input(format!(
+                "frame size {h}×{w} must be a positive multiple of {sf} in height and width"
+            )));
+        }
+        let video = video.cast(self.dtype);
+        let mut cache = FeatCache::new();
+        let mut outs = Vec::with_capacity(1 + (frames - 1) / tf);
+        outs.push(
+            self.encoder
+                .forward(video.clone().narrow(2, 0, 1), &mut cache),
+        );
+        for start in (1..frames).step_by(tf) {
+            outs.push(
+                self.encoder
+                    .forward(video.clone().narrow(2, start, tf), &mut cache),
+            );
+        }
+        drop(cache);
+        let enc = self
+            .quant_conv
+            .forward(Tensor::cat(outs, 2))
+            .cast(DType::F32);
+        DiagonalGaussian::from_parameters(enc)
+    }
+
+    fn check_latents(&self, latents: &Tensor<5>) -> Result<()> {
+        let [b, c, f, h, w] = latents.dims();
+        if c != self.config.z_dim {
+            return Err(Error::input(format!(
+                "latents have {c} channels, the VAE's z_dim is {} (shape {:?})",
+                self.config.z_dim,
+                latents.dims()
+            )));
+        }
+        if b == 0 || f == 0 || h == 0 || w == 0 {
+            return Err(Error::input(format!(
+                "latents {:?} are empty",
+                latents.dims()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes `latents` `[B, z_dim, F', h, w]` to `[B, 3, 4(F' − 1) + 1, 8h, 8w]` in
+    /// `[−1, 1]` (f32), one latent frame at a time; spatially tiled when
+    /// [`WanVae::set_tiling`] is on and a frame is larger than a tile.
+    pub fn decode(&self, latents: Tensor<5>) -> Result<Tensor<5>> {
+        self.check_latents(&latents)?;
+        let [_, _, _, h, w] = latents.dims();
+        let sf = self.config.spatial_factor();
+        if let Some(t) = self.tiling
+            && (h * sf > t.tile || w * sf > t.tile)
+        {
+            return tiling::decode_tiled(self, latents, t);
+        }
+        let mut frames = Vec::with_capacity(latents.dims()[2]);
+        self.decode_frames(latents, |chunk| {
+            frames.push(chunk);
+            Ok(())
+        })?;
+        Ok(Tensor::cat(frames, 2))
+    }
+
+    /// [`WanVae::decode`] without tiling, handing each chunk of frames to `sink` as soon
+    /// as it is decoded: `[B, 3, 1, 8h, 8w]` first, then `[B, 3, 4, 8h, 8w]` per latent
+    /// frame (f32, clamped to `[−1, 1]`). Only the causal cache and one chunk's
+    /// activations are alive at a time.
+    pub fn decode_frames(
+        &self,
+        latents: Tensor<5>,
+        mut sink: impl FnMut(Tensor<5>) -> Result<()>,
+    ) -> Result<()> {
+        self.check_latents(&latents)?;
+        self.run_decoder(latents, |chunk| sink(chunk.clamp(-1.0, 1.0)))
+    }
+
+    /// Runs the decoder latent frame by latent frame, handing each unclamped f32 chunk
+    /// to `sink`.
+    pub(crate) fn run_decoder(
+        &self,
+        latents: Tensor<5>,
+        mut sink: impl FnMut(Tensor<5>) -> Result<()>,
+    ) -> Result<()> {
+        let x = self.post_quant_conv.forward(latents.cast(self.dtype));
+        let mut cache = FeatCache::new();
+        for i in 0..x.dims()[2] {
+            let out = self.decoder.forward(x.clone().narrow(2, i, 1), &mut cache);
+            sink(out.cast(DType::F32))?;
+        }
+        Ok(())
+    }
+
+    fn check_stats_shape(&self, z: &Tensor<5>) -> Result<()> {
+        if z.dims()[1] != self.config.z_dim {
+            return Err(Error::input(format!(
+                "latents have {} channels, latents_mean/std have {} (shape {:?})",
+                z.dims()[1],
+                self.config.z_dim,
+                z.dims()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `(z − latents_mean) / latents_std` per channel (what the DiT sees), in f32.
+    pub fn normalize(&self, z: Tensor<5>) -> Result<Tensor<5>> {
+        self.check_stats_shape(&z)?;
+        Ok((z.cast(DType::F32) - self.latents_mean.clone()) / self.latents_std.clone())
+    }
+
+    /// `z · latents_std + latents_mean` per channel (before decoding), in f32.
+    pub fn denormalize(&self, z: Tensor<5>) -> Result<Tensor<5>> {
+        self.check_stats_shape(&z)?;
+        Ok(z.cast(DType::F32) * self.latents_std.clone() + self.latents_mean.clone())
+    }
+}
