@@ -55,6 +55,8 @@ pub struct Checkpoint {
     path: PathBuf,
     files: Vec<Backing>,
     entries: BTreeMap<String, Entry>,
+    /// Standard deviation of the random tensors a synthetic checkpoint hands out.
+    synthetic: Option<f64>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -87,6 +89,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             files: Vec::new(),
             entries: BTreeMap::new(),
+            synthetic: None,
         };
         if name.ends_with(".index.json") {
             ckpt.add_index(path)?;
@@ -105,6 +108,19 @@ impl Checkpoint {
             ));
         }
         Ok(ckpt)
+    }
+
+    /// A checkpoint with no file behind it that hands every requested tensor out as
+    /// normal noise of standard deviation `std`, in the shape the model asks for. For
+    /// benchmarks of real model widths without the weights; [`Loader::has`] answers
+    /// `false` and [`Loader::shape`] `None`, so optional tensors are left out.
+    pub fn synthetic(std: f64) -> Self {
+        Checkpoint {
+            path: PathBuf::from("<synthetic random weights>"),
+            files: Vec::new(),
+            entries: BTreeMap::new(),
+            synthetic: Some(std),
+        }
     }
 
     /// The path this checkpoint was opened from.
@@ -518,6 +534,10 @@ impl<'a> Loader<'a> {
         dtype: DType,
     ) -> Tensor<D> {
         let key = self.key(name);
+        if let (Some(std), Some(shape)) = (self.ckpt.synthetic, shape) {
+            let dist = burn::tensor::Distribution::Normal(0.0, std);
+            return Tensor::<D>::random(shape, dist, &self.device).cast(dtype);
+        }
         let placeholder = || Tensor::zeros([1; D], (&self.device, dtype));
         let Some(entry) = self.ckpt.entries.get(&key) else {
             self.state.borrow_mut().missing.push(key);

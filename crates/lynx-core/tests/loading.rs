@@ -226,3 +226,18 @@ fn device_strings() {
     assert!(lynx_core::device::parse_dtype("bf16").is_ok());
     assert!(lynx_core::device::parse_dtype("int8").is_err());
 }
+
+#[test]
+fn synthetic_checkpoint_hands_out_requested_shapes() {
+    let ckpt = Checkpoint::synthetic(0.02);
+    let device = test_device();
+    let w = ckpt.loader(&device, DType::F32);
+    let t = w.sub("blocks").sub(0).tensor::<2>("weight", [4, 3]);
+    assert_eq!(t.dims(), [4, 3]);
+    assert!(!w.has("weight") && w.shape("weight").is_none());
+    w.finish().unwrap();
+    // A tensor whose shape only a file could give is reported, not invented.
+    let w = ckpt.loader(&device, DType::F32);
+    let _ = w.tensor_any::<2>("from_file");
+    assert!(w.finish().is_err());
+}
