@@ -205,6 +205,7 @@ impl WanConfig {
             ("text_dim", self.text_dim),
             ("freq_dim", self.freq_dim),
             ("ffn_dim", self.ffn_dim),
+            ("num_layers", self.num_layers),
             ("rope_max_seq_len", self.rope_max_seq_len),
         ];
         for (name, v) in positive {

@@ -1,0 +1,225 @@
+//! Perceiver Resampler (Lynx `modules/common/resampler.py`, from IP-Adapter / Flamingo):
+//! learned query latents attend to the projected face embedding and to themselves.
+//!
+//! ```text
+//! x = proj_in(face)                                   [B, n, dim]
+//! latents = latents.repeat(B)                         [B, Q, dim]
+//! for each layer:
+//!     latents += to_out(attn(to_q(LN₂(latents)), to_kv(LN₁(x) ‖ LN₂(latents))))
+//!     latents += W₂ · gelu(W₁ · LN(latents))          (exact GELU, no biases)
+//! tokens = norm_out(proj_out(latents))                [B, Q, output_dim]
+//! ```
+//!
+//! The reference scales `q` and `k` each by `dim_head^(−1/4)`, the default
+//! `1/√dim_head` overall, so the attention runs through the fused
+//! [`lynx_core::nn::attention`] with no scale. Layer norms (eps 1e-5, affine) in f32.
+//!
+//! # Shapes
+//! - input: face embedding `[B, n, embedding_dim]` (Lynx: `[1, 1, 512]` ArcFace).
+//! - output: ID tokens `[B, num_queries, output_dim]` (Lynx: `[1, 16, 5120]`).
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::gelu;
+use lynx_core::nn::{LayerNorm, attention};
+use lynx_core::{Checkpoint, Error, Result};
+
+/// `nn.LayerNorm`'s default epsilon, which the resampler keeps.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Sizes of a resampler. All but the head split come from the tensors
+/// ([`ResamplerConfig::from_checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResamplerConfig {
+    pub depth: usize,
+    pub dim: usize,
+    pub dim_head: usize,
+    pub heads: usize,
+    pub num_queries: usize,
+    pub embedding_dim: usize,
+    pub output_dim: usize,
+    /// `dim × ff_mult`.
+    pub ff_inner_dim: usize,
+}
+
+impl ResamplerConfig {
+    /// The head width of the released Lynx resampler (`dim_head=64`, 20 heads of 1280).
+    pub const LYNX_DIM_HEAD: usize = 64;
+
+    /// Reads the sizes from `resampler.safetensors`; `dim_head` cannot be read from the
+    /// tensors (only `heads × dim_head` can) and is given.
+    pub fn from_checkpoint(ckpt: &Checkpoint, dim_head: usize) -> Result<Self> {
+        let shape = |key: &str, rank: usize| -> Result<Vec<usize>> {
+            let s = ckpt.shape(key).ok_or_else(|| Error::MissingKey {
+                path: ckpt.path().to_path_buf(),
+                key: key.into(),
+            })?;
+            if s.len() != rank {
+                return Err(Error::Shape {
+                    path: ckpt.path().to_path_buf(),
+                    key: key.into(),
+                    expected: vec![0; rank],
+                    found: s.to_vec(),
+                });
+            }
+            Ok(s.to_vec())
+        };
+        let unsupported = |what: &str| {
+            Error::format(
+                ckpt.path(),
+                "Perceiver Resampler",
+                format!("it has {what}, which the Lynx resampler does not use"),
+            )
+        };
+        if ckpt.keys().any(|k| k.starts_with("pos_emb.")) {
+            return Err(unsupported("positional embeddings (`pos_emb`)"));
+        }
+        if ckpt
+            .keys()
+            .any(|k| k.starts_with("to_latents_from_mean_pooled_seq."))
+        {
+            return Err(unsupported("mean-pooled latents"));
+        }
+        let latents = shape("latents", 3)?;
+        let proj_in = shape("proj_in.weight", 2)?;
+        let proj_out = shape("proj_out.weight", 2)?;
+        let depth = (0..)
+            .take_while(|i| ckpt.contains(&format!("layers.{i}.0.to_q.weight")))
+            .count();
+        if depth == 0 {
+            return Err(Error::MissingKey {
+                path: ckpt.path().to_path_buf(),
+                key: "layers.0.0.to_q.weight".into(),
+            });
+        }
+        let inner = shape("layers.0.0.to_q.weight", 2)?[0];
+        let ff_inner_dim = shape("layers.0.1.1.weight", 2)?[0];
+        if dim_head == 0 || inner % dim_head != 0 {
+            return Err(Error::input(format!(
+                "{}: attention width {inner} is not a multiple of dim_head = {dim_head}",
+                ckpt.path().display()
+            )));
+        }
+        Ok(Self {
+            depth,
+            dim: latents[2],
+            dim_head,
+            heads: inner / dim_head,
+            num_queries: latents[1],
+            embedding_dim: proj_in[1],
+            output_dim: proj_out[0],
+            ff_inner_dim,
+        })
+    }
+
+    /// Width of the attention (`heads × dim_head`).
+    pub fn inner_dim(&self) -> usize {
+        self.heads * self.dim_head
+    }
+}
+
+/// `PerceiverAttention`.
+#[derive(Module, Debug)]
+pub struct PerceiverAttention {
+    /// On the face features.
+    pub norm1: LayerNorm,
+    /// On the latents.
+    pub norm2: LayerNorm,
+    pub to_q: Linear,
+    /// Keys and values stacked: `[2·inner, dim]` in the file.
+    pub to_kv: Linear,
+    pub to_out: Linear,
+    pub heads: usize,
+}
+
+impl PerceiverAttention {
+    /// `x [B, n, dim]`, `latents [B, Q, dim]` → `[B, Q, dim]`.
+    pub fn forward(&self, x: Tensor<3>, latents: Tensor<3>) -> Tensor<3> {
+        let dtype = latents.dtype();
+        let x = self.norm1.forward(x).cast(dtype);
+        let latents = self.norm2.forward(latents).cast(dtype);
+        let q = self.to_q.forward(latents.clone());
+        let kv = self.to_kv.forward(Tensor::cat(vec![x, latents], 1));
+        let mut kv = kv.chunk(2, 2).into_iter();
+        let (k, v) = (kv.next().unwrap(), kv.next().unwrap());
+        let out = attention(
+            self.split_heads(q),
+            self.split_heads(k),
+            self.split_heads(v),
+            None,
+            None,
+        );
+        let [b, h, n, d] = out.dims();
+        self.to_out
+            .forward(out.swap_dims(1, 2).reshape([b, n, h * d]))
+    }
+
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, d] = x.dims();
+        x.reshape([b, n, self.heads, d / self.heads])
+            .swap_dims(1, 2)
+    }
+}
+
+/// The resampler's `FeedForward`: `LayerNorm → Linear → GELU → Linear`, no biases.
+#[derive(Module, Debug)]
+pub struct ResamplerFeedForward {
+    /// `.0`
+    pub norm: LayerNorm,
+    /// `.1`: dim → dim·ff_mult.
+    pub fc1: Linear,
+    /// `.3`: dim·ff_mult → dim.
+    pub fc2: Linear,
+}
+
+impl ResamplerFeedForward {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.norm.forward(x.clone()).cast(x.dtype());
+        self.fc2.forward(gelu(self.fc1.forward(h)))
+    }
+}
+
+/// One `layers.N` entry: attention then feed-forward, each residual.
+#[derive(Module, Debug)]
+pub struct ResamplerLayer {
+    pub attn: PerceiverAttention,
+    pub ff: ResamplerFeedForward,
+}
+
+/// The Perceiver Resampler turning a face embedding into ID tokens.
+#[derive(Module, Debug)]
+pub struct Resampler {
+    /// `[1, Q, dim]`.
+    pub latents: Param<Tensor<3>>,
+    pub proj_in: Linear,
+    pub layers: Vec<ResamplerLayer>,
+    pub proj_out: Linear,
+    pub norm_out: LayerNorm,
+    #[module(skip)]
+    pub config: ResamplerConfig,
+}
+
+impl Resampler {
+    /// Face embedding `[B, n, embedding_dim]` → ID tokens `[B, Q, output_dim]` in the
+    /// weights' dtype.
+    pub fn forward(&self, face: Tensor<3>) -> Result<Tensor<3>> {
+        let [b, n, e] = face.dims();
+        if e != self.config.embedding_dim || b == 0 || n == 0 {
+            return Err(Error::input(format!(
+                "face embedding of shape {:?}, the resampler takes [B, n, {}]",
+                face.dims(),
+                self.config.embedding_dim
+            )));
+        }
+        let dtype = self.latents.val().dtype();
+        let x = self.proj_in.forward(face.cast(dtype));
+        let mut latents = self.latents.val().repeat_dim(0, b);
+        for layer in &self.layers {
+            latents = layer.attn.forward(x.clone(), latents.clone()) + latents;
+            latents = layer.ff.forward(latents.clone()) + latents;
+        }
+        let out = self.proj_out.forward(latents);
+        Ok(self.norm_out.forward(out).cast(dtype))
+    }
+}
