@@ -21,7 +21,8 @@ pub struct VaeConfig {
     pub dim_mult: Vec<usize>,
     /// Residual blocks per encoder stage (the decoder has one more per stage).
     pub num_res_blocks: usize,
-    /// Encoder scales (1, 1/2, …) that get an attention block after each residual block.
+    /// Encoder scales (1, 1/2, …) that get an attention block after each residual block
+    /// (the decoder ignores it, as upstream does; Wan2.1 has none).
     pub attn_scales: Vec<f64>,
     /// Per downsampling stage: whether it also halves time (`temperal` as spelled upstream).
     pub temperal_downsample: Vec<bool>,

@@ -14,7 +14,7 @@ use crate::conv::CausalConv3d;
 use crate::decoder::{Decoder3d, UpBlock};
 use crate::encoder::{DownBlock, Encoder3d};
 use crate::norm::ChannelRmsNorm;
-use crate::resample::Resample;
+use crate::resample::{Resample, subpixel_kernel};
 use crate::resnet::{MidBlock, ResidualBlock};
 
 impl CausalConv3d {
@@ -52,6 +52,27 @@ impl CausalConv3d {
             bias: w.param("bias", [c_out]),
             stride: [1, stride, stride],
             padding: [padding, padding],
+        }
+    }
+}
+
+impl CausalConv3d {
+    /// The `torch.nn.Conv2d(c_in, c_out, 3, padding=1)` after a nearest ×2 upsampling, in
+    /// the sub-pixel form of [`subpixel_kernel`].
+    pub(crate) fn load_subpixel(w: &Loader, c_in: usize, c_out: usize) -> Self {
+        let weight = w.tensor::<4>("weight", [c_out, c_in, 3, 3]);
+        let bias = w.tensor::<1>("bias", [c_out]);
+        let (weight, bias) = if weight.dims() == [c_out, c_in, 3, 3] && bias.dims() == [c_out] {
+            subpixel_kernel(weight, bias)
+        } else {
+            // A placeholder after a load error, which `Loader::finish` reports.
+            (weight.unsqueeze_dim(2), bias)
+        };
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            stride: [1; 3],
+            padding: [1, 1],
         }
     }
 }
@@ -133,7 +154,7 @@ impl Resample {
             let time = temporal.then(|| {
                 CausalConv3d::load(&w.sub("time_conv"), dim, 2 * dim, [3, 1, 1], [1; 3], [0, 0])
             });
-            (CausalConv3d::load_2d(&conv, dim, dim / 2, 1, 1), time)
+            (CausalConv3d::load_subpixel(&conv, dim, dim / 2), time)
         } else {
             let time = temporal.then(|| {
                 CausalConv3d::load(&w.sub("time_conv"), dim, dim, [3, 1, 1], [2, 1, 1], [0, 0])

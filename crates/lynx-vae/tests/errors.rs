@@ -86,6 +86,7 @@ fn missing_folder_and_files() {
     std::fs::remove_file(dir.join("config.json")).unwrap();
     let err = WanVae::from_pretrained(&dir, &test_device(), DType::F32).unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
