@@ -1,0 +1,128 @@
+//! The UMT5 encoder stack (transformers `UMT5EncoderModel`: `UMT5Stack` of
+//! `UMT5Block`s, each `UMT5LayerSelfAttention` then `UMT5LayerFF`, pre-norm residual).
+
+use burn::module::{Module, Param};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use lynx_core::nn::RmsNorm;
+
+use crate::attention::{Umt5Attention, relative_position_buckets};
+use crate::ffn::DenseGatedActDense;
+
+/// `x + SelfAttention(layer_norm(x))` (transformers `UMT5LayerSelfAttention`, `layer.0`).
+#[derive(Module, Debug)]
+pub struct Umt5LayerSelfAttention {
+    pub layer_norm: RmsNorm,
+    /// PyTorch attribute `SelfAttention`.
+    pub self_attention: Umt5Attention,
+}
+
+/// `x + DenseReluDense(layer_norm(x))` (transformers `UMT5LayerFF`, `layer.1`).
+#[derive(Module, Debug)]
+pub struct Umt5LayerFf {
+    pub layer_norm: RmsNorm,
+    /// PyTorch attribute `DenseReluDense`.
+    pub dense_relu_dense: DenseGatedActDense,
+}
+
+/// One encoder block (`encoder.block.N`).
+///
+/// # Shapes
+/// - input and output: `[batch, seq, d_model]`
+#[derive(Module, Debug)]
+pub struct Umt5Block {
+    /// `layer.0`
+    pub attention: Umt5LayerSelfAttention,
+    /// `layer.1`
+    pub ff: Umt5LayerFf,
+}
+
+impl Umt5Block {
+    /// `x` is the residual stream (f32 for f16 models, else `dtype`); the layers'
+    /// inputs are cast to `dtype`, the model's weight dtype. Norms compute in f32.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        buckets: Tensor<1, Int>,
+        mask_bias: Option<Tensor<4>>,
+        dtype: DType,
+    ) -> Tensor<3> {
+        let stream = x.dtype();
+        let h = to_dtype(self.attention.layer_norm.forward(x.clone()), dtype);
+        let a = self.attention.self_attention.forward(h, buckets, mask_bias);
+        let x = x + to_dtype(a, stream);
+        let h = to_dtype(self.ff.layer_norm.forward(x.clone()), dtype);
+        let f = self.ff.dense_relu_dense.forward(h);
+        x + to_dtype(f, stream)
+    }
+}
+
+/// The UMT5 encoder: token embedding, blocks, final RMS norm.
+///
+/// # Shapes
+/// - `shared`: `[vocab_size, d_model]`
+/// - input ids and mask: `[batch, seq]`; output: `[batch, seq, d_model]`
+#[derive(Module, Debug)]
+pub struct Umt5Encoder {
+    /// The token embedding (`shared.weight`).
+    pub shared: Param<Tensor<2>>,
+    /// `encoder.block`
+    pub block: Vec<Umt5Block>,
+    /// `encoder.final_layer_norm`
+    pub final_layer_norm: RmsNorm,
+    pub relative_attention_num_buckets: usize,
+    pub relative_attention_max_distance: usize,
+}
+
+impl Umt5Encoder {
+    /// The model's weight dtype.
+    pub fn dtype(&self) -> DType {
+        self.shared.val().dtype()
+    }
+
+    /// The last hidden state (transformers `last_hidden_state`), in the model dtype.
+    /// `mask` (1 = token, 0 = padding) keeps padded keys out of every attention; the
+    /// padded rows are computed all the same, as the reference does. Without a mask
+    /// every position is attended.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+        let [batch, seq] = ids.dims();
+        let device = ids.device();
+        let dtype = self.dtype();
+        let x = burn::tensor::module::embedding(self.shared.val(), ids);
+        let mut x = to_dtype(x, residual_dtype(dtype));
+        let buckets = relative_position_buckets(
+            seq,
+            self.relative_attention_num_buckets,
+            self.relative_attention_max_distance,
+        );
+        let buckets = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), &device);
+        let mask_bias = mask.map(|m| {
+            // 0 for tokens, the dtype's lowest value for padding (transformers'
+            // extended attention mask).
+            (m.equal_elem(0).float().cast(dtype) * lowest(dtype)).reshape([batch, 1, 1, seq])
+        });
+        for block in &self.block {
+            x = block.forward(x, buckets.clone(), mask_bias.clone(), dtype);
+        }
+        to_dtype(self.final_layer_norm.forward(x), dtype)
+    }
+}
+
+/// The residual stream's dtype: f32 for f16 models (their f32 `wo` output promotes it
+/// in the reference, and f16 would overflow), the model dtype otherwise.
+pub fn residual_dtype(dtype: DType) -> DType {
+    crate::ffn::wo_dtype(dtype)
+}
+
+/// `torch.finfo(dtype).min`.
+fn lowest(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.389_531_389_251_535_5e38,
+        DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    }
+}
+
+pub(crate) fn to_dtype<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
