@@ -37,8 +37,8 @@ pub(crate) fn open(path: &Path) -> Result<Vec<(String, pytorch_reader::Tensor)>>
 }
 
 fn read(path: &Path, shown: &Path) -> Result<Vec<(String, pytorch_reader::Tensor)>> {
-    let reader = pytorch_reader::PytorchReader::new(path)
-        .map_err(|e| Error::format(shown, "PyTorch", e))?;
+    let reader =
+        pytorch_reader::PytorchReader::new(path).map_err(|e| Error::format(shown, "PyTorch", e))?;
     Ok(reader.into_tensors().into_iter().collect())
 }
 
@@ -130,7 +130,10 @@ pub(crate) fn misread_zip64_layout(path: &Path) -> Result<Option<Zip64Layout>> {
 }
 
 /// Opens a copy of `path` without its ZIP64 end records (see the module docs).
-fn open_repaired(path: &Path, layout: &Zip64Layout) -> Result<Vec<(String, pytorch_reader::Tensor)>> {
+fn open_repaired(
+    path: &Path,
+    layout: &Zip64Layout,
+) -> Result<Vec<(String, pytorch_reader::Tensor)>> {
     let copy = TempCopy::create(path)?;
     let write = |copy: &TempCopy| -> std::io::Result<()> {
         let mut src = File::open(path)?;
@@ -170,7 +173,10 @@ impl TempCopy {
     fn create(original: &Path) -> Result<Self> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir();
-        let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("checkpoint");
+        let stem = original
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("checkpoint");
         let path = dir.join(format!(
             "lynx-pth-{}-{}-{stem}.pth",
             std::process::id(),
@@ -208,8 +214,14 @@ mod tests {
         // 76 bytes of ZIP64 records between the directory and the end record.
         assert_eq!(layout.eocd - layout.cd_end, 76);
         // Same ZIP64 records, but a 68-byte first header: opened in place.
-        assert_eq!(misread_zip64_layout(&fixture("arcface_ir_se.pth")).unwrap(), None);
+        assert_eq!(
+            misread_zip64_layout(&fixture("arcface_ir_se.pth")).unwrap(),
+            None
+        );
         // Not a ZIP at all.
-        assert_eq!(misread_zip64_layout(&fixture("arcface.json")).unwrap(), None);
+        assert_eq!(
+            misread_zip64_layout(&fixture("arcface.json")).unwrap(),
+            None
+        );
     }
 }
