@@ -1,1 +1,47 @@
-//! placeholder
+//! lynx-rs: Lynx personalized video generation (ByteDance, arXiv 2509.15496) on Burn.
+//!
+//! One portrait photo + a prompt → a video of that person. This crate composes the
+//! others — [`lynx_text`] (UMT5), [`lynx_dit`] (Wan2.1 DiT), [`lynx_adapters`] (ID and Ref
+//! adapters), [`lynx_vae`] (Wan 3D causal VAE), [`lynx_sampler`] (UniPC, Euler,
+//! guidance) and [`lynx_arcface`] (detection, alignment, ArcFace) — into
+//! [`LynxPipeline`], mirroring bytedance/lynx `modules/full/lynx_pipeline.py` and
+//! `lynx_infer.py`.
+//!
+//! ```no_run
+//! use lynx_pipeline::{GenerateRequest, LynxPipeline, PipelineOptions, Subject};
+//! # fn main() -> lynx_pipeline::Result<()> {
+//! let device = lynx_pipeline::parse_device("cpu")?;
+//! let mut options = PipelineOptions::new(device);
+//! options.arcface = Some("models/recognition_arcface_ir_se50.pth".into());
+//! options.detector = Some("models/detection_Resnet50_Final.pth".into());
+//! let pipe = LynxPipeline::from_pretrained(
+//!     "models/Wan2.1-T2V-14B-Diffusers", Some("models/lynx_full".as_ref()), options)?;
+//! let mut request = GenerateRequest::new("A person carves a pumpkin on a porch, smiling.");
+//! request.subject = Some(Subject::Photo { image: lynx_arcface::load_rgb("me.jpg")?, landmarks: None });
+//! pipe.generate(request)?.video.save("pumpkin.mp4", 16)?;
+//! # Ok(()) }
+//! ```
+//!
+//! | module | what |
+//! |---|---|
+//! | [`pipeline`] | [`LynxPipeline`], [`PipelineOptions`], [`Generated`] |
+//! | [`request`] | [`GenerateRequest`], [`Subject`], defaults, input checks |
+//! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
+//! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors` |
+
+pub mod export;
+pub mod noise;
+pub mod pipeline;
+pub mod request;
+
+pub use export::Video;
+pub use lynx_core::device::{parse_device, parse_dtype};
+pub use lynx_core::{Error, Result};
+pub use noise::NoiseSource;
+pub use pipeline::{Generated, LynxPipeline, PipelineOptions};
+pub use request::{
+    DEFAULT_NEGATIVE_PROMPT, GenerateRequest, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject,
+    check_frames,
+};
+
+pub use {lynx_adapters, lynx_arcface, lynx_core, lynx_dit, lynx_sampler, lynx_text, lynx_vae};

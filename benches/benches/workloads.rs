@@ -1,0 +1,62 @@
+//! The workloads of `BENCH.md`, f32, on `LYNX_BENCH_DEVICE` (default cpu):
+//! `dit_step`, `dit_step_lynx`, `dit_reference_pass`, `vae_decode`, `umt5_encode`.
+
+use std::time::Duration;
+
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use criterion::{Criterion, criterion_group, criterion_main};
+use lynx_benches::{device, dit_1_3b_2_layers, lynx_extras, noise, umt5_xxl_2_layers, wan_vae};
+
+/// Forces the result to be computed (backends may run lazily).
+fn sync<const D: usize>(t: Tensor<D>) {
+    let _ = t.sum().into_data();
+}
+
+fn dit(c: &mut Criterion) {
+    let device = device();
+    let dit = dit_1_3b_2_layers(&device).expect("DiT");
+    let x = noise([1, 16, 2, 30, 52], &device);
+    let text = noise([1, 512, 4096], &device);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![500.0f32], [1]), (&device, DType::F32));
+    let ref_latents = noise([1, 16, 1, 32, 32], &device);
+    let extras = lynx_extras(&dit, 16 * 16, &device);
+    let mut g = c.benchmark_group("dit");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("dit_step", |b| {
+        b.iter(|| sync(dit.forward(x.clone(), t.clone(), text.clone(), &[]).unwrap()))
+    });
+    g.bench_function("dit_step_lynx", |b| {
+        b.iter(|| sync(dit.forward(x.clone(), t.clone(), text.clone(), &extras).unwrap()))
+    });
+    g.bench_function("dit_reference_pass", |b| {
+        b.iter(|| {
+            let f = dit.reference_features(ref_latents.clone(), text.clone()).unwrap();
+            sync(f.into_iter().last().unwrap())
+        })
+    });
+    g.finish();
+}
+
+fn vae(c: &mut Criterion) {
+    let device = device();
+    let vae = wan_vae(&device).expect("VAE");
+    let z = noise([1, 16, 2, 30, 52], &device);
+    let mut g = c.benchmark_group("vae");
+    g.sample_size(10).measurement_time(Duration::from_secs(60));
+    g.bench_function("vae_decode", |b| b.iter(|| sync(vae.decode(z.clone()).unwrap())));
+    g.finish();
+}
+
+fn umt5(c: &mut Criterion) {
+    let device = device();
+    let model = umt5_xxl_2_layers(&device).expect("UMT5");
+    let ids: Vec<i64> = (0..512).map(|i| (i * 37 % 32000) as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 512]), &device);
+    let mut g = c.benchmark_group("umt5");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("umt5_encode", |b| b.iter(|| sync(model.forward(ids.clone(), None))));
+    g.finish();
+}
+
+criterion_group!(benches, dit, vae, umt5);
+criterion_main!(benches);

@@ -1,0 +1,342 @@
+//! Writing generated videos: `.mp4` (H.264 via the bundled OpenH264 source, no system
+//! ffmpeg), animated `.gif` and `.webp`, a folder of PNGs, or `.safetensors`
+//! (key `frames`, `[F, H, W, 3]` f32 in `[0, 1]`).
+
+use std::io::Write;
+use std::path::Path;
+
+use lynx_core::{Error, Result};
+
+/// Frames of a video, `[F, H, W, 3]` RGB, f32 in `[0, 1]`.
+#[derive(Debug, Clone)]
+pub struct Video {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Row-major `[F, H, W, 3]`.
+    pub data: Vec<f32>,
+}
+
+impl Video {
+    /// Frame `i` as RGB bytes (`round(x·255)`, clamped).
+    pub fn frame_rgb8(&self, i: usize) -> Vec<u8> {
+        let n = self.height * self.width * 3;
+        self.data[i * n..(i + 1) * n]
+            .iter()
+            .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect()
+    }
+
+    /// All frames as RGB bytes.
+    pub fn to_rgb8(&self) -> Vec<Vec<u8>> {
+        (0..self.frames).map(|i| self.frame_rgb8(i)).collect()
+    }
+
+    /// Saves by the path's extension: `.mp4`, `.gif`, `.webp`, `.safetensors`, or — for
+    /// a path without extension or ending in `/` — a folder of `frame_NNNN.png`.
+    pub fn save(&self, path: impl AsRef<Path>, fps: u32) -> Result<()> {
+        let path = path.as_ref();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let is_dir = path.to_str().is_some_and(|s| s.ends_with('/')) || path.is_dir();
+        match ext.as_deref() {
+            _ if is_dir => self.save_pngs(path),
+            Some("mp4") => self.save_mp4(path, fps),
+            Some("gif") => self.save_gif(path, fps),
+            Some("webp") => self.save_webp(path, fps),
+            Some("safetensors") => self.save_safetensors(path),
+            Some("png") if self.frames == 1 => self.save_png(path, 0),
+            None => self.save_pngs(path),
+            Some(other) => Err(Error::input(format!(
+                "cannot write `.{other}` ({}): use .mp4, .gif, .webp, .safetensors or a folder",
+                path.display()
+            ))),
+        }
+    }
+
+    fn save_png(&self, path: &Path, i: usize) -> Result<()> {
+        image::save_buffer(
+            path,
+            &self.frame_rgb8(i),
+            self.width as u32,
+            self.height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| Error::format(path, "PNG", e))
+    }
+
+    /// One PNG per frame, `frame_0000.png`…, in folder `dir` (created).
+    pub fn save_pngs(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        (0..self.frames).try_for_each(|i| self.save_png(&dir.join(format!("frame_{i:04}.png")), i))
+    }
+
+    /// `frames`: `[F, H, W, 3]` f32.
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<u8> = self.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![self.frames, self.height, self.width, 3],
+            &bytes,
+        )
+        .map_err(|e| Error::format(path, "safetensors", e))?;
+        safetensors::serialize_to_file([("frames", view)], None, path)
+            .map_err(|e| Error::format(path, "safetensors", e))
+    }
+
+    /// Animated GIF, looping.
+    pub fn save_gif(&self, path: &Path, fps: u32) -> Result<()> {
+        use image::codecs::gif::{GifEncoder, Repeat};
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+        let err = |e: image::ImageError| Error::format(path, "GIF", e);
+        enc.set_repeat(Repeat::Infinite).map_err(err)?;
+        let delay = image::Delay::from_numer_denom_ms(1000, fps.max(1));
+        for i in 0..self.frames {
+            let rgba: Vec<u8> = self
+                .frame_rgb8(i)
+                .chunks(3)
+                .flat_map(|p| [p[0], p[1], p[2], 255])
+                .collect();
+            let buf = image::RgbaImage::from_raw(self.width as u32, self.height as u32, rgba)
+                .expect("buffer matches dimensions");
+            enc.encode_frame(image::Frame::from_parts(buf, 0, 0, delay))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Animated WebP: each frame a lossless VP8L image in an `ANMF` chunk.
+    pub fn save_webp(&self, path: &Path, fps: u32) -> Result<()> {
+        let duration = (1000 / fps.max(1)).min(0xFF_FFFF);
+        let (w, h) = (self.width as u32, self.height as u32);
+        let mut chunks = Vec::new();
+        // VP8X: animation flag, canvas size − 1 (24-bit each).
+        let mut vp8x = vec![0x02, 0, 0, 0];
+        vp8x.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
+        vp8x.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+        push_chunk(&mut chunks, b"VP8X", &vp8x);
+        // ANIM: background colour (BGRA), loop count 0 = forever.
+        push_chunk(&mut chunks, b"ANIM", &[0, 0, 0, 0, 0, 0]);
+        for i in 0..self.frames {
+            let mut still = Vec::new();
+            image::codecs::webp::WebPEncoder::new_lossless(&mut still)
+                .encode(&self.frame_rgb8(i), w, h, image::ExtendedColorType::Rgb8)
+                .map_err(|e| Error::format(path, "WebP", e))?;
+            let vp8l = find_chunk(&still, b"VP8L")
+                .ok_or_else(|| Error::format(path, "WebP", "encoder wrote no VP8L chunk"))?;
+            let mut anmf = Vec::with_capacity(vp8l.len() + 24);
+            anmf.extend_from_slice(&[0; 6]); // frame x, y offsets
+            anmf.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
+            anmf.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+            anmf.extend_from_slice(&duration.to_le_bytes()[..3]);
+            anmf.push(0b10); // no blending, no disposal
+            push_chunk(&mut anmf, b"VP8L", vp8l);
+            push_chunk(&mut chunks, b"ANMF", &anmf);
+        }
+        let mut out = Vec::with_capacity(chunks.len() + 12);
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&((chunks.len() + 4) as u32).to_le_bytes());
+        out.extend_from_slice(b"WEBP");
+        out.extend_from_slice(&chunks);
+        std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    }
+
+    /// H.264 in MP4 (OpenH264 encoder built from its bundled source).
+    pub fn save_mp4(&self, path: &Path, fps: u32) -> Result<()> {
+        use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate};
+        use openh264::formats::{RgbSliceU8, YUVBuffer};
+        if self.width % 2 != 0 || self.height % 2 != 0 {
+            return Err(Error::input(format!(
+                "H.264 needs even frame sizes, got {}×{}",
+                self.width, self.height
+            )));
+        }
+        let fps = fps.max(1);
+        let h264 = |e: openh264::Error| Error::format(path, "H.264", e);
+        let config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(
+                (self.width * self.height * fps as usize * 3 / 2) as u32,
+            ))
+            .max_frame_rate(FrameRate::from_hz(fps as f32));
+        let mut encoder =
+            Encoder::with_api_config(openh264::OpenH264API::from_source(), config).map_err(h264)?;
+        let (mut sps, mut pps) = (None, None);
+        let mut samples = Vec::with_capacity(self.frames);
+        for i in 0..self.frames {
+            let rgb = self.frame_rgb8(i);
+            let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (self.width, self.height)));
+            let annex_b = encoder.encode(&yuv).map_err(h264)?.to_vec();
+            let mut sample = Vec::with_capacity(annex_b.len() + 16);
+            let mut is_sync = false;
+            for nal in split_annex_b(&annex_b) {
+                match nal[0] & 0x1f {
+                    7 => sps = Some(nal.to_vec()),
+                    8 => pps = Some(nal.to_vec()),
+                    t => {
+                        is_sync |= t == 5;
+                        sample.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                        sample.extend_from_slice(nal);
+                    }
+                }
+            }
+            samples.push((sample, is_sync));
+        }
+        let (Some(sps), Some(pps)) = (sps, pps) else {
+            return Err(Error::format(path, "H.264", "the encoder produced no SPS/PPS"));
+        };
+        let mp4 = |e: mp4::Error| Error::format(path, "MP4", e);
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let config = mp4::Mp4Config {
+            major_brand: "isom".parse().expect("fourcc"),
+            minor_version: 512,
+            compatible_brands: ["isom", "iso2", "avc1", "mp41"]
+                .iter()
+                .map(|b| b.parse().expect("fourcc"))
+                .collect(),
+            timescale: 1000,
+        };
+        let mut writer = mp4::Mp4Writer::write_start(std::io::BufWriter::new(file), &config).map_err(mp4)?;
+        writer
+            .add_track(&mp4::TrackConfig {
+                track_type: mp4::TrackType::Video,
+                timescale: fps * 1000,
+                language: "und".into(),
+                media_conf: mp4::MediaConfig::AvcConfig(mp4::AvcConfig {
+                    width: self.width as u16,
+                    height: self.height as u16,
+                    seq_param_set: sps,
+                    pic_param_set: pps,
+                }),
+            })
+            .map_err(mp4)?;
+        for (i, (bytes, is_sync)) in samples.into_iter().enumerate() {
+            writer
+                .write_sample(
+                    1,
+                    &mp4::Mp4Sample {
+                        start_time: i as u64 * 1000,
+                        duration: 1000,
+                        rendering_offset: 0,
+                        is_sync,
+                        bytes: mp4::Bytes::from(bytes),
+                    },
+                )
+                .map_err(mp4)?;
+        }
+        writer.write_end().map_err(mp4)?;
+        writer.into_writer().flush().map_err(|e| Error::io(path, e))
+    }
+}
+
+fn push_chunk(out: &mut Vec<u8>, tag: &[u8; 4], payload: &[u8]) {
+    out.extend_from_slice(tag);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    if payload.len() % 2 == 1 {
+        out.push(0);
+    }
+}
+
+/// The payload of the first RIFF chunk `tag` of a WebP file.
+fn find_chunk<'a>(webp: &'a [u8], tag: &[u8; 4]) -> Option<&'a [u8]> {
+    let mut pos = 12;
+    while pos + 8 <= webp.len() {
+        let len = u32::from_le_bytes(webp[pos + 4..pos + 8].try_into().ok()?) as usize;
+        let body = webp.get(pos + 8..pos + 8 + len)?;
+        if &webp[pos..pos + 4] == tag {
+            return Some(body);
+        }
+        pos += 8 + len + (len & 1);
+    }
+    None
+}
+
+/// NAL units of an Annex-B stream (start codes `00 00 01` / `00 00 00 01` removed).
+fn split_annex_b(stream: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= stream.len() {
+        if stream[i] == 0 && stream[i + 1] == 0 && stream[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut nals = Vec::with_capacity(starts.len());
+    for (k, &s) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(stream.len(), |n| n - 3);
+        while end > s && stream[end - 1] == 0 {
+            end -= 1; // the leading zero of a 4-byte start code
+        }
+        if end > s {
+            nals.push(&stream[s..end]);
+        }
+    }
+    nals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(frames: usize, h: usize, w: usize) -> Video {
+        let mut data = Vec::with_capacity(frames * h * w * 3);
+        for f in 0..frames {
+            for y in 0..h {
+                for x in 0..w {
+                    data.extend([x as f32 / w as f32, y as f32 / h as f32, f as f32 / frames as f32]);
+                }
+            }
+        }
+        Video {
+            frames,
+            height: h,
+            width: w,
+            data,
+        }
+    }
+
+    #[test]
+    fn writes_every_format() {
+        let dir = std::env::temp_dir().join(format!("lynx-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let v = gradient(5, 32, 48);
+        for name in ["v.mp4", "v.gif", "v.webp", "v.safetensors"] {
+            let p = dir.join(name);
+            v.save(&p, 16).unwrap();
+            assert!(std::fs::metadata(&p).unwrap().len() > 100, "{name}");
+        }
+        // GIF and WebP decode back with all frames.
+        use image::AnimationDecoder;
+        let gif = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
+            std::fs::File::open(dir.join("v.gif")).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(gif.into_frames().count(), 5);
+        let webp = image::codecs::webp::WebPDecoder::new(std::io::BufReader::new(
+            std::fs::File::open(dir.join("v.webp")).unwrap(),
+        ))
+        .unwrap();
+        let frames: Vec<_> = webp.into_frames().collect::<std::result::Result<_, _>>().unwrap();
+        assert_eq!(frames.len(), 5);
+        // Lossless: the last frame decodes to the exact bytes.
+        let last: Vec<u8> = frames[4]
+            .buffer()
+            .pixels()
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        assert_eq!(last, v.frame_rgb8(4));
+        // MP4: the file starts with an ftyp box and holds an avc1 track.
+        let mp4 = std::fs::read(dir.join("v.mp4")).unwrap();
+        assert_eq!(&mp4[4..8], b"ftyp");
+        assert!(mp4.windows(4).any(|w| w == b"avc1"));
+        // PNG folder.
+        v.save(dir.join("pngs/"), 16).unwrap();
+        assert!(dir.join("pngs/frame_0004.png").is_file());
+        assert!(v.save(dir.join("v.avi"), 16).is_err());
+    }
+}

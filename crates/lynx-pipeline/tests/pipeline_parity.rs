@@ -1,0 +1,139 @@
+//! End to end against the reference (`components/pipeline.safetensors`): the tiny Wan2.1
+//! model + lynx_full, aligned face + embedding + recorded noise, 4 UniPC steps with
+//! Lynx's three-way guidance, then the VAE decode.
+
+use burn::tensor::{DType, Tensor};
+use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
+use lynx_pipeline::{GenerateRequest, LynxPipeline, NoiseSource, PipelineOptions, Subject};
+
+fn aligned_face(ckpt: &lynx_core::Checkpoint) -> image::RgbImage {
+    let data = ckpt.read("aligned_face").unwrap();
+    let [h, w, _] = [data.shape()[0], data.shape()[1], data.shape()[2]];
+    image::RgbImage::from_raw(w as u32, h as u32, data.as_bytes().to_vec()).unwrap()
+}
+
+#[test]
+fn parity_pipeline_end_to_end() {
+    let device = test_device();
+    let fx = fixture("components/pipeline.safetensors");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("components/pipeline.json")).unwrap(),
+    )
+    .unwrap();
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_full");
+    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), PipelineOptions::new(device.clone()))
+        .expect("pipeline loads");
+    assert_eq!(pipe.adapters(), (true, true));
+
+    // The bundled PNG is the same crop as the fixture's array.
+    let face = aligned_face(&fx);
+    let png = lynx_arcface::load_rgb(fixtures_dir().join("components/pipeline_aligned_face.png")).unwrap();
+    assert_eq!(face.as_raw(), png.as_raw());
+
+    let embedding = fx
+        .read("face_embedding")
+        .unwrap()
+        .convert_dtype(DType::F32)
+        .try_to_vec::<f32>()
+        .unwrap();
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let mut req = GenerateRequest::new(s("prompt"));
+    req.negative_prompt = s("negative_prompt");
+    req.frames = n("num_frames") as usize;
+    req.height = n("height") as usize;
+    req.width = n("width") as usize;
+    req.steps = n("num_inference_steps") as usize;
+    req.guidance = n("guidance_scale");
+    req.guidance_identity = Some(n("guidance_scale_i"));
+    req.ip_scale = n("ip_scale");
+    req.ref_scale = n("ref_scale");
+    req.subject = Some(Subject::Prepared {
+        aligned_face: face,
+        embedding,
+    });
+    req.noise = NoiseSource::seeded(0)
+        .with_initial_latents(fixture_tensor(&fx, "initial_latents", &device))
+        .with_ref_eps(fixture_tensor(&fx, "ref_vae_eps", &device));
+    let steps = req.steps;
+    let out = pipe.generate_with_trace(req).expect("generation");
+
+    assert_eq!(out.latents_per_step.len(), steps);
+    for (i, latents) in out.latents_per_step.iter().enumerate() {
+        let want: Tensor<5> = fixture_tensor(&fx, &format!("latents_after_step_{i}"), &device);
+        assert_close(&format!("latents_after_step_{i}"), latents, &want, 1e-3);
+    }
+    let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("frames", &out.frames, &want, 1e-3);
+    assert_eq!(out.video.data.len(), want.dims().iter().product::<usize>());
+}
+
+#[test]
+fn bad_inputs_are_sentences() {
+    let device = test_device();
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let err = LynxPipeline::from_pretrained("/nonexistent/Wan", None, PipelineOptions::new(device.clone()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("/nonexistent/Wan") && err.contains("diffusers"), "{err}");
+    let err = LynxPipeline::from_pretrained(&base, Some("/nonexistent/lynx_full".as_ref()), PipelineOptions::new(device.clone()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("lynx_full"), "{err}");
+
+    let pipe = LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(device)).unwrap();
+    let mut req = GenerateRequest::new("x");
+    req.frames = 6;
+    let err = pipe.generate(req).unwrap_err().to_string();
+    assert!(err.contains("4k+1") && err.contains("5 or 9"), "{err}");
+    let mut req = GenerateRequest::new("x");
+    req.width = 40;
+    let err = pipe.generate(req).unwrap_err().to_string();
+    assert!(err.contains("multiple of 16"), "{err}");
+    // A photo subject without face models, and a subject without adapters.
+    let mut req = GenerateRequest::new("x");
+    req.frames = 1;
+    req.height = 32;
+    req.width = 32;
+    req.steps = 1;
+    req.subject = Some(Subject::Photo {
+        image: image::RgbImage::new(64, 64),
+        landmarks: None,
+    });
+    let err = pipe.generate(req).unwrap_err().to_string();
+    assert!(err.contains("adapters"), "{err}");
+}
+
+#[test]
+fn plain_text_to_video_runs_and_cancels() {
+    let device = test_device();
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let pipe = LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(device)).unwrap();
+    let mut req = GenerateRequest::new("a cat");
+    req.frames = 5;
+    req.height = 32;
+    req.width = 32;
+    req.steps = 2;
+    req.guidance_identity = None;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    req.on_step = Some(Box::new(move |info| {
+        counter.store(info.step, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let out = pipe.generate(req).unwrap();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!((out.video.frames, out.video.height, out.video.width), (5, 32, 32));
+    assert!(out.video.data.iter().all(|v| (0.0..=1.0).contains(v)));
+
+    let mut req = GenerateRequest::new("a cat");
+    req.frames = 1;
+    req.height = 32;
+    req.width = 32;
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    req.cancel = Some(cancel);
+    let err = pipe.generate(req).unwrap_err().to_string();
+    assert!(err.contains("cancelled"), "{err}");
+}

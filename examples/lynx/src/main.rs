@@ -1,0 +1,44 @@
+//! `lynx`: Lynx personalized video generation from the command line.
+//!
+//! - `lynx generate`: photo (or aligned face + embedding) + prompt → video.
+//! - `lynx embed-face`: photo or aligned crop → ArcFace embedding (`.safetensors`).
+//!
+//! With no model flags, `generate` runs the tiny random-weight model bundled for tests
+//! (`tests/fixtures/`), so a fresh clone makes a (noise) video at once.
+
+mod embed;
+mod generate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "lynx", version, about = "Lynx: personalized video from one photo and a prompt")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a video of the subject doing what the prompt says.
+    Generate(Box<generate::GenerateArgs>),
+    /// Compute the ArcFace identity embedding of a face.
+    EmbedFace(embed::EmbedArgs),
+}
+
+/// A file of the test fixtures bundled in this repository.
+pub(crate) fn bundled(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(relative)
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match Cli::parse().command {
+        Command::Generate(args) => generate::run(*args),
+        Command::EmbedFace(args) => embed::run(args),
+    }
+}
