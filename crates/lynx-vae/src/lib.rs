@@ -43,15 +43,28 @@
 //! soon as it exists, so the caller never needs the whole video on the device.
 //!
 //! # Memory
-//! Peak memory of decoding (weights excluded; they are 0.25 GB in f32 for Wan2.1), f32,
-//! measured on the CPU backend and growing in proportion to the frame area, since the
-//! cache holds two frames of each full-resolution layer's input and a chunk four:
+//! Peak memory of decoding above the weights (which are 0.5 GB in f32 for Wan2.1), f32,
+//! measured with `examples/vae_memory.rs` (the Wan2.1 architecture on random weights,
+//! CPU backend, 3 latent frames so that the caches are full, chunks dropped as they
+//! come). It grows with the frame area, about 17 KB per output pixel: the cache holds
+//! two frames of each causal convolution's input (3.5 GiB of the 6.5 GiB at 480×832)
+//! and a chunk of 4 frames is in flight. It does not grow with the number of frames.
 //!
-//! MEMORY_TABLE
+//! | frame (H×W) | decode peak | time per frame (2 busy CPU cores) |
+//! |---|---|---|
+//! | 120×208 | 0.48 GiB | 13 s |
+//! | 240×416 | 1.75 GiB | 53 s |
+//! | 480×832 | 6.5 GiB | 216 s |
+//! | 720×1280 | ≈ 15 GiB (extrapolated) | |
 //!
-//! [`WanVae::set_tiling`] bounds this by the tile size instead of the frame size (plus
-//! the output video itself, which the tiled decoder accumulates); tiles overlap and
-//! are blended linearly, which changes pixels near tile borders slightly.
+//! Encoding one 256×256 frame (the Ref-adapter's face) peaks at 0.19 GiB.
+//! [`WanVae::decode`] also collects the output (`F·H·W·3·4` bytes: 0.39 GB for 81 frames
+//! at 480×832); [`WanVae::decode_frames`] streams it instead.
+//!
+//! [`WanVae::set_tiling`] bounds the activations by the tile size instead of the frame
+//! size, at the cost of decoding the overlaps twice and of holding the output video
+//! while tiles are blended; tiles overlap and are blended linearly, which changes pixels
+//! near tile borders slightly.
 //!
 //! # Precision
 //! Convolutions and attention run in the weight dtype; the channel RMS norms in f32.
