@@ -4,8 +4,10 @@
 //! - HTML entities (`&eacute;`, `&EACUTE;`, `&#233;`) when the line holds no `<`;
 //! - UTF-8 mojibake read as Windows-1252 / Latin-1 (`cafÃ©` → `café`, `â€™` → `’`),
 //!   decoded run by run, for the common lead bytes (Latin, Greek, Cyrillic, the
-//!   three-byte ranges and emoji) — ftfy also guesses other code pages (1250, 1251,
-//!   MacRoman, …) with its heuristic, which is not reproduced;
+//!   three-byte ranges and emoji). Not reproduced: ftfy's guesses of other code pages
+//!   (1250, 1251, MacRoman, …), its repair of mojibake whose `U+00A0` became a space
+//!   or whose bytes were lost (`restore_byte_a0`, `replace_lossy_sequences`), and the
+//!   "badness" check that may leave rare look-alike sequences undecoded;
 //! - C1 control characters read as Windows-1252, Latin ligatures (`ﬁ` → `fi`),
 //!   full- and half-width forms, curly quotes, line breaks, terminal escapes,
 //!   unwanted control characters, and NFC normalisation.
