@@ -23,14 +23,26 @@ fn dit(c: &mut Criterion) {
     let mut g = c.benchmark_group("dit");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("dit_step", |b| {
-        b.iter(|| sync(dit.forward(x.clone(), t.clone(), text.clone(), &[]).unwrap()))
+        b.iter(|| {
+            sync(
+                dit.forward(x.clone(), t.clone(), text.clone(), &[])
+                    .unwrap(),
+            )
+        })
     });
     g.bench_function("dit_step_lynx", |b| {
-        b.iter(|| sync(dit.forward(x.clone(), t.clone(), text.clone(), &extras).unwrap()))
+        b.iter(|| {
+            sync(
+                dit.forward(x.clone(), t.clone(), text.clone(), &extras)
+                    .unwrap(),
+            )
+        })
     });
     g.bench_function("dit_reference_pass", |b| {
         b.iter(|| {
-            let f = dit.reference_features(ref_latents.clone(), text.clone()).unwrap();
+            let f = dit
+                .reference_features(ref_latents.clone(), text.clone())
+                .unwrap();
             sync(f.into_iter().last().unwrap())
         })
     });
@@ -43,7 +55,9 @@ fn vae(c: &mut Criterion) {
     let z = noise([1, 16, 2, 30, 52], &device);
     let mut g = c.benchmark_group("vae");
     g.sample_size(10).measurement_time(Duration::from_secs(60));
-    g.bench_function("vae_decode", |b| b.iter(|| sync(vae.decode(z.clone()).unwrap())));
+    g.bench_function("vae_decode", |b| {
+        b.iter(|| sync(vae.decode(z.clone()).unwrap()))
+    });
     g.finish();
 }
 
@@ -54,7 +68,9 @@ fn umt5(c: &mut Criterion) {
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 512]), &device);
     let mut g = c.benchmark_group("umt5");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("umt5_encode", |b| b.iter(|| sync(model.forward(ids.clone(), None))));
+    g.bench_function("umt5_encode", |b| {
+        b.iter(|| sync(model.forward(ids.clone(), None)))
+    });
     g.finish();
 }
 

@@ -24,14 +24,13 @@
 //! # use burn::tensor::{DType, Device, Tensor};
 //! # fn demo(device: &Device, face: Tensor<3>, ref_latents: Tensor<5>, ref_text: Tensor<3>,
 //! #         x: Tensor<5>, t: Tensor<1>, text: Tensor<3>) -> lynx_core::Result<()> {
-//! use lynx_adapters::{IdAdapter, RefAdapter, ResamplerConfig, block_extras};
+//! use lynx_adapters::{LynxAdapters, ResamplerConfig};
 //! let dit = lynx_dit::WanTransformer::from_pretrained("Wan/transformer", device, DType::BF16)?;
-//! let id = IdAdapter::from_dir("lynx_full", &dit, ResamplerConfig::LYNX_DIM_HEAD, device, DType::BF16)?;
-//! let reference = RefAdapter::from_dir("lynx_full", &dit, device, DType::BF16)?;
-//! // once per video
-//! let tokens = id.tokens(face)?;
+//! let lynx = LynxAdapters::from_dir("lynx_full", &dit, ResamplerConfig::LYNX_DIM_HEAD, device, DType::BF16)?;
+//! // once per video (and per condition)
+//! let tokens = lynx.id.as_ref().unwrap().tokens(face)?;
 //! let features = dit.reference_features(ref_latents, ref_text)?;
-//! let extras = block_extras(Some(id.block_kv(&tokens, 1.0)?), Some(reference.block_kv(&features, 1.0)?))?;
+//! let extras = lynx.extras(Some(&tokens), 1.0, Some(features.as_slice()), 1.0)?;
 //! // every step
 //! let flow = dit.forward(x, t, text, &extras)?;
 //! # Ok(()) }
@@ -44,12 +43,69 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Tensor;
 use lynx_core::{Error, Result};
 use lynx_dit::{BlockExtras, ExtraKv};
 
 pub use id::{IdAdapter, IpAttn};
 pub use reference::{RefAdapter, RefAttn};
 pub use resampler::{Resampler, ResamplerConfig};
+
+/// Both adapters of `lynx_full/`, each optional: none is the plain Wan2.1 DiT, the
+/// ID-adapter alone is a Lynx-lite-style setup, both is Lynx.
+#[derive(Debug)]
+pub struct LynxAdapters {
+    pub id: Option<IdAdapter>,
+    pub reference: Option<RefAdapter>,
+}
+
+impl LynxAdapters {
+    /// Loads all three files of a `lynx_full/` folder for `dit` (`dim_head`: the
+    /// resampler's head width, [`ResamplerConfig::LYNX_DIM_HEAD`] for the release).
+    pub fn from_dir(
+        dir: impl AsRef<Path>,
+        dit: &lynx_dit::WanTransformer,
+        dim_head: usize,
+        device: &burn::tensor::Device,
+        dtype: burn::tensor::DType,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        Ok(Self {
+            id: Some(IdAdapter::from_dir(dir, dit, dim_head, device, dtype)?),
+            reference: Some(RefAdapter::from_dir(dir, dit, device, dtype)?),
+        })
+    }
+
+    /// The DiT's per-block inputs for one condition: ID tokens `[B, Q, C]` (from
+    /// [`IdAdapter::tokens`]) at `ip_scale` and/or the reference pass' features at
+    /// `ref_scale`. Either left out means that adapter does not take part; giving one
+    /// whose adapter is not loaded is an error.
+    pub fn extras(
+        &self,
+        id_tokens: Option<&Tensor<3>>,
+        ip_scale: f64,
+        ref_features: Option<&[Tensor<3>]>,
+        ref_scale: f64,
+    ) -> Result<Vec<BlockExtras>> {
+        let id = match (id_tokens, &self.id) {
+            (Some(tokens), Some(adapter)) => Some(adapter.block_kv(tokens, ip_scale)?),
+            (Some(_), None) => {
+                return Err(Error::input("ID tokens given but no ID-adapter loaded"));
+            }
+            (None, _) => None,
+        };
+        let reference = match (ref_features, &self.reference) {
+            (Some(features), Some(adapter)) => Some(adapter.block_kv(features, ref_scale)?),
+            (Some(_), None) => {
+                return Err(Error::input(
+                    "reference features given but no Ref-adapter loaded",
+                ));
+            }
+            (None, _) => None,
+        };
+        block_extras(id, reference)
+    }
+}
 
 /// Combines the adapters' per-block K/V into the DiT's per-block inputs: ID K/V go to
 /// cross-attention, Ref K/V to self-attention. With neither, the result is empty (the

@@ -2,7 +2,7 @@
 //! (`components/resampler.safetensors`, `components/dit.safetensors`, `lynx_full/`).
 
 use burn::tensor::{DType, Tensor};
-use lynx_adapters::{IdAdapter, RefAdapter, block_extras};
+use lynx_adapters::{IdAdapter, LynxAdapters, RefAdapter, block_extras};
 use lynx_core::testing::{assert_close, diff, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_dit::WanTransformer;
 
@@ -94,8 +94,14 @@ fn parity_dit_with_id_and_ref() {
     let fx = fixture("components/dit.safetensors");
     let dit = dit();
     let (ip_scale, ref_scale) = scales();
-    let id = id_adapter(&dit);
-    let reference = ref_adapter(&dit);
+    let lynx = LynxAdapters::from_dir(
+        fixtures_dir().join("lynx_full"),
+        &dit,
+        dim_head(),
+        &device,
+        DType::F32,
+    )
+    .unwrap();
 
     let features = dit
         .reference_features(
@@ -108,11 +114,14 @@ fn parity_dit_with_id_and_ref() {
         assert_close(&format!("ref_buffer.{i}"), f, &want, 1e-4);
     }
     let tokens: Tensor<3> = fixture_tensor(&fx, "ip_tokens", &device);
-    let extras = block_extras(
-        Some(id.block_kv(&tokens, ip_scale).unwrap()),
-        Some(reference.block_kv(&features, ref_scale).unwrap()),
-    )
-    .unwrap();
+    let extras = lynx
+        .extras(
+            Some(&tokens),
+            ip_scale,
+            Some(features.as_slice()),
+            ref_scale,
+        )
+        .unwrap();
 
     let mut blocks = Vec::new();
     let out = dit

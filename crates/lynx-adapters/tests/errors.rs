@@ -180,4 +180,15 @@ fn bad_adapter_inputs_are_errors() {
         .unwrap();
     let err = lynx_adapters::block_extras(Some(a), Some(b[..1].to_vec())).unwrap_err();
     is_input(err, "blocks");
+    let none = lynx_adapters::LynxAdapters {
+        id: None,
+        reference: None,
+    };
+    assert!(none.extras(None, 1.0, None, 1.0).unwrap().is_empty());
+    let err = none.extras(Some(&tokens), 1.0, None, 1.0).unwrap_err();
+    is_input(err, "no ID-adapter");
+    let err = none
+        .extras(None, 1.0, Some(narrow.as_slice()), 1.0)
+        .unwrap_err();
+    is_input(err, "no Ref-adapter");
 }

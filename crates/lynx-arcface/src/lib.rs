@@ -46,6 +46,8 @@ use lynx_core::{Checkpoint, Error, Loader, Result};
 
 pub use align::{Affine, align_face, alignment_matrix};
 pub use arcface::{ArcFace, ArcFaceConfig};
+/// The `image` crate, whose `RgbImage` this crate takes and returns.
+pub use image;
 pub use image_io::{load_rgb, save_png};
 pub use landmarks::Landmarks;
 pub use retinaface::{DetectOptions, Detection, RetinaFace};

@@ -26,6 +26,11 @@ fn loads_the_nine_shards() {
         })
         .count();
     assert_eq!(shards, 9);
+    // The tensors really are spread over the nine files behind the index.
+    let ckpt = lynx_core::Checkpoint::open(&dir).unwrap();
+    let files: std::collections::BTreeSet<_> =
+        ckpt.keys().filter_map(|k| ckpt.file_of(k)).collect();
+    assert_eq!(files.len(), 9, "{files:?}");
     let dit = model();
     let cfg: &WanConfig = dit.config();
     assert_eq!(dit.num_layers(), cfg.num_layers);

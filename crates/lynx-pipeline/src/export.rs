@@ -185,7 +185,11 @@ impl Video {
             samples.push((sample, is_sync));
         }
         let (Some(sps), Some(pps)) = (sps, pps) else {
-            return Err(Error::format(path, "H.264", "the encoder produced no SPS/PPS"));
+            return Err(Error::format(
+                path,
+                "H.264",
+                "the encoder produced no SPS/PPS",
+            ));
         };
         let mp4 = |e: mp4::Error| Error::format(path, "MP4", e);
         let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
@@ -198,7 +202,8 @@ impl Video {
                 .collect(),
             timescale: 1000,
         };
-        let mut writer = mp4::Mp4Writer::write_start(std::io::BufWriter::new(file), &config).map_err(mp4)?;
+        let mut writer =
+            mp4::Mp4Writer::write_start(std::io::BufWriter::new(file), &config).map_err(mp4)?;
         writer
             .add_track(&mp4::TrackConfig {
                 track_type: mp4::TrackType::Video,
@@ -288,7 +293,11 @@ mod tests {
         for f in 0..frames {
             for y in 0..h {
                 for x in 0..w {
-                    data.extend([x as f32 / w as f32, y as f32 / h as f32, f as f32 / frames as f32]);
+                    data.extend([
+                        x as f32 / w as f32,
+                        y as f32 / h as f32,
+                        f as f32 / frames as f32,
+                    ]);
                 }
             }
         }
@@ -321,7 +330,10 @@ mod tests {
             std::fs::File::open(dir.join("v.webp")).unwrap(),
         ))
         .unwrap();
-        let frames: Vec<_> = webp.into_frames().collect::<std::result::Result<_, _>>().unwrap();
+        let frames: Vec<_> = webp
+            .into_frames()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
         assert_eq!(frames.len(), 5);
         // Lossless: the last frame decodes to the exact bytes.
         let last: Vec<u8> = frames[4]

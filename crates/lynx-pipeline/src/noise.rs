@@ -49,12 +49,24 @@ impl NoiseSource {
     /// Initial latents of `shape`: the recorded ones (shape-checked) or standard normal
     /// f32 drawn from the seed.
     pub fn initial_latents(&self, shape: [usize; 5], device: &Device) -> Result<Tensor<5>> {
-        pick("initial latents", &self.initial_latents, shape, self.seed, device)
+        pick(
+            "initial latents",
+            &self.initial_latents,
+            shape,
+            self.seed,
+            device,
+        )
     }
 
     /// The reference image's VAE sampling noise of `shape`.
     pub fn ref_eps(&self, shape: [usize; 5], device: &Device) -> Result<Tensor<5>> {
-        pick("reference noise", &self.ref_eps, shape, self.seed.wrapping_add(1), device)
+        pick(
+            "reference noise",
+            &self.ref_eps,
+            shape,
+            self.seed.wrapping_add(1),
+            device,
+        )
     }
 }
 
@@ -123,6 +135,9 @@ mod tests {
         assert_ne!(a[..10], super::normal(43, 10)[..]);
         let mean = a.iter().map(|x| *x as f64).sum::<f64>() / a.len() as f64;
         let var = a.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean}, var {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "mean {mean}, var {var}"
+        );
     }
 }

@@ -33,6 +33,9 @@ pub struct PipelineOptions {
     pub arcface: Option<PathBuf>,
     /// RetinaFace checkpoint, needed for photos without given landmarks.
     pub detector: Option<PathBuf>,
+    /// Head width of the Perceiver Resampler, which its file does not record
+    /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released `lynx_full/`).
+    pub resampler_dim_head: usize,
 }
 
 impl PipelineOptions {
@@ -43,6 +46,7 @@ impl PipelineOptions {
             dtype: DType::F32,
             arcface: None,
             detector: None,
+            resampler_dim_head: ResamplerConfig::LYNX_DIM_HEAD,
         }
     }
 }
@@ -97,18 +101,32 @@ impl LynxPipeline {
                     .into(),
             });
         }
-        for part in ["transformer", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        for part in [
+            "transformer",
+            "vae",
+            "text_encoder",
+            "tokenizer",
+            "scheduler",
+        ] {
             if !base.join(part).is_dir() {
                 return Err(Error::MissingFile {
                     path: base.join(part),
-                    hint: format!("{} is not a complete diffusers Wan2.1 folder", base.display()),
+                    hint: format!(
+                        "{} is not a complete diffusers Wan2.1 folder",
+                        base.display()
+                    ),
                 });
             }
         }
         let (device, dtype) = (&options.device, options.dtype);
         let scheduler = SchedulerConfig::load(base.join("scheduler"))?;
         scheduler.check_unipc()?;
-        let text = TextEncoder::from_pretrained(base.join("text_encoder"), base.join("tokenizer"), device, dtype)?;
+        let text = TextEncoder::from_pretrained(
+            base.join("text_encoder"),
+            base.join("tokenizer"),
+            device,
+            dtype,
+        )?;
         let dit = WanTransformer::from_pretrained(base.join("transformer"), device, dtype)?;
         let vae = WanVae::from_pretrained(base.join("vae"), device, dtype)?;
         let (id, reference) = match adapter_dir {
@@ -120,7 +138,7 @@ impl LynxPipeline {
                         hint: "expected the lynx_full/ adapter folder".into(),
                     });
                 }
-                let id = IdAdapter::from_dir(dir, &dit, ResamplerConfig::LYNX_DIM_HEAD, device, dtype)?;
+                let id = IdAdapter::from_dir(dir, &dit, options.resampler_dim_head, device, dtype)?;
                 let reference = if dir.join("ref_layers.safetensors").is_file() {
                     Some(RefAdapter::from_dir(dir, &dit, device, dtype)?)
                 } else {
@@ -230,11 +248,22 @@ impl LynxPipeline {
         let mut latents = req.noise.initial_latents(shape, device)?;
         let mut trace_latents = Vec::new();
         for (step, &t) in timesteps.iter().enumerate() {
-            if req.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(Error::input(format!("cancelled after {step} of {} steps", timesteps.len())));
+            if req
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(Error::input(format!(
+                    "cancelled after {step} of {} steps",
+                    timesteps.len()
+                )));
             }
-            let timestep = Tensor::<1>::from_data(TensorData::new(vec![t as f32], [1]), (device, DType::F32));
-            let pass = |b: &Branch| self.dit.forward(latents.clone(), timestep.clone(), b.text.clone(), &b.extras);
+            let timestep =
+                Tensor::<1>::from_data(TensorData::new(vec![t as f32], [1]), (device, DType::F32));
+            let pass = |b: &Branch| {
+                self.dit
+                    .forward(latents.clone(), timestep.clone(), b.text.clone(), &b.extras)
+            };
             let cond = pass(&c)?;
             let pred = if !use_cfg {
                 cond
@@ -304,7 +333,9 @@ impl LynxPipeline {
             } => (aligned_face.clone(), embedding.clone()),
             Subject::Photo { image, landmarks } => {
                 let face = self.face.as_ref().ok_or_else(|| {
-                    Error::input("a photo subject needs the ArcFace checkpoint (PipelineOptions::arcface)")
+                    Error::input(
+                        "a photo subject needs the ArcFace checkpoint (PipelineOptions::arcface)",
+                    )
                 })?;
                 let prepared = face.prepare(image, *landmarks)?;
                 (prepared.aligned_256_extended, prepared.embedding)
@@ -320,7 +351,10 @@ impl LynxPipeline {
                         "the face embedding has {d} values, the ID-adapter takes {want}"
                     )));
                 }
-                let e = Tensor::<3>::from_data(TensorData::new(embedding, [1, 1, d]), (&self.device, DType::F32));
+                let e = Tensor::<3>::from_data(
+                    TensorData::new(embedding, [1, 1, d]),
+                    (&self.device, DType::F32),
+                );
                 let tokens = id.tokens(e.clone())?;
                 let tokens_u = id.tokens(e.zeros_like())?;
                 (
@@ -357,10 +391,17 @@ impl LynxPipeline {
             )));
         }
         // [H, W, 3] u8 → [1, 3, 1, H, W] in [-1, 1]
-        let pixels: Vec<f32> = aligned.as_raw().iter().map(|&v| v as f32 / 255.0 * 2.0 - 1.0).collect();
-        let image = Tensor::<3>::from_data(TensorData::new(pixels, [h, w, 3]), (&self.device, DType::F32))
-            .permute([2, 0, 1])
-            .unsqueeze_dims::<5>(&[0, 2]);
+        let pixels: Vec<f32> = aligned
+            .as_raw()
+            .iter()
+            .map(|&v| v as f32 / 255.0 * 2.0 - 1.0)
+            .collect();
+        let image = Tensor::<3>::from_data(
+            TensorData::new(pixels, [h, w, 3]),
+            (&self.device, DType::F32),
+        )
+        .permute([2, 0, 1])
+        .unsqueeze_dims::<5>(&[0, 2]);
         let ref_text = self.text.encode(REFERENCE_PROMPT, false)?;
         let features = |img: Tensor<5>| -> Result<Vec<Tensor<3>>> {
             let dist = self.vae.encode(img)?;

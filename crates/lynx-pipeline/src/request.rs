@@ -142,7 +142,9 @@ impl GenerateRequest {
             ("ref_scale", self.ref_scale),
         ] {
             if !v.is_finite() {
-                return Err(Error::input(format!("{name} must be a finite number, got {v}")));
+                return Err(Error::input(format!(
+                    "{name} must be a finite number, got {v}"
+                )));
             }
         }
         Ok(())
@@ -155,7 +157,11 @@ pub fn check_frames(frames: usize) -> Result<()> {
         return Ok(());
     }
     let rounded = frames / 4 * 4 + 1;
-    let down = if frames == 0 { 1 } else { (frames - 1) / 4 * 4 + 1 };
+    let down = if frames == 0 {
+        1
+    } else {
+        (frames - 1) / 4 * 4 + 1
+    };
     let up = down + 4;
     Err(Error::input(format!(
         "frames must be 4k+1 (1, 5, 9, …, 81); {frames} is not — the reference pipeline \
@@ -170,11 +176,17 @@ mod tests {
     #[test]
     fn frame_and_size_messages_say_what_works() {
         let e = check_frames(80).unwrap_err().to_string();
-        assert!(e.contains("round it to 81") && e.contains("use 77 or 81"), "{e}");
+        assert!(
+            e.contains("round it to 81") && e.contains("use 77 or 81"),
+            "{e}"
+        );
         assert!(check_frames(81).is_ok() && check_frames(1).is_ok());
         let mut r = GenerateRequest::new("x");
         r.height = 470;
         let e = r.validate().unwrap_err().to_string();
-        assert!(e.contains("height 470") && e.contains("464") && e.contains("480"), "{e}");
+        assert!(
+            e.contains("height 470") && e.contains("464") && e.contains("480"),
+            "{e}"
+        );
     }
 }

@@ -22,13 +22,16 @@ fn parity_pipeline_end_to_end() {
     .unwrap();
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
-    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), PipelineOptions::new(device.clone()))
-        .expect("pipeline loads");
+    let mut options = PipelineOptions::new(device.clone());
+    options.resampler_dim_head = 8; // the tiny fixture's (PRESET.json)
+    let pipe =
+        LynxPipeline::from_pretrained(&base, Some(&adapters), options).expect("pipeline loads");
     assert_eq!(pipe.adapters(), (true, true));
 
     // The bundled PNG is the same crop as the fixture's array.
     let face = aligned_face(&fx);
-    let png = lynx_arcface::load_rgb(fixtures_dir().join("components/pipeline_aligned_face.png")).unwrap();
+    let png = lynx_arcface::load_rgb(fixtures_dir().join("components/pipeline_aligned_face.png"))
+        .unwrap();
     assert_eq!(face.as_raw(), png.as_raw());
 
     let embedding = fx
@@ -73,15 +76,26 @@ fn parity_pipeline_end_to_end() {
 fn bad_inputs_are_sentences() {
     let device = test_device();
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
-    let err = LynxPipeline::from_pretrained("/nonexistent/Wan", None, PipelineOptions::new(device.clone()))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("/nonexistent/Wan") && err.contains("diffusers"), "{err}");
-    let err = LynxPipeline::from_pretrained(&base, Some("/nonexistent/lynx_full".as_ref()), PipelineOptions::new(device.clone()))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = LynxPipeline::from_pretrained(
+        "/nonexistent/Wan",
+        None,
+        PipelineOptions::new(device.clone()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("/nonexistent/Wan") && err.contains("diffusers"),
+        "{err}"
+    );
+    let err = LynxPipeline::from_pretrained(
+        &base,
+        Some("/nonexistent/lynx_full".as_ref()),
+        PipelineOptions::new(device.clone()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("lynx_full"), "{err}");
 
     let pipe = LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(device)).unwrap();
@@ -125,7 +139,10 @@ fn plain_text_to_video_runs_and_cancels() {
     }));
     let out = pipe.generate(req).unwrap();
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert_eq!((out.video.frames, out.video.height, out.video.width), (5, 32, 32));
+    assert_eq!(
+        (out.video.frames, out.video.height, out.video.width),
+        (5, 32, 32)
+    );
     assert!(out.video.data.iter().all(|v| (0.0..=1.0).contains(v)));
 
     let mut req = GenerateRequest::new("a cat");

@@ -118,6 +118,12 @@ impl WanVae {
                 "unsupported VAE dtype {dtype:?}; use f32, bf16 or f16"
             )));
         }
+        if !device.supports_dtype(dtype) {
+            return Err(Error::Device {
+                device: format!("{device:?}"),
+                reason: format!("it does not compute in {dtype:?}; load the VAE in f32"),
+            });
+        }
         let w = ckpt.loader(device, dtype);
         let parts = load_parts(&w, &config);
         w.finish()?;

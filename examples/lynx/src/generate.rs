@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use lynx_pipeline::lynx_arcface::{Landmarks, load_rgb};
 use lynx_pipeline::{
-    GenerateRequest, LynxPipeline, NoiseSource, PipelineOptions, SamplerKind, Subject, parse_device,
-    parse_dtype,
+    GenerateRequest, LynxPipeline, NoiseSource, PipelineOptions, SamplerKind, Subject,
+    parse_device, parse_dtype,
 };
 
 use crate::bundled;
@@ -24,7 +24,10 @@ pub struct GenerateArgs {
     /// Lynx adapter folder `lynx_full/` (default: the bundled tiny adapters).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
-    #[arg(long, default_value = "A person carves a pumpkin on a porch in the evening, smiling.")]
+    #[arg(
+        long,
+        default_value = "A person carves a pumpkin on a porch in the evening, smiling."
+    )]
     pub prompt: String,
     /// Default: the Lynx release's negative prompt.
     #[arg(long)]
@@ -76,6 +79,10 @@ pub struct GenerateArgs {
     /// f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Head width of the adapters' Perceiver Resampler (64 for the released lynx_full;
+    /// 8 for the bundled tiny model, the default when --model is not given).
+    #[arg(long)]
+    pub resampler_dim_head: Option<usize>,
     /// Safetensors with key `latents` to start from instead of seeded noise.
     #[arg(long)]
     pub init_latents: Option<PathBuf>,
@@ -96,18 +103,31 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let bundled_model = args.model.is_none();
-    let model = args.model.clone().unwrap_or_else(|| bundled("Wan2.1-T2V-tiny-Diffusers"));
-    let adapters = args.adapters.clone().unwrap_or_else(|| bundled("lynx_full"));
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| bundled("Wan2.1-T2V-tiny-Diffusers"));
+    let adapters = args
+        .adapters
+        .clone()
+        .unwrap_or_else(|| bundled("lynx_full"));
     let device = parse_device(&args.device)?;
     let mut options = PipelineOptions::new(device.clone());
     options.dtype = parse_dtype(&args.dtype)?;
     options.arcface = args.arcface.clone();
     options.detector = args.detector.clone();
+    options.resampler_dim_head = args
+        .resampler_dim_head
+        .unwrap_or(if args.adapters.is_none() { 8 } else { 64 });
     if args.face.is_some() && args.detector.is_none() && args.landmarks.is_none() {
         bail!("--face needs --detector FILE (RetinaFace .pth) or --landmarks JSON");
     }
 
-    let (frames, height, width, steps) = if bundled_model { TINY } else { (81, 480, 832, 50) };
+    let (frames, height, width, steps) = if bundled_model {
+        TINY
+    } else {
+        (81, 480, 832, 50)
+    };
     let mut request = GenerateRequest::new(&args.prompt);
     if let Some(n) = &args.negative_prompt {
         request.negative_prompt = n.clone();
@@ -118,19 +138,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     request.steps = args.steps.unwrap_or(steps);
     request.validate()?;
     request.guidance = args.guidance;
-    request.guidance_identity = match args.guidance_identity.as_str() {
-        "none" | "None" => None,
-        v => Some(v.parse().with_context(|| {
-            format!("--guidance-identity takes a number or `none`, not `{v}`")
-        })?),
-    };
+    request.guidance_identity =
+        match args.guidance_identity.as_str() {
+            "none" | "None" => None,
+            v => Some(v.parse().with_context(|| {
+                format!("--guidance-identity takes a number or `none`, not `{v}`")
+            })?),
+        };
     request.ip_scale = args.ip_scale;
     request.ref_scale = args.ref_scale;
     request.sampler = match args.sampler.as_str() {
         "euler" => SamplerKind::Euler,
         _ => SamplerKind::UniPc,
     };
-    request.subject = Some(subject(&args, bundled_model)?);
     let mut noise = NoiseSource::seeded(args.seed);
     if let Some(p) = &args.init_latents {
         noise = noise.with_initial_latents(read_tensor::<5>(p, "latents", &device)?);
@@ -144,9 +164,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let start = Instant::now();
     let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
     eprintln!("loaded in {:.1}s", start.elapsed().as_secs_f64());
+    request.subject = Some(subject(&args, bundled_model)?);
     let bar = indicatif::ProgressBar::new(request.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {elapsed} elapsed, ETA {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
+        )
+        .expect("valid template"),
     );
     let on_step = bar.clone();
     request.on_step = Some(Box::new(move |_| on_step.inc(1)));
@@ -213,7 +236,10 @@ fn read_vec(path: &Path, key: &str) -> Result<Vec<f32>> {
         .to_vec();
     let n: usize = shape.iter().product();
     if !(shape.len() == 1 || (shape.len() == 2 && shape[0] == 1)) {
-        bail!("{}: `{key}` has shape {shape:?}; expected [D] or [1, D]", path.display());
+        bail!(
+            "{}: `{key}` has shape {shape:?}; expected [D] or [1, D]",
+            path.display()
+        );
     }
     let data = ckpt.read(key)?.convert_dtype(burn::tensor::DType::F32);
     let v = data
@@ -223,7 +249,11 @@ fn read_vec(path: &Path, key: &str) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-fn read_tensor<const D: usize>(path: &Path, key: &str, device: &burn::tensor::Device) -> Result<burn::tensor::Tensor<D>> {
+fn read_tensor<const D: usize>(
+    path: &Path,
+    key: &str,
+    device: &burn::tensor::Device,
+) -> Result<burn::tensor::Tensor<D>> {
     let ckpt = lynx_pipeline::lynx_core::Checkpoint::open(path)?;
     if !ckpt.contains(key) {
         bail!("{} has no tensor `{key}`", path.display());
@@ -244,7 +274,12 @@ fn write_trace(path: &Path, latents: &[burn::tensor::Tensor<5>]) -> Result<()> {
     }
     let views = data
         .iter()
-        .map(|(k, s, b)| Ok((k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?)))
+        .map(|(k, s, b)| {
+            Ok((
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize_to_file(views, None, path)
         .with_context(|| format!("writing {}", path.display()))

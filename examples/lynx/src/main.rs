@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "lynx", version, about = "Lynx: personalized video from one photo and a prompt")]
+#[command(
+    name = "lynx",
+    version,
+    about = "Lynx: personalized video from one photo and a prompt"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

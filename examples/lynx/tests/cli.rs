@@ -18,7 +18,8 @@ fn extract(src: &lynx_core::Checkpoint, from: &str, to: &str, path: &Path) {
     let data = src.read(from).unwrap().convert_dtype(DType::F32);
     let shape = data.shape().to_vec();
     let bytes = data.as_bytes().to_vec();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
     safetensors::serialize_to_file([(to, view)], None, path).unwrap();
 }
 
@@ -30,15 +31,28 @@ fn device_arg() -> String {
 }
 
 fn lynx(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lynx")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lynx"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn parity_cli_end_to_end() {
     let dir = tmp("parity");
     let fx = fixture("components/pipeline.safetensors");
-    extract(&fx, "face_embedding", "embedding", &dir.join("emb.safetensors"));
-    extract(&fx, "initial_latents", "latents", &dir.join("latents.safetensors"));
+    extract(
+        &fx,
+        "face_embedding",
+        "embedding",
+        &dir.join("emb.safetensors"),
+    );
+    extract(
+        &fx,
+        "initial_latents",
+        "latents",
+        &dir.join("latents.safetensors"),
+    );
     extract(&fx, "ref_vae_eps", "eps", &dir.join("eps.safetensors"));
     let settings: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures_dir().join("components/pipeline.json")).unwrap(),
@@ -52,30 +66,58 @@ fn parity_cli_end_to_end() {
     let device = device_arg();
     let out = lynx(&[
         "generate",
-        "--model", model.to_str().unwrap(),
-        "--adapters", adapters.to_str().unwrap(),
-        "--prompt", &s("prompt"),
-        "--negative-prompt", &s("negative_prompt"),
-        "--aligned-face", face.to_str().unwrap(),
-        "--face-embedding", &p("emb.safetensors"),
-        "--frames", &s("num_frames"),
-        "--height", &s("height"),
-        "--width", &s("width"),
-        "--steps", &s("num_inference_steps"),
-        "--guidance", &s("guidance_scale"),
-        "--guidance-identity", &s("guidance_scale_i"),
-        "--ip-scale", &s("ip_scale"),
-        "--ref-scale", &s("ref_scale"),
-        "--seed", "7",
-        "--device", &device,
-        "--dtype", "f32",
-        "--init-latents", &p("latents.safetensors"),
-        "--ref-noise", &p("eps.safetensors"),
-        "--sampler", "unipc",
-        "--trace", &p("trace.safetensors"),
-        "--output", &p("frames.safetensors"),
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        adapters.to_str().unwrap(),
+        "--prompt",
+        &s("prompt"),
+        "--negative-prompt",
+        &s("negative_prompt"),
+        "--aligned-face",
+        face.to_str().unwrap(),
+        "--face-embedding",
+        &p("emb.safetensors"),
+        "--frames",
+        &s("num_frames"),
+        "--height",
+        &s("height"),
+        "--width",
+        &s("width"),
+        "--steps",
+        &s("num_inference_steps"),
+        "--guidance",
+        &s("guidance_scale"),
+        "--guidance-identity",
+        &s("guidance_scale_i"),
+        "--ip-scale",
+        &s("ip_scale"),
+        "--ref-scale",
+        &s("ref_scale"),
+        "--seed",
+        "7",
+        "--device",
+        &device,
+        "--dtype",
+        "f32",
+        "--init-latents",
+        &p("latents.safetensors"),
+        "--ref-noise",
+        &p("eps.safetensors"),
+        "--sampler",
+        "unipc",
+        "--resampler-dim-head",
+        "8",
+        "--trace",
+        &p("trace.safetensors"),
+        "--output",
+        &p("frames.safetensors"),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let device = test_device();
     let got = fixture_trace(&dir.join("trace.safetensors"));
@@ -99,8 +141,18 @@ fn fixture_trace(path: &Path) -> lynx_core::Checkpoint {
 fn default_run_makes_a_video_of_the_bundled_model() {
     let dir = tmp("default");
     let gif = dir.join("lynx.gif");
-    let out = lynx(&["generate", "--steps", "1", "--output", gif.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lynx(&[
+        "generate",
+        "--steps",
+        "1",
+        "--output",
+        gif.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(std::fs::metadata(&gif).unwrap().len() > 100);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("random weights"), "{err}");
@@ -109,18 +161,36 @@ fn default_run_makes_a_video_of_the_bundled_model() {
 #[test]
 fn user_errors_are_sentences() {
     let cases: [(&[&str], &str); 4] = [
-        (&["generate", "--frames", "80", "--output", "/tmp/x.gif"], "round it to 81"),
-        (&["generate", "--width", "50", "--output", "/tmp/x.gif"], "multiple of 16"),
-        (&["generate", "--device", "tpu", "--output", "/tmp/x.gif"], "unknown device"),
         (
-            &["generate", "--model", "/nonexistent/Wan", "--output", "/tmp/x.gif"],
+            &["generate", "--frames", "80", "--output", "/tmp/x.gif"],
+            "round it to 81",
+        ),
+        (
+            &["generate", "--width", "50", "--output", "/tmp/x.gif"],
+            "multiple of 16",
+        ),
+        (
+            &["generate", "--device", "tpu", "--output", "/tmp/x.gif"],
+            "unknown device",
+        ),
+        (
+            &[
+                "generate",
+                "--model",
+                "/nonexistent/Wan",
+                "--output",
+                "/tmp/x.gif",
+            ],
             "/nonexistent/Wan",
         ),
     ];
     for (args, want) in cases {
         let out = lynx(args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     #[cfg(not(feature = "cuda"))]
