@@ -85,7 +85,7 @@ fn frame_similarity_of_the_reference_photo_is_one() {
     let sims = frame_similarities(
         &analyzer,
         &reference.embedding,
-        &[photo.clone()],
+        std::slice::from_ref(&photo),
         &analyzer.options,
     )
     .unwrap();
