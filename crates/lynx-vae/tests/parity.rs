@@ -127,9 +127,9 @@ fn pseudo_normal(dims: [usize; 5], seed: u64) -> Tensor<5> {
 #[test]
 fn parity_vae_tiled_vs_untiled_decode() {
     let mut vae = vae();
-    // 3 latent frames of 12×16 (96×128 pixels); 64-pixel tiles every ≤ 32 pixels give
+    // 2 latent frames of 12×16 (96×128 pixels); 64-pixel tiles every ≤ 32 pixels give
     // 2 × 3 tiles at latent rows [0, 8), [4, 12) and columns [0, 8), [4, 12), [8, 16).
-    let latents = pseudo_normal([1, 4, 3, 12, 16], 7);
+    let latents = pseudo_normal([1, 4, 2, 12, 16], 7);
     let whole = vae.decode(latents.clone()).unwrap();
     vae.set_tiling(Some(Tiling {
         tile: 64,
@@ -138,13 +138,13 @@ fn parity_vae_tiled_vs_untiled_decode() {
     .unwrap();
     // The top-left tile alone fits in one tile, so it is decoded untiled.
     let corner = vae
-        .decode(latents.clone().slice([0..1, 0..4, 0..3, 0..8, 0..8]))
+        .decode(latents.clone().slice([0..1, 0..4, 0..2, 0..8, 0..8]))
         .unwrap();
     let tiled = vae.decode(latents).unwrap();
-    assert_eq!(tiled.dims(), [1, 3, 9, 96, 128]);
+    assert_eq!(tiled.dims(), [1, 3, 5, 96, 128]);
 
     // Pixels only the first tile covers are that tile's decode, unchanged.
-    let only_first = [0..1, 0..3, 0..9, 0..32, 0..32];
+    let only_first = [0..1, 0..3, 0..5, 0..32, 0..32];
     assert_close(
         "tiled top-left (one tile only)",
         &tiled.clone().slice(only_first.clone()),
@@ -189,13 +189,14 @@ fn parity_vae_tiled_vs_untiled_decode() {
 }
 
 /// Half-precision weights run the same code (norms in f32) and stay near the f32
-/// reference: about 5e-3 in bf16 and 7e-4 in f16 (measured), far from any real fault.
+/// reference. Measured: bf16 5e-3 (flex); f16 7e-4 (flex), 3e-3 (wgpu, which also
+/// accumulates in f16). A wrong layer gives errors of order 1.
 #[test]
 fn parity_vae_half_precision() {
     let device = test_device();
     let fx = fixture("components/vae.safetensors");
     let dir = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/vae");
-    for (dtype, tol) in [(DType::BF16, 2e-2), (DType::F16, 3e-3)] {
+    for (dtype, tol) in [(DType::BF16, 2e-2), (DType::F16, 1e-2)] {
         if !device.supports_dtype(dtype) {
             // WGSL has no bf16: loading says so instead of failing in a kernel.
             let err = WanVae::from_pretrained(&dir, &device, dtype).unwrap_err();
