@@ -26,7 +26,7 @@
 //! | [`decoder`] | `WanUpBlock`, `WanDecoder3d` |
 //! | [`model`] | `AutoencoderKLWan._encode/_decode`, `DiagonalGaussianDistribution`, the pipelines' latent normalisation |
 //! | [`tiling`] | spatial tiling with overlap blending (not in diffusers 0.33.1; off by default) |
-//! | [`weights`] | the state-dict key mapping |
+//! | `weights` (private) | the state-dict key mapping |
 //!
 //! # Shapes
 //! With Wan2.1's factors (8 in space, 4 in time after the first frame; `z_dim` 16):
@@ -50,12 +50,15 @@
 //! two frames of each causal convolution's input (3.5 GiB of the 6.5 GiB at 480×832)
 //! and a chunk of 4 frames is in flight. It does not grow with the number of frames.
 //!
-//! | frame (H×W) | decode peak | time per frame (2 busy CPU cores) |
-//! |---|---|---|
-//! | 120×208 | 0.48 GiB | 13 s |
-//! | 240×416 | 1.75 GiB | 53 s |
-//! | 480×832 | 6.5 GiB | 216 s |
-//! | 720×1280 | ≈ 15 GiB (extrapolated) | |
+//! | frame (H×W) | decode peak | tiled (tile/stride) | time per frame (2 busy CPU cores) |
+//! |---|---|---|---|
+//! | 120×208 | 0.48 GiB | | 13 s |
+//! | 240×416 | 1.75 GiB | 0.37 GiB (128/96) | 53 s (tiled 96 s) |
+//! | 480×832 | 6.5 GiB | 1.27 GiB (256/192) | 216 s (tiled 368 s) |
+//! | 720×1280 | ≈ 15 GiB (extrapolated) | | |
+//!
+//! The tiled figures include the blended output of the 9 frames measured; for 81
+//! frames at 480×832 add 0.35 GiB.
 //!
 //! Encoding one 256×256 frame (the Ref-adapter's face) peaks at 0.19 GiB.
 //! [`WanVae::decode`] also collects the output (`F·H·W·3·4` bytes: 0.39 GB for 81 frames
