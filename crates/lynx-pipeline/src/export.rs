@@ -148,7 +148,7 @@ impl Video {
     pub fn save_mp4(&self, path: &Path, fps: u32) -> Result<()> {
         use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate};
         use openh264::formats::{RgbSliceU8, YUVBuffer};
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             return Err(Error::input(format!(
                 "H.264 needs even frame sizes, got {}×{}",
                 self.width, self.height

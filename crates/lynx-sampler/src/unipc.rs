@@ -265,10 +265,11 @@ impl Scheduler for UniPcMultistep {
         let sigma = self.sigmas[i];
         let converted = sample.clone() - model_output * sigma;
         let mut sample = sample;
-        if i > 0 && !self.config.disable_corrector.contains(&(i - 1)) {
-            if let Some(last) = self.last_sample.take() {
-                sample = self.corrector(converted.clone(), last, self.this_order);
-            }
+        if i > 0
+            && !self.config.disable_corrector.contains(&(i - 1))
+            && let Some(last) = self.last_sample.take()
+        {
+            sample = self.corrector(converted.clone(), last, self.this_order);
         }
         self.model_outputs.remove(0);
         self.model_outputs.push(Some(converted));
