@@ -38,7 +38,7 @@ pub struct EmbedArgs {
     /// An aligned 112×112 ArcFace crop.
     #[arg(long)]
     pub aligned_face: Option<PathBuf>,
-    /// Output `.safetensors` (key `embedding`, [D]).
+    /// Output `.safetensors` (key `embedding`, `[D]`).
     #[arg(long)]
     pub output: PathBuf,
     #[arg(long, default_value = "cpu")]

@@ -47,7 +47,7 @@ pub struct GenerateArgs {
     /// An aligned face crop, used as given (default with the bundled model: its face).
     #[arg(long, requires = "face_embedding")]
     pub aligned_face: Option<PathBuf>,
-    /// Safetensors file with key `embedding` ([D] or [1, D]), e.g. from `lynx embed-face`.
+    /// Safetensors file with key `embedding` (`[D]` or `[1, D]`), e.g. from `lynx embed-face`.
     #[arg(long, requires = "aligned_face")]
     pub face_embedding: Option<PathBuf>,
     /// Frames, 4k+1 (default 81; 5 with the bundled model).

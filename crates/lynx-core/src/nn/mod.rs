@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 
 use crate::weights::Loader;
 
-/// Loads a `torch.nn.Linear` (`weight` [out, in], optional `bias` [out]) as burn's
+/// Loads a `torch.nn.Linear` (`weight` `[out, in]`, optional `bias` `[out]`) as burn's
 /// [`Linear`], whose weight is [in, out].
 pub fn load_linear(w: &Loader, d_in: usize, d_out: usize, bias: bool) -> Linear {
     let weight = w.tensor::<2>("weight", [d_out, d_in]).transpose();

@@ -19,7 +19,7 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Loads `weight` [dim] (kept in f32).
+    /// Loads `weight` `[dim]` (kept in f32).
     pub fn load(w: &Loader, dim: usize, eps: f64) -> Self {
         Self {
             weight: w.param_f32("weight", [dim]),
@@ -59,7 +59,7 @@ impl LayerNorm {
         }
     }
 
-    /// Loads `weight` and `bias` [dim] (kept in f32).
+    /// Loads `weight` and `bias` `[dim]` (kept in f32).
     pub fn load(w: &Loader, dim: usize, eps: f64) -> Self {
         Self {
             weight: w.param_f32("weight", [dim]),
