@@ -1,10 +1,12 @@
 //! The workloads of `BENCH.md`, f32, on `LYNX_BENCH_DEVICE` (default cpu):
 //! `dit_step`, `dit_step_lynx`, `dit_reference_pass`, `vae_decode`, `umt5_encode`.
+//! Flat sampling (the same iteration count in every sample): each call takes seconds, so
+//! criterion's default linear ramp would run a workload 55 times.
 
 use std::time::Duration;
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use lynx_benches::{device, dit_1_3b_2_layers, lynx_extras, noise, umt5_xxl_2_layers, wan_vae};
 
 /// Forces the result to be computed (backends may run lazily).
@@ -21,7 +23,9 @@ fn dit(c: &mut Criterion) {
     let ref_latents = noise([1, 16, 1, 32, 32], &device);
     let extras = lynx_extras(&dit, 16 * 16, &device);
     let mut g = c.benchmark_group("dit");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     g.bench_function("dit_step", |b| {
         b.iter(|| {
             sync(
@@ -54,7 +58,9 @@ fn vae(c: &mut Criterion) {
     let vae = wan_vae(&device).expect("VAE");
     let z = noise([1, 16, 2, 30, 52], &device);
     let mut g = c.benchmark_group("vae");
-    g.sample_size(10).measurement_time(Duration::from_secs(60));
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(60));
     g.bench_function("vae_decode", |b| {
         b.iter(|| sync(vae.decode(z.clone()).unwrap()))
     });
@@ -67,7 +73,9 @@ fn umt5(c: &mut Criterion) {
     let ids: Vec<i64> = (0..512).map(|i| (i * 37 % 32000) as i64).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 512]), &device);
     let mut g = c.benchmark_group("umt5");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     g.bench_function("umt5_encode", |b| {
         b.iter(|| sync(model.forward(ids.clone(), None)))
     });
