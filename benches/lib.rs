@@ -6,7 +6,7 @@
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use lynx_pipeline::lynx_core::{Checkpoint, Result, config::parse_json};
 use lynx_pipeline::lynx_dit::{BlockExtras, ExtraKv, WanConfig, WanTransformer};
-use lynx_pipeline::lynx_text::{Umt5Config, Umt5Encoder, weights::load_encoder};
+use lynx_pipeline::lynx_text::{Umt5Config, Umt5Encoder};
 use lynx_pipeline::lynx_vae::{VaeConfig, WanVae};
 
 /// Standard deviation of the synthetic weights.
@@ -34,18 +34,14 @@ pub fn dit_1_3b_2_layers(device: &Device) -> Result<WanTransformer> {
             "rope_max_seq_len": 1024}"#,
         "bench: Wan2.1-1.3B widths",
     )?;
-    WanTransformer::load(config, &Checkpoint::synthetic(STD), device, DType::F32)
+    Checkpoint::synthetic(STD).build(device, DType::F32, |w| WanTransformer::load(w, config))
 }
 
 /// Per-block adapter inputs as Lynx builds them: 16 ID tokens + 2 registers for
 /// cross-attention, and Ref features of `ref_tokens` tokens for self-attention.
 pub fn lynx_extras(dit: &WanTransformer, ref_tokens: usize, device: &Device) -> Vec<BlockExtras> {
     let dim = dit.dim();
-    let kv = |m: usize| ExtraKv {
-        key: noise([1, m, dim], device),
-        value: noise([1, m, dim], device),
-        scale: 1.0,
-    };
+    let kv = |m: usize| ExtraKv::new(noise([1, m, dim], device), noise([1, m, dim], device), 1.0);
     (0..dit.num_layers())
         .map(|_| BlockExtras {
             self_attn: Some(kv(ref_tokens)),
@@ -67,7 +63,7 @@ pub fn wan_vae(device: &Device) -> Result<WanVae> {
         ),
         "bench: Wan2.1 VAE",
     )?;
-    WanVae::load(config, &Checkpoint::synthetic(STD), device, DType::F32)
+    Checkpoint::synthetic(STD).build(device, DType::F32, |w| WanVae::load(w, config))
 }
 
 /// UMT5 at XXL widths (d_model 4096, d_ff 10240, 64 heads × 64) with 2 layers. The
@@ -81,9 +77,5 @@ pub fn umt5_xxl_2_layers(device: &Device) -> Result<Umt5Encoder> {
             "is_gated_act": true, "model_type": "umt5"}"#,
         "bench: UMT5-XXL widths",
     )?;
-    let ckpt = Checkpoint::synthetic(STD);
-    let loader = ckpt.loader(device, DType::F32);
-    let model = load_encoder(&config, &loader);
-    loader.finish()?;
-    Ok(model)
+    Checkpoint::synthetic(STD).build(device, DType::F32, |w| Ok(Umt5Encoder::load(w, &config)))
 }

@@ -1,5 +1,6 @@
 //! The workloads of `BENCH.md`, f32, on `LYNX_BENCH_DEVICE` (default cpu):
-//! `dit_step`, `dit_step_lynx`, `dit_reference_pass`, `vae_decode`, `umt5_encode`.
+//! `dit_step`, `dit_step_lynx`, `dit_reference_pass`, `vae_decode`, `umt5_encode`, and
+//! `seeded_latents_14b` (the reference's noise for the 14B model at 480×832, 81 frames).
 //! Flat sampling (the same iteration count in every sample): each call takes seconds, so
 //! criterion's default linear ramp would run a workload 55 times.
 
@@ -82,5 +83,19 @@ fn umt5(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dit, vae, umt5);
+fn seeded_noise(c: &mut Criterion) {
+    let device = device();
+    // [1, 16, 21, 60, 104]: 81 frames at 480×832 for the 14B model, drawn as
+    // `torch.randn(shape, generator=manual_seed(42))` and uploaded.
+    let shape = [1, 16, 21, 60, 104];
+    let source = lynx_pipeline::NoiseSource::seeded(42);
+    let mut g = c.benchmark_group("noise");
+    g.sample_size(20);
+    g.bench_function("seeded_latents_14b", |b| {
+        b.iter(|| sync(source.initial_latents(shape, &device).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, dit, vae, umt5, seeded_noise);
 criterion_main!(benches);

@@ -14,16 +14,23 @@
 //! `1/√dim_head` overall, so the attention runs through the fused
 //! [`lynx_core::nn::attention`] with no scale. Layer norms (eps 1e-5, affine) in f32.
 //!
+//! | key (`resampler.safetensors`) | module |
+//! |---|---|
+//! | `latents [1, Q, dim]`, `proj_in.*`, `proj_out.*`, `norm_out.*` | [`Resampler`] |
+//! | `layers.N.0.{norm1,norm2,to_q,to_kv,to_out}.*` | [`PerceiverAttention`] |
+//! | `layers.N.1.{0,1,3}.*` (LayerNorm, Linear, —, Linear) | [`ResamplerFeedForward`] |
+//!
 //! # Shapes
 //! - input: face embedding `[B, n, embedding_dim]` (Lynx: `[1, 1, 512]` ArcFace).
-//! - output: ID tokens `[B, num_queries, output_dim]` (Lynx: `[1, 16, 5120]`).
+//! - output: ID tokens `[B, num_queries, output_dim]` (Lynx full: `[1, 16, 5120]`;
+//!   Lynx-lite: `[1, 16, 2048]`).
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
-use lynx_core::nn::{LayerNorm, attention};
-use lynx_core::{Checkpoint, Error, Result};
+use lynx_core::nn::{LayerNorm, attention, merge_heads, split_heads};
+use lynx_core::{Checkpoint, Error, Loader, Result};
 
 /// `nn.LayerNorm`'s default epsilon, which the resampler keeps.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
@@ -32,12 +39,19 @@ pub const LAYER_NORM_EPS: f64 = 1e-5;
 /// ([`ResamplerConfig::from_checkpoint`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResamplerConfig {
+    /// Number of attention + feed-forward layers.
     pub depth: usize,
+    /// Width of the latents.
     pub dim: usize,
+    /// Width of one attention head (not recorded in the file).
     pub dim_head: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Learned query latents: the number of ID tokens.
     pub num_queries: usize,
+    /// Width of the face embedding taken (ArcFace: 512).
     pub embedding_dim: usize,
+    /// Width of the ID tokens made.
     pub output_dim: usize,
     /// `dim × ff_mult`.
     pub ff_inner_dim: usize,
@@ -123,18 +137,34 @@ impl ResamplerConfig {
 #[derive(Module, Debug)]
 pub struct PerceiverAttention {
     /// On the face features.
-    pub norm1: LayerNorm,
+    norm1: LayerNorm,
     /// On the latents.
-    pub norm2: LayerNorm,
-    pub to_q: Linear,
+    norm2: LayerNorm,
+    to_q: Linear,
     /// Keys and values stacked: `[2·inner, dim]` in the file.
-    pub to_kv: Linear,
-    pub to_out: Linear,
-    pub heads: usize,
+    to_kv: Linear,
+    to_out: Linear,
+    heads: usize,
 }
 
 impl PerceiverAttention {
-    /// `x [B, n, dim]`, `latents [B, Q, dim]` → `[B, Q, dim]`.
+    /// Loads `layers.N.0` (no biases; layer norms with affine parts).
+    pub fn load(w: &Loader, c: &ResamplerConfig) -> Self {
+        let inner = c.inner_dim();
+        Self {
+            norm1: LayerNorm::load(&w.sub("norm1"), c.dim, LAYER_NORM_EPS),
+            norm2: LayerNorm::load(&w.sub("norm2"), c.dim, LAYER_NORM_EPS),
+            to_q: w.sub("to_q").linear(c.dim, inner, false),
+            to_kv: w.sub("to_kv").linear(c.dim, 2 * inner, false),
+            to_out: w.sub("to_out").linear(inner, c.dim, false),
+            heads: c.heads,
+        }
+    }
+
+    /// The latents attend to the face features and to themselves.
+    ///
+    /// # Shapes
+    /// - `x` `[B, n, dim]`, `latents` `[B, Q, dim]` → `[B, Q, dim]`.
     pub fn forward(&self, x: Tensor<3>, latents: Tensor<3>) -> Tensor<3> {
         let dtype = latents.dtype();
         let x = self.norm1.forward(x).cast(dtype);
@@ -144,21 +174,13 @@ impl PerceiverAttention {
         let mut kv = kv.chunk(2, 2).into_iter();
         let (k, v) = (kv.next().unwrap(), kv.next().unwrap());
         let out = attention(
-            self.split_heads(q),
-            self.split_heads(k),
-            self.split_heads(v),
+            split_heads(q, self.heads),
+            split_heads(k, self.heads),
+            split_heads(v, self.heads),
             None,
             None,
         );
-        let [b, h, n, d] = out.dims();
-        self.to_out
-            .forward(out.swap_dims(1, 2).reshape([b, n, h * d]))
-    }
-
-    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
-        let [b, n, d] = x.dims();
-        x.reshape([b, n, self.heads, d / self.heads])
-            .swap_dims(1, 2)
+        self.to_out.forward(merge_heads(out))
     }
 }
 
@@ -166,14 +188,25 @@ impl PerceiverAttention {
 #[derive(Module, Debug)]
 pub struct ResamplerFeedForward {
     /// `.0`
-    pub norm: LayerNorm,
+    norm: LayerNorm,
     /// `.1`: dim → dim·ff_mult.
-    pub fc1: Linear,
+    fc1: Linear,
     /// `.3`: dim·ff_mult → dim.
-    pub fc2: Linear,
+    fc2: Linear,
 }
 
 impl ResamplerFeedForward {
+    /// Loads `layers.N.1` (`.0` LayerNorm, `.1` and `.3` Linear without bias).
+    pub fn load(w: &Loader, c: &ResamplerConfig) -> Self {
+        Self {
+            norm: LayerNorm::load(&w.sub(0), c.dim, LAYER_NORM_EPS),
+            fc1: w.sub(1).linear(c.dim, c.ff_inner_dim, false),
+            fc2: w.sub(3).linear(c.ff_inner_dim, c.dim, false),
+        }
+    }
+
+    /// # Shapes
+    /// - input `[B, Q, dim]`, output `[B, Q, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.norm.forward(x.clone()).cast(x.dtype());
         self.fc2.forward(gelu(self.fc1.forward(h)))
@@ -183,26 +216,89 @@ impl ResamplerFeedForward {
 /// One `layers.N` entry: attention then feed-forward, each residual.
 #[derive(Module, Debug)]
 pub struct ResamplerLayer {
-    pub attn: PerceiverAttention,
-    pub ff: ResamplerFeedForward,
+    /// `.0`
+    attn: PerceiverAttention,
+    /// `.1`
+    ff: ResamplerFeedForward,
+}
+
+impl ResamplerLayer {
+    /// Loads `layers.N`.
+    pub fn load(w: &Loader, c: &ResamplerConfig) -> Self {
+        Self {
+            attn: PerceiverAttention::load(&w.sub(0), c),
+            ff: ResamplerFeedForward::load(&w.sub(1), c),
+        }
+    }
+
+    /// Both residual steps.
+    ///
+    /// # Shapes
+    /// - `x` `[B, n, dim]`, `latents` `[B, Q, dim]` → `[B, Q, dim]`.
+    pub fn forward(&self, x: Tensor<3>, latents: Tensor<3>) -> Tensor<3> {
+        let latents = self.attn.forward(x, latents.clone()) + latents;
+        self.ff.forward(latents.clone()) + latents
+    }
 }
 
 /// The Perceiver Resampler turning a face embedding into ID tokens.
 #[derive(Module, Debug)]
 pub struct Resampler {
     /// `[1, Q, dim]`.
-    pub latents: Param<Tensor<3>>,
-    pub proj_in: Linear,
-    pub layers: Vec<ResamplerLayer>,
-    pub proj_out: Linear,
-    pub norm_out: LayerNorm,
+    latents: Param<Tensor<3>>,
+    proj_in: Linear,
+    layers: Vec<ResamplerLayer>,
+    proj_out: Linear,
+    norm_out: LayerNorm,
     #[module(skip)]
-    pub config: ResamplerConfig,
+    config: ResamplerConfig,
 }
 
 impl Resampler {
+    /// Loads `resampler.safetensors` of the sizes in `config` (keys in the module docs).
+    pub fn load(w: &Loader, config: ResamplerConfig) -> Self {
+        let c = &config;
+        Self {
+            latents: w.param("latents", [1, c.num_queries, c.dim]),
+            proj_in: w.sub("proj_in").linear(c.embedding_dim, c.dim, true),
+            layers: (0..c.depth)
+                .map(|i| ResamplerLayer::load(&w.sub("layers").sub(i), c))
+                .collect(),
+            proj_out: w.sub("proj_out").linear(c.dim, c.output_dim, true),
+            norm_out: LayerNorm::load(&w.sub("norm_out"), c.output_dim, LAYER_NORM_EPS),
+            config,
+        }
+    }
+
+    /// Opens a `resampler.safetensors` and builds the resampler it holds; its sizes come
+    /// from the tensors, the head width (`dim_head`) is given.
+    pub fn from_file(
+        path: impl AsRef<std::path::Path>,
+        dim_head: usize,
+        device: &burn::tensor::Device,
+        dtype: burn::tensor::DType,
+    ) -> Result<Self> {
+        lynx_core::load_module(path, device, dtype, |w| {
+            let config = ResamplerConfig::from_checkpoint(w.checkpoint(), dim_head)?;
+            Ok(Self::load(w, config))
+        })
+    }
+
+    /// The sizes.
+    pub fn config(&self) -> &ResamplerConfig {
+        &self.config
+    }
+
+    /// The dtype of the weights, and of the tokens made.
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.latents.val().dtype()
+    }
+
     /// Face embedding `[B, n, embedding_dim]` → ID tokens `[B, Q, output_dim]` in the
     /// weights' dtype.
+    ///
+    /// # Shapes
+    /// - input `[B, n, embedding_dim]`, output `[B, num_queries, output_dim]`.
     pub fn forward(&self, face: Tensor<3>) -> Result<Tensor<3>> {
         let [b, n, e] = face.dims();
         if e != self.config.embedding_dim || b == 0 || n == 0 {
@@ -216,8 +312,7 @@ impl Resampler {
         let x = self.proj_in.forward(face.cast(dtype));
         let mut latents = self.latents.val().repeat_dim(0, b);
         for layer in &self.layers {
-            latents = layer.attn.forward(x.clone(), latents.clone()) + latents;
-            latents = layer.ff.forward(latents.clone()) + latents;
+            latents = layer.forward(x.clone(), latents);
         }
         let out = self.proj_out.forward(latents);
         Ok(self.norm_out.forward(out).cast(dtype))

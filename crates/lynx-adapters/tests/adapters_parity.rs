@@ -2,7 +2,7 @@
 //! (`components/resampler.safetensors`, `components/dit.safetensors`, `lynx_full/`).
 
 use burn::tensor::{DType, Tensor};
-use lynx_adapters::{IdAdapter, LynxAdapters, RefAdapter, block_extras};
+use lynx_adapters::{IdAdapter, IpLayout, LynxAdapters, RefAdapter, block_extras};
 use lynx_core::testing::{assert_close, diff, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_dit::WanTransformer;
 
@@ -35,6 +35,7 @@ fn id_adapter(dit: &WanTransformer) -> IdAdapter {
     IdAdapter::from_dir(
         fixtures_dir().join("lynx_full"),
         dit,
+        IpLayout::Full,
         dim_head(),
         &test_device(),
         DType::F32,
@@ -58,7 +59,7 @@ fn parity_resampler_tokens() {
     let fx = fixture("components/resampler.safetensors");
     let dit = dit();
     let id = id_adapter(&dit);
-    let cfg = &id.resampler.config;
+    let cfg = id.resampler().config();
     assert_eq!(
         (
             cfg.depth,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
-use lynx_adapters::{IdAdapter, RefAdapter, ResamplerConfig};
+use lynx_adapters::{IdAdapter, IpLayout, LynxAdapters, RefAdapter, ResamplerConfig};
 use lynx_core::testing::{fixture, fixtures_dir, test_device};
 use lynx_core::{Checkpoint, Error};
 use lynx_dit::WanTransformer;
@@ -89,7 +89,7 @@ fn adapters_of_another_base_size_are_rejected() {
         "{msg}"
     );
 
-    let err = IdAdapter::from_dir(&dir, &dit, 8, &device, DType::F32).unwrap_err();
+    let err = IdAdapter::from_dir(&dir, &dit, IpLayout::Full, 8, &device, DType::F32).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("ip_layers.safetensors"), "{msg}");
     assert!(
@@ -128,7 +128,8 @@ fn resampler_width_must_match_the_ip_layers() {
         }
     }
     write(&dir.join("ip_layers.safetensors"), &ip);
-    let err = IdAdapter::from_dir(&dir, &dit, 8, &test_device(), DType::F32).unwrap_err();
+    let err =
+        IdAdapter::from_dir(&dir, &dit, IpLayout::Full, 8, &test_device(), DType::F32).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err:?}");
     assert!(err.to_string().contains("0.to_k_ip.weight"), "{err}");
 }
@@ -137,7 +138,8 @@ fn resampler_width_must_match_the_ip_layers() {
 fn missing_adapter_file_is_named() {
     let dit = dit();
     let dir = tmp("empty");
-    let err = IdAdapter::from_dir(&dir, &dit, 8, &test_device(), DType::F32).unwrap_err();
+    let err =
+        IdAdapter::from_dir(&dir, &dit, IpLayout::Full, 8, &test_device(), DType::F32).unwrap_err();
     assert!(matches!(err, Error::MissingFile { .. }), "{err:?}");
     assert!(err.to_string().contains("resampler.safetensors"), "{err}");
     let err = RefAdapter::from_dir(&dir, &dit, &test_device(), DType::F32).unwrap_err();
@@ -158,7 +160,7 @@ fn bad_adapter_inputs_are_errors() {
     let device = test_device();
     let dit = dit();
     let lynx_full = fixtures_dir().join("lynx_full");
-    let id = IdAdapter::from_dir(&lynx_full, &dit, 8, &device, DType::F32).unwrap();
+    let id = IdAdapter::from_dir(&lynx_full, &dit, IpLayout::Full, 8, &device, DType::F32).unwrap();
     let reference = RefAdapter::from_dir(&lynx_full, &dit, &device, DType::F32).unwrap();
     let is_input = |e: Error, needle: &str| {
         assert!(matches!(e, Error::Input(_)), "{e:?}");
@@ -180,14 +182,19 @@ fn bad_adapter_inputs_are_errors() {
         .unwrap();
     let err = lynx_adapters::block_extras(Some(a), Some(b[..1].to_vec())).unwrap_err();
     is_input(err, "blocks");
-    let none = lynx_adapters::LynxAdapters {
-        id: None,
-        reference: None,
-    };
-    assert!(none.extras(None, 1.0, None, 1.0).unwrap().is_empty());
-    let err = none.extras(Some(&tokens), 1.0, None, 1.0).unwrap_err();
-    is_input(err, "no ID-adapter");
-    let err = none
+    // Lynx-lite has no Ref-adapter: reference features are refused.
+    let lite = LynxAdapters::from_dir(
+        fixtures_dir().join("lynx_lite"),
+        &dit,
+        8,
+        &device,
+        DType::F32,
+    )
+    .unwrap();
+    assert!(lite.extras(None, 1.0, None, 1.0).unwrap().is_empty());
+    let err = lite.extras(Some(&tokens), 1.0, None, 1.0).unwrap_err();
+    is_input(err, "ID tokens");
+    let err = lite
         .extras(None, 1.0, Some(narrow.as_slice()), 1.0)
         .unwrap_err();
     is_input(err, "no Ref-adapter");

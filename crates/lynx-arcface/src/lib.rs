@@ -17,7 +17,7 @@
 //! | [`retinaface`] | facexlib `detection/retinaface.py`, `retinaface_net.py`, `retinaface_utils.py` | detector, priors, decode, NMS |
 //! | [`arcface`] | facexlib `recognition/arcface_arch.py` (`Backbone`, `ir_se`) | identity embedding |
 //! | [`similarity`] | Lynx paper's identity metric | cosine similarity |
-//! | `weights` | facexlib state dict keys | loading, BatchNorm folding |
+//! | [`nn`] | facexlib's `conv_bn` & co. | convolutions with BatchNorm folded at load time |
 //!
 //! Lynx itself detects landmarks with insightface's SCRFD; RetinaFace gives the same five
 //! points and ships as `.pth` (`detection_mobilenet0.25_Final.pth`,
@@ -29,20 +29,21 @@
 //!   `[1, N, 2]`, `landmarks` `[1, N, 10]`
 //! - ArcFace: `[B, 3, 112, 112]` BGR in `[-1, 1]` → `[B, emb]`, unit norm
 
+#![warn(missing_docs)]
+
 pub mod align;
 pub mod arcface;
 pub mod image_io;
 pub mod landmarks;
-mod nn;
+pub mod nn;
 pub mod retinaface;
 pub mod similarity;
-mod weights;
 
 use std::path::Path;
 
 use burn::tensor::{DType, Device};
 use image::RgbImage;
-use lynx_core::{Checkpoint, Error, Loader, Result};
+use lynx_core::{Error, Loader, Result, load_module};
 
 pub use align::{Affine, align_face, alignment_matrix};
 pub use arcface::{ArcFace, ArcFaceConfig};
@@ -58,14 +59,14 @@ pub const ARCFACE_SIZE: u32 = 112;
 /// Side of the extended crop the Ref-adapter takes.
 pub const REF_FACE_SIZE: u32 = 256;
 
-/// A loader for `ckpt` that looks through a leading `module.` on every key, as models
-/// trained with `DataParallel` are saved (facexlib strips it the same way).
-fn state_dict_loader<'a>(ckpt: &'a Checkpoint, device: &Device, dtype: DType) -> Loader<'a> {
-    let loader = ckpt.loader(device, dtype);
+/// `w`, or `w.module` when every key starts with `module.`: models trained with
+/// `DataParallel` are saved so (facexlib strips it the same way).
+fn state_dict<'a>(w: &Loader<'a>) -> Loader<'a> {
+    let ckpt = w.checkpoint();
     if !ckpt.is_empty() && ckpt.keys().all(|k| k.starts_with("module.")) {
-        loader.sub("module")
+        w.sub("module")
     } else {
-        loader
+        w.clone()
     }
 }
 
@@ -77,22 +78,19 @@ pub fn load_arcface(
     device: &Device,
     depths: Option<&[usize]>,
 ) -> Result<ArcFace> {
-    let ckpt = Checkpoint::open(path)?;
-    let loader = state_dict_loader(&ckpt, device, DType::F32);
-    let cfg = ArcFaceConfig::from_checkpoint(&loader, depths)?;
-    let model = ArcFace::load(&loader, &cfg);
-    loader.finish()?;
-    Ok(model)
+    load_module(path, device, DType::F32, |w| {
+        let w = state_dict(w);
+        let cfg = ArcFaceConfig::from_checkpoint(&w, depths)?;
+        Ok(ArcFace::load(&w, &cfg))
+    })
 }
 
 /// Loads a RetinaFace detector (facexlib `.pth` or safetensors with its keys; the
 /// backbone is chosen from the keys) in f32.
 pub fn load_retinaface(path: impl AsRef<Path>, device: &Device) -> Result<RetinaFace> {
-    let ckpt = Checkpoint::open(path)?;
-    let loader = state_dict_loader(&ckpt, device, DType::F32);
-    let model = RetinaFace::load(&loader)?;
-    loader.finish()?;
-    Ok(model)
+    load_module(path, device, DType::F32, |w| {
+        RetinaFace::load(&state_dict(w))
+    })
 }
 
 /// What the Lynx adapters need from one photo.
@@ -111,18 +109,25 @@ pub struct PreparedFace {
 /// ArcFace plus an optional detector: photo → landmarks → crops → embedding.
 #[derive(Debug)]
 pub struct FaceAnalyzer {
-    pub arcface: ArcFace,
-    pub detector: Option<RetinaFace>,
+    arcface: ArcFace,
+    detector: Option<RetinaFace>,
+    /// Detection settings.
     pub options: DetectOptions,
 }
 
 impl FaceAnalyzer {
+    /// ArcFace and, to find faces in photos, a detector.
     pub fn new(arcface: ArcFace, detector: Option<RetinaFace>) -> Self {
         Self {
             arcface,
             detector,
             options: DetectOptions::default(),
         }
+    }
+
+    /// The ArcFace backbone.
+    pub fn arcface(&self) -> &ArcFace {
+        &self.arcface
     }
 
     /// The detector, or an error saying that landmarks must be given without one.
@@ -145,10 +150,11 @@ impl FaceAnalyzer {
     /// Embeds an aligned 112×112 crop.
     pub fn embed_aligned(&self, crop: &RgbImage) -> Result<Vec<f32>> {
         let emb = self.arcface.embed(crop)?;
+        let device = emb.device();
         emb.into_data()
             .convert_dtype(DType::F32)
             .try_into_vec::<f32>()
-            .map_err(|e| Error::input(format!("reading the embedding: {e:?}")))
+            .map_err(|e| Error::read_back(&device, "the face embedding", e))
     }
 
     /// Aligns the face at `landmarks` in `photo` and embeds it.

@@ -3,7 +3,7 @@
 //! Backends are cargo features of this crate (`flex`, `wgpu`, `cuda`, forwarded to
 //! burn); asking for one the build lacks is an error that says which feature to enable.
 
-use burn::tensor::{DType, Device};
+use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -70,6 +70,43 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// Checks that `device` can compute in the float `dtype`, in one message for every
+/// model: wgpu has no bf16 (WGSL lacks it), and only f32, f16 and bf16 are model dtypes.
+pub fn check_dtype(device: &Device, dtype: DType) -> Result<()> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::Device {
+            device: format!("{device:?}"),
+            reason: format!("models run in f32, f16 or bf16, not {dtype:?}"),
+        });
+    }
+    if !device.supports_dtype(dtype) {
+        return Err(Error::Device {
+            device: format!("{device:?}"),
+            reason: format!(
+                "this device does not compute in {}; use --dtype f32{}",
+                dtype_name(dtype),
+                if device.supports_dtype(DType::F16) && dtype != DType::F16 {
+                    " or f16"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The short name of a float dtype (`f32`, `bf16`, `f16`), as the CLI spells it.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        DType::F64 => "f64",
+        _ => "a non-float dtype",
+    }
+}
+
 /// Parses a float dtype name: `f32`, `bf16` or `f16`.
 pub fn parse_dtype(name: &str) -> Result<DType> {
     match name.trim().to_ascii_lowercase().as_str() {
@@ -80,4 +117,15 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
             "unknown dtype `{other}`; use f32, bf16 or f16"
         ))),
     }
+}
+
+/// Reads `t` back to the host as f32 values (row-major), naming `what` in the
+/// [`Error::Device`] a failed read gives.
+pub fn to_host_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+    let device = t.device();
+    t.try_into_data()
+        .map_err(|e| Error::read_back(&device, what, e))?
+        .convert_dtype(DType::F32)
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::read_back(&device, what, e))
 }

@@ -10,33 +10,57 @@ pub enum Error {
     /// A file or folder could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// A file exists but its content is not what its format promises.
     #[error("{path} is not a valid {format} file: {reason}")]
     Format {
+        /// The file.
         path: PathBuf,
+        /// The format it should be in (`safetensors`, `PyTorch`, `PNG`, …).
         format: &'static str,
+        /// What is wrong, in a sentence.
         reason: String,
     },
     /// A required file is absent from a model folder.
     #[error("missing file {path}: {hint}")]
-    MissingFile { path: PathBuf, hint: String },
+    MissingFile {
+        /// The file expected.
+        path: PathBuf,
+        /// Why it is expected or what holds it.
+        hint: String,
+    },
     /// A `config.json` lacks a field, has one of the wrong type, or asks for something
     /// this crate does not implement.
     #[error("config {path}: {reason}")]
-    Config { path: PathBuf, reason: String },
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
     /// A tensor the model needs is absent from the checkpoint.
     #[error("{path}: tensor `{key}` is missing")]
-    MissingKey { path: PathBuf, key: String },
+    MissingKey {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor's key.
+        key: String,
+    },
     /// A tensor has a shape other than the model expects.
     #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?}")]
     Shape {
+        /// The checkpoint (the shard, for sharded ones).
         path: PathBuf,
+        /// The tensor's key.
         key: String,
+        /// The shape the model needs (zeros where only the rank is known).
         expected: Vec<usize>,
+        /// The shape in the file.
         found: Vec<usize>,
     },
     /// A tensor is stored in a dtype the loader does not convert.
@@ -44,15 +68,21 @@ pub enum Error {
         "{path}: tensor `{key}` has unsupported dtype {dtype} (supported: f32, f16, bf16, f64)"
     )]
     Dtype {
+        /// The checkpoint.
         path: PathBuf,
+        /// The tensor's key.
         key: String,
+        /// The dtype as the file names it.
         dtype: String,
     },
     /// Loading a module left keys unmatched: everything that went wrong, in one report.
     #[error("{}", format_key_report(.path, .missing, .unexpected, .mismatched))]
     Keys {
+        /// The checkpoint (its index, for sharded ones).
         path: PathBuf,
+        /// Keys the model needs that the file lacks.
         missing: Vec<String>,
+        /// Keys the file holds that the model does not use.
         unexpected: Vec<String>,
         /// `(key, expected, found)`
         mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
@@ -62,7 +92,20 @@ pub enum Error {
     Input(String),
     /// A device string could not be parsed or names a backend this build lacks.
     #[error("device `{device}`: {reason}")]
-    Device { device: String, reason: String },
+    Device {
+        /// The device as given or as burn shows it.
+        device: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A run was cancelled (through its cancel flag) before it finished.
+    #[error("cancelled after {done} of {total} steps")]
+    Cancelled {
+        /// Steps completed.
+        done: usize,
+        /// Steps the run would have taken.
+        total: usize,
+    },
 }
 
 /// Result with [`Error`].
@@ -97,6 +140,14 @@ impl Error {
     /// An [`Error::Input`].
     pub fn input(reason: impl ToString) -> Self {
         Error::Input(reason.to_string())
+    }
+
+    /// An [`Error::Device`] for a failed read of `what` from `device` back to the host.
+    pub fn read_back(device: &burn::tensor::Device, what: &str, e: impl std::fmt::Debug) -> Self {
+        Error::Device {
+            device: format!("{device:?}"),
+            reason: format!("reading {what} back to the host failed: {e:?}"),
+        }
     }
 }
 

@@ -4,22 +4,30 @@
 //! | module | what |
 //! |---|---|
 //! | [`error`] | [`Error`]: every failure, naming the file, key, shape or dtype |
-//! | [`weights`] | [`Checkpoint`] (safetensors, sharded index, `.pth`) and [`Loader`] |
+//! | [`weights`] | [`Checkpoint`] (safetensors, sharded index, `.pth`), [`Checkpoint::build`] (the one way models are built) and [`Loader`] |
 //! | [`config`] | `config.json` → typed serde structs |
-//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`] |
-//! | [`nn`] | RMSNorm, LayerNorm (f32), GELU-tanh, PyTorch-layout linear, [`nn::attention`] |
+//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`] |
+//! | [`nn`] | RMSNorm, LayerNorm (f32), GELU-tanh, [`nn::attention`] and the head split/merge |
+//! | [`output`] | [`output::StagedPath`]: outputs appear whole or not at all; [`output::check_writable`] |
+//! | [`safetensors_io`] | writing `.safetensors`, streamed, to a temporary file renamed into place |
+//! | [`rng`] | [`rng::TorchGenerator`]: PyTorch's CPU generator and `torch.randn`, bit for bit |
 //! | [`testing`] | fixture access and relative-L2 comparison for parity tests |
 //!
 //! Backends are cargo features: `flex` (CPU), `wgpu`, `cuda`, forwarded to burn.
+
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod nn;
-mod pth;
+pub mod output;
+pub mod pth;
+pub mod rng;
+pub mod safetensors_io;
 pub mod testing;
 pub mod weights;
 
 pub use burn;
 pub use error::{Error, Result};
-pub use weights::{Checkpoint, Loader};
+pub use weights::{Checkpoint, Loader, load_module};

@@ -40,7 +40,9 @@ pub fn fixture_tensor<const D: usize>(ckpt: &Checkpoint, key: &str, device: &Dev
 /// Relative L2 error `‖a − b‖ / ‖b‖` and max absolute error.
 #[derive(Debug, Clone, Copy)]
 pub struct Diff {
+    /// `‖a − b‖ / ‖b‖` (`‖a − b‖` when `b` is zero).
     pub rel_l2: f64,
+    /// `max |a − b|`.
     pub max_abs: f64,
 }
 

@@ -1,13 +1,19 @@
 //! Wan attention (diffusers `Attention` + `WanAttnProcessor2_0`, as Lynx's
-//! `WanRefAttnProcessor` / `WanIPAttnProcessor` extend it) with a hook for adapters.
+//! `WanRefAttnProcessor` / `WanIPAttnProcessor` and Lynx-lite's `IPAWanAttnProcessor2_0`
+//! extend it) with a hook for adapters.
 //!
 //! `q = norm_q(to_q(x))`, `k = norm_k(to_k(ctx))`, `v = to_v(ctx)` (RMS norms over the
 //! whole width), split into heads, RoPE on `q` and `k` for self-attention, softmax
 //! attention, then `to_out`. An [`ExtraKv`] set adds
-//! `scale · softmax(q · norm_k(key)ᵀ/√hd) · value` with the same normalised queries and
-//! no RoPE: Lynx's Ref-adapter on self-attention and ID-adapter on cross-attention.
-//! Every product goes through [`lynx_core::nn::attention`] without bias or scale (the
-//! fused path).
+//! `scale · softmax(q · k̂ᵀ/√hd) · value` with the same normalised queries and no RoPE,
+//! where `k̂` is `norm_k(key)` (Lynx's Ref- and ID-adapters) or `key` as given (Lynx-lite
+//! normalises its IP keys itself). Every product goes through
+//! [`lynx_core::nn::attention`] without bias or scale (the fused path).
+//!
+//! | key (under `blocks.N.attn1` / `attn2`) | shape |
+//! |---|---|
+//! | `to_q`, `to_k`, `to_v`, `to_out.0` `.weight` / `.bias` | `[dim, dim]` / `[dim]` |
+//! | `norm_q.weight`, `norm_k.weight` | `[dim]` (f32) |
 //!
 //! # Shapes
 //! - `x`: `[B, N, dim]`; `context`: `[B, L, dim]` (cross-attention) or none (self).
@@ -17,38 +23,133 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use lynx_core::nn::{RmsNorm, attention};
+use lynx_core::Loader;
+use lynx_core::nn::{RmsNorm, attention, merge_heads, split_heads};
 
+use crate::config::WanConfig;
 use crate::rope::RopeTable;
 
 /// An extra set of keys and values attended by a block's queries, added to the
 /// attention output with weight `scale` before `to_out`.
 #[derive(Debug, Clone)]
 pub struct ExtraKv {
-    /// `[B, M, dim]`: projected keys, before the block's `norm_k` (which the block applies).
-    pub key: Tensor<3>,
-    /// `[B, M, dim]`: projected values.
-    pub value: Tensor<3>,
-    /// Weight of this attention's output (`ip_scale`, `ref_scale`).
-    pub scale: f64,
+    key: Tensor<3>,
+    value: Tensor<3>,
+    scale: f64,
+    apply_norm_k: bool,
+}
+
+impl ExtraKv {
+    /// Projected keys and values `[B, M, dim]` whose keys still go through the block's
+    /// `norm_k` (Lynx's ID- and Ref-adapters), weighted by `scale`.
+    pub fn new(key: Tensor<3>, value: Tensor<3>, scale: f64) -> Self {
+        Self {
+            key,
+            value,
+            scale,
+            apply_norm_k: true,
+        }
+    }
+
+    /// Keys already normalised by the adapter, used as given (Lynx-lite's IP keys,
+    /// which go through a parameter-free RMS norm instead of the block's `norm_k`).
+    pub fn normalized(key: Tensor<3>, value: Tensor<3>, scale: f64) -> Self {
+        Self {
+            apply_norm_k: false,
+            ..Self::new(key, value, scale)
+        }
+    }
+
+    /// The keys `[B, M, dim]`.
+    pub fn key(&self) -> &Tensor<3> {
+        &self.key
+    }
+
+    /// The values `[B, M, dim]`.
+    pub fn value(&self) -> &Tensor<3> {
+        &self.value
+    }
+
+    /// The weight of this attention's output (`ip_scale`, `ref_scale`).
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// Whether the block's `norm_k` is applied to the keys.
+    pub fn applies_norm_k(&self) -> bool {
+        self.apply_norm_k
+    }
 }
 
 /// `attn1` (self) or `attn2` (cross) of a Wan block.
 #[derive(Module, Debug)]
 pub struct WanAttention {
-    pub to_q: Linear,
-    pub to_k: Linear,
-    pub to_v: Linear,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
     /// `to_out.0` (`to_out.1` is dropout).
-    pub to_out: Linear,
-    pub norm_q: RmsNorm,
-    pub norm_k: RmsNorm,
-    pub heads: usize,
+    to_out: Linear,
+    norm_q: RmsNorm,
+    norm_k: RmsNorm,
+    heads: usize,
 }
 
 impl WanAttention {
+    /// Loads `attn1` or `attn2` of a block (keys in the module docs).
+    pub fn load(w: &Loader, cfg: &WanConfig) -> Self {
+        let dim = cfg.inner_dim();
+        Self {
+            to_q: w.sub("to_q").linear(dim, dim, true),
+            to_k: w.sub("to_k").linear(dim, dim, true),
+            to_v: w.sub("to_v").linear(dim, dim, true),
+            to_out: w.sub("to_out").sub(0).linear(dim, dim, true),
+            norm_q: RmsNorm::load(&w.sub("norm_q"), dim, cfg.eps),
+            norm_k: RmsNorm::load(&w.sub("norm_k"), dim, cfg.eps),
+            heads: cfg.num_attention_heads,
+        }
+    }
+
+    /// `to_q`.
+    pub fn to_q(&self) -> &Linear {
+        &self.to_q
+    }
+
+    /// `to_k`.
+    pub fn to_k(&self) -> &Linear {
+        &self.to_k
+    }
+
+    /// `to_v`.
+    pub fn to_v(&self) -> &Linear {
+        &self.to_v
+    }
+
+    /// `to_out.0`.
+    pub fn to_out(&self) -> &Linear {
+        &self.to_out
+    }
+
+    /// `norm_q`.
+    pub fn norm_q(&self) -> &RmsNorm {
+        &self.norm_q
+    }
+
+    /// `norm_k`.
+    pub fn norm_k(&self) -> &RmsNorm {
+        &self.norm_k
+    }
+
+    /// Number of heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
     /// Self-attention when `context` is `None`, cross-attention otherwise; `rope` rotates
     /// the main queries and keys; `extra` adds an adapter's attention.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, dim]`, `context`: `[B, L, dim]`, extra K/V `[B, M, dim]`
+    /// - output: `[B, N, dim]`
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -57,16 +158,24 @@ impl WanAttention {
         extra: Option<&ExtraKv>,
     ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.split_heads(self.norm_q.forward(self.to_q.forward(x)));
-        let k = self.split_heads(self.norm_k.forward(self.to_k.forward(context.clone())));
-        let v = self.split_heads(self.to_v.forward(context));
+        let q = split_heads(self.norm_q.forward(self.to_q.forward(x)), self.heads);
+        let k = split_heads(
+            self.norm_k.forward(self.to_k.forward(context.clone())),
+            self.heads,
+        );
+        let v = split_heads(self.to_v.forward(context), self.heads);
         let mut out = match rope {
             Some(rope) => attention(rope.apply(q.clone()), rope.apply(k), v, None, None),
             None => attention(q.clone(), k, v, None, None),
         };
         if let Some(extra) = extra.filter(|e| e.scale != 0.0) {
-            let k = self.split_heads(self.norm_k.forward(extra.key.clone()));
-            let v = self.split_heads(extra.value.clone());
+            let key = if extra.apply_norm_k {
+                self.norm_k.forward(extra.key.clone())
+            } else {
+                extra.key.clone()
+            };
+            let k = split_heads(key, self.heads);
+            let v = split_heads(extra.value.clone(), self.heads);
             let added = attention(q, k, v, None, None);
             out = if extra.scale == 1.0 {
                 out + added
@@ -76,17 +185,4 @@ impl WanAttention {
         }
         self.to_out.forward(merge_heads(out))
     }
-
-    /// `[B, N, heads·hd]` → `[B, heads, N, hd]`.
-    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
-        let [b, n, d] = x.dims();
-        x.reshape([b, n, self.heads, d / self.heads])
-            .swap_dims(1, 2)
-    }
-}
-
-/// `[B, heads, N, hd]` → `[B, N, heads·hd]`.
-fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    let [b, h, n, d] = x.dims();
-    x.swap_dims(1, 2).reshape([b, n, h * d])
 }

@@ -9,6 +9,13 @@
 //! x  = x + c_gate · ffn(LN(x)·(1 + c_scale) + c_shift)           (f32 residual)
 //! ```
 //!
+//! | key (under `blocks.N`) | module |
+//! |---|---|
+//! | `attn1.*`, `attn2.*` | [`WanAttention`] |
+//! | `norm2.{weight,bias}` | affine layer norm before cross-attention (f32) |
+//! | `ffn.net.0.proj.*`, `ffn.net.2.*` | [`FeedForward`] |
+//! | `scale_shift_table` `[1, 6, dim]` | modulation table (f32) |
+//!
 //! # Shapes
 //! - `x`: `[B, N, dim]` (model dtype); `text`: `[B, L, dim]` (after the text projection);
 //!   `timestep_proj`: `[B, 6, dim]`.
@@ -17,27 +24,37 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
+use lynx_core::Loader;
 use lynx_core::nn::{LayerNorm, gelu_tanh};
 
 use crate::attention::{ExtraKv, WanAttention};
+use crate::config::WanConfig;
 use crate::rope::RopeTable;
 
 /// What adapters add to one block: extra K/V for self-attention (Lynx's Ref-adapter)
 /// and for cross-attention (Lynx's ID-adapter). Both `None` is the plain Wan block.
 #[derive(Debug, Clone, Default)]
 pub struct BlockExtras {
+    /// Attended by self-attention (`attn1`).
     pub self_attn: Option<ExtraKv>,
+    /// Attended by cross-attention (`attn2`).
     pub cross_attn: Option<ExtraKv>,
 }
 
 /// The six per-block modulation vectors, `[B, 1, dim]` each, f32.
 #[derive(Debug, Clone)]
 pub struct Modulation {
+    /// Shift of the modulated norm1.
     pub shift: Tensor<3>,
+    /// Scale of the modulated norm1 (applied as `1 + scale`).
     pub scale: Tensor<3>,
+    /// Gate of the self-attention residual.
     pub gate: Tensor<3>,
+    /// Shift of the modulated norm3 (before the FFN).
     pub c_shift: Tensor<3>,
+    /// Scale of the modulated norm3.
     pub c_scale: Tensor<3>,
+    /// Gate of the FFN residual.
     pub c_gate: Tensor<3>,
 }
 
@@ -45,12 +62,24 @@ pub struct Modulation {
 #[derive(Module, Debug)]
 pub struct FeedForward {
     /// `net.0.proj`: dim → ffn_dim.
-    pub proj: Linear,
+    proj: Linear,
     /// `net.2`: ffn_dim → dim.
-    pub out: Linear,
+    out: Linear,
 }
 
 impl FeedForward {
+    /// Loads `ffn` (`net.0.proj`, `net.2`).
+    pub fn load(w: &Loader, cfg: &WanConfig) -> Self {
+        let (dim, ffn) = (cfg.inner_dim(), cfg.ffn_dim);
+        let net = w.sub("net");
+        Self {
+            proj: net.sub(0).sub("proj").linear(dim, ffn, true),
+            out: net.sub(2).linear(ffn, dim, true),
+        }
+    }
+
+    /// # Shapes
+    /// - input `[B, N, dim]`, output `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.out.forward(gelu_tanh(self.proj.forward(x)))
     }
@@ -60,21 +89,53 @@ impl FeedForward {
 #[derive(Module, Debug)]
 pub struct WanBlock {
     /// Layer norm without affine parameters (f32).
-    pub norm1: LayerNorm,
+    norm1: LayerNorm,
     /// Self-attention with RoPE.
-    pub attn1: WanAttention,
+    attn1: WanAttention,
     /// Cross-attention over the text tokens.
-    pub attn2: WanAttention,
+    attn2: WanAttention,
     /// Affine layer norm before cross-attention (`cross_attn_norm`), else identity.
-    pub norm2: Option<LayerNorm>,
-    pub ffn: FeedForward,
+    norm2: Option<LayerNorm>,
+    ffn: FeedForward,
     /// Layer norm without affine parameters (f32).
-    pub norm3: LayerNorm,
+    norm3: LayerNorm,
     /// `[1, 6, dim]`, f32.
-    pub scale_shift_table: Param<Tensor<3>>,
+    scale_shift_table: Param<Tensor<3>>,
 }
 
 impl WanBlock {
+    /// Loads `blocks.N` (keys in the module docs).
+    pub fn load(w: &Loader, cfg: &WanConfig) -> Self {
+        let dim = cfg.inner_dim();
+        let device = w.device();
+        Self {
+            norm1: LayerNorm::plain(dim, cfg.eps, device),
+            attn1: WanAttention::load(&w.sub("attn1"), cfg),
+            attn2: WanAttention::load(&w.sub("attn2"), cfg),
+            norm2: cfg
+                .cross_attn_norm
+                .then(|| LayerNorm::load(&w.sub("norm2"), dim, cfg.eps)),
+            ffn: FeedForward::load(&w.sub("ffn"), cfg),
+            norm3: LayerNorm::plain(dim, cfg.eps, device),
+            scale_shift_table: w.param_f32("scale_shift_table", [1, 6, dim]),
+        }
+    }
+
+    /// Self-attention (`attn1`).
+    pub fn attn1(&self) -> &WanAttention {
+        &self.attn1
+    }
+
+    /// Cross-attention (`attn2`).
+    pub fn attn2(&self) -> &WanAttention {
+        &self.attn2
+    }
+
+    /// The modulation table `[1, 6, dim]` (f32).
+    pub fn scale_shift_table(&self) -> &Param<Tensor<3>> {
+        &self.scale_shift_table
+    }
+
     /// `scale_shift_table + timestep_proj` split into its six vectors (f32).
     pub fn modulation(&self, timestep_proj: Tensor<3>) -> Modulation {
         let table = self.scale_shift_table.val() + timestep_proj.cast(DType::F32);
@@ -99,6 +160,9 @@ impl WanBlock {
     }
 
     /// The block from its norm1 output `n1` on (see [`WanBlock::norm1_modulated`]).
+    ///
+    /// # Shapes
+    /// - `x`, `n1`: `[B, N, dim]`; `text`: `[B, L, dim]`; output `[B, N, dim]`.
     pub fn forward_from_norm1(
         &self,
         x: Tensor<3>,
@@ -130,6 +194,10 @@ impl WanBlock {
     }
 
     /// The whole block.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, N, dim]`; `text`: `[B, L, dim]`; `timestep_proj`: `[B, 6, dim]`;
+    ///   output `[B, N, dim]`.
     pub fn forward(
         &self,
         x: Tensor<3>,

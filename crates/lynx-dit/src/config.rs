@@ -24,8 +24,10 @@ pub struct WanConfig {
     /// `(t, h, w)` patch of the Conv3d patch embedding.
     #[serde(default = "defaults::patch_size")]
     pub patch_size: [usize; 3],
+    /// Attention heads (14B: 40).
     #[serde(default = "defaults::num_attention_heads")]
     pub num_attention_heads: usize,
+    /// Width of one head (128).
     #[serde(default = "defaults::attention_head_dim")]
     pub attention_head_dim: usize,
     /// Latent channels in.
@@ -40,16 +42,20 @@ pub struct WanConfig {
     /// Width of the sinusoidal timestep embedding.
     #[serde(default = "defaults::freq_dim")]
     pub freq_dim: usize,
+    /// Hidden width of the feed-forward blocks (14B: 13824).
     #[serde(default = "defaults::ffn_dim")]
     pub ffn_dim: usize,
+    /// Number of transformer blocks (14B: 40).
     #[serde(default = "defaults::num_layers")]
     pub num_layers: usize,
     /// Whether cross-attention reads an affine layer norm of the hidden states
     /// (`norm2`); otherwise the hidden states themselves.
     #[serde(default = "defaults::cross_attn_norm")]
     pub cross_attn_norm: bool,
+    /// Query/key normalisation; only [`QK_NORM_ACROSS_HEADS`] is implemented.
     #[serde(default = "defaults::qk_norm")]
     pub qk_norm: Option<String>,
+    /// Epsilon of every norm.
     #[serde(default = "defaults::eps")]
     pub eps: f64,
     /// Width of CLIP image features (I2V only): must be absent or null.
@@ -147,7 +153,8 @@ impl WanConfig {
         }
     }
 
-    /// Channels of one patch: `C · pt · ph · pw`.
+    /// Positions in one patch: `pt · ph · pw` (times the channels, the width of a
+    /// flattened patch).
     pub fn patch_volume(&self) -> usize {
         self.patch_size.iter().product()
     }

@@ -2,6 +2,13 @@
 //! `WanTimeTextImageEmbedding`, `Timesteps`, `TimestepEmbedding`,
 //! `PixArtAlphaTextProjection`).
 //!
+//! | key | module |
+//! |---|---|
+//! | `patch_embedding.{weight [dim, C, pt, ph, pw], bias}` | [`PatchEmbedding`] (flattened to a linear) |
+//! | `condition_embedder.time_embedder.linear_{1,2}.*` | [`TimestepEmbedding`] (f32) |
+//! | `condition_embedder.time_proj.*` | `time_proj` (dim → 6·dim) |
+//! | `condition_embedder.text_embedder.linear_{1,2}.*` | [`TextProjection`] |
+//!
 //! # Shapes
 //! - [`PatchEmbedding`]: `[B, C, F, H, W]` → `[B, F'·H'·W', dim]`, tokens ordered frame,
 //!   row, column (`F' = F/pt`, …).
@@ -9,23 +16,46 @@
 //!   `timestep_proj [B, 6, dim]`.
 //! - [`ConditionEmbedder::text`]: `[B, L, text_dim]` → `[B, L, dim]`.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
+use lynx_core::Loader;
 use lynx_core::nn::gelu_tanh;
+
+use crate::config::WanConfig;
 
 /// The Conv3d patch embedding with kernel = stride = patch, computed as a matmul over
 /// the flattened patches (the same sums as the convolution).
 #[derive(Module, Debug)]
 pub struct PatchEmbedding {
     /// The conv weight `[dim, C, pt, ph, pw]` flattened to a linear `C·pt·ph·pw → dim`.
-    pub proj: Linear,
-    pub patch_size: [usize; 3],
+    proj: Linear,
+    patch_size: [usize; 3],
 }
 
 impl PatchEmbedding {
+    /// Loads `patch_embedding` (`weight` `[dim, C, pt, ph, pw]`, `bias` `[dim]`).
+    pub fn load(w: &Loader, cfg: &WanConfig) -> Self {
+        let dim = cfg.inner_dim();
+        let [pt, ph, pw] = cfg.patch_size;
+        let volume = cfg.in_channels * cfg.patch_volume();
+        let weight = w
+            .tensor::<5>("weight", [dim, cfg.in_channels, pt, ph, pw])
+            .reshape([dim, volume]);
+        Self {
+            proj: Linear {
+                weight: Param::from_tensor(weight.transpose()),
+                bias: Some(w.param("bias", [dim])),
+            },
+            patch_size: cfg.patch_size,
+        }
+    }
+
     /// `[B, C, F, H, W]` → `[B, N, dim]`; `F`, `H`, `W` must be multiples of the patch.
+    ///
+    /// # Shapes
+    /// - input `[B, C, F, H, W]`, output `[B, F/pt · H/ph · W/pw, dim]`.
     pub fn forward(&self, x: Tensor<5>) -> Tensor<3> {
         let [b, c, f, h, w] = x.dims();
         let [pt, ph, pw] = self.patch_size;
@@ -41,11 +71,21 @@ impl PatchEmbedding {
 /// `TimestepEmbedding`: `linear_2(silu(linear_1(x)))`, kept in f32.
 #[derive(Module, Debug)]
 pub struct TimestepEmbedding {
-    pub linear_1: Linear,
-    pub linear_2: Linear,
+    linear_1: Linear,
+    linear_2: Linear,
 }
 
 impl TimestepEmbedding {
+    /// Loads `time_embedder` (`linear_1`: freq_dim → dim, `linear_2`: dim → dim) in f32.
+    pub fn load(w: &Loader, freq_dim: usize, dim: usize) -> Self {
+        Self {
+            linear_1: w.sub("linear_1").linear_f32(freq_dim, dim, true),
+            linear_2: w.sub("linear_2").linear_f32(dim, dim, true),
+        }
+    }
+
+    /// # Shapes
+    /// - input `[B, freq_dim]` (f32), output `[B, dim]` (f32).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.linear_2.forward(silu(self.linear_1.forward(x)))
     }
@@ -54,11 +94,21 @@ impl TimestepEmbedding {
 /// `PixArtAlphaTextProjection` with the tanh GELU: `linear_2(gelu(linear_1(x)))`.
 #[derive(Module, Debug)]
 pub struct TextProjection {
-    pub linear_1: Linear,
-    pub linear_2: Linear,
+    linear_1: Linear,
+    linear_2: Linear,
 }
 
 impl TextProjection {
+    /// Loads `text_embedder` (`linear_1`: text_dim → dim, `linear_2`: dim → dim).
+    pub fn load(w: &Loader, text_dim: usize, dim: usize) -> Self {
+        Self {
+            linear_1: w.sub("linear_1").linear(text_dim, dim, true),
+            linear_2: w.sub("linear_2").linear(dim, dim, true),
+        }
+    }
+
+    /// # Shapes
+    /// - input `[B, L, text_dim]`, output `[B, L, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.linear_2.forward(gelu_tanh(self.linear_1.forward(x)))
     }
@@ -68,18 +118,34 @@ impl TextProjection {
 #[derive(Module, Debug)]
 pub struct ConditionEmbedder {
     /// f32 whatever the model dtype, as the reference keeps it.
-    pub time_embedder: TimestepEmbedding,
-    pub time_proj: Linear,
-    pub text_embedder: TextProjection,
+    time_embedder: TimestepEmbedding,
+    /// dim → 6·dim.
+    time_proj: Linear,
+    text_embedder: TextProjection,
     /// Width of the sinusoidal embedding.
-    pub freq_dim: usize,
+    freq_dim: usize,
     /// Model width.
-    pub dim: usize,
+    dim: usize,
 }
 
 impl ConditionEmbedder {
+    /// Loads `condition_embedder` (keys in the module docs).
+    pub fn load(w: &Loader, cfg: &WanConfig) -> Self {
+        let dim = cfg.inner_dim();
+        Self {
+            time_embedder: TimestepEmbedding::load(&w.sub("time_embedder"), cfg.freq_dim, dim),
+            time_proj: w.sub("time_proj").linear(dim, 6 * dim, true),
+            text_embedder: TextProjection::load(&w.sub("text_embedder"), cfg.text_dim, dim),
+            freq_dim: cfg.freq_dim,
+            dim,
+        }
+    }
+
     /// Timesteps `[B]` → `temb [B, dim]` and `timestep_proj [B, 6, dim]`, both in `dtype`
     /// (the model's; `temb` is rounded to it as the reference does).
+    ///
+    /// # Shapes
+    /// - `timestep` `[B]` → `[B, dim]`, `[B, 6, dim]`.
     pub fn time(&self, timestep: Tensor<1>, dtype: DType) -> (Tensor<2>, Tensor<3>) {
         let b = timestep.dims()[0];
         let sinusoid = timestep_sinusoid(timestep, self.freq_dim);
@@ -89,6 +155,9 @@ impl ConditionEmbedder {
     }
 
     /// Text hidden states `[B, L, text_dim]` (model dtype) → `[B, L, dim]`.
+    ///
+    /// # Shapes
+    /// - input `[B, L, text_dim]`, output `[B, L, dim]`.
     pub fn text(&self, text: Tensor<3>) -> Tensor<3> {
         self.text_embedder.forward(text)
     }

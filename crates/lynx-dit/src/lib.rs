@@ -12,7 +12,10 @@
 //! | [`attention`] | `Attention` + `WanAttnProcessor2_0` / Lynx's `WanRefAttnProcessor`, `WanIPAttnProcessor` |
 //! | [`block`] | `WanTransformerBlock` (Lynx's version returning its norm1 output) |
 //! | [`model`] | `WanTransformer3DModel.forward`, Lynx's `ref_feature_extractor` mode |
-//! | `weights` | state-dict keys → modules |
+//!
+//! Each module's `load` sits beside its type and its docs list the state-dict keys it
+//! reads; [`WanTransformer::from_pretrained`] builds the whole model through
+//! [`lynx_core::Checkpoint::build`].
 //!
 //! The adapters themselves (Perceiver Resampler, `to_k_ip`/`to_v_ip`,
 //! `to_k_ref`/`to_v_ref`) live in `lynx-adapters`, which turns their inputs into the
@@ -38,13 +41,14 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod block;
 pub mod config;
 pub mod embeddings;
 pub mod model;
 pub mod rope;
-mod weights;
 
 pub use attention::{ExtraKv, WanAttention};
 pub use block::{BlockExtras, Modulation, WanBlock};

@@ -9,6 +9,13 @@
 //! - `extras`: empty, or one [`BlockExtras`] per block with K/V `[B, M, dim]`.
 //! - output: `[B, out_channels, F, H, W]`, f32.
 //! - reference features: one `[B, N, dim]` per block (model dtype).
+//!
+//! | key | module |
+//! |---|---|
+//! | `patch_embedding.*`, `condition_embedder.*` | [`crate::embeddings`] |
+//! | `blocks.N.*` | [`WanBlock`] |
+//! | `scale_shift_table` `[1, 2, dim]` | head modulation (f32) |
+//! | `proj_out.*` | head projection (dim → C·pt·ph·pw) |
 
 use std::path::Path;
 
@@ -16,7 +23,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 use lynx_core::nn::LayerNorm;
-use lynx_core::{Checkpoint, Error, Result};
+use lynx_core::{Error, Loader, Result, load_module};
 
 use crate::attention::ExtraKv;
 use crate::block::{BlockExtras, WanBlock};
@@ -27,21 +34,21 @@ use crate::rope::{RopeTable, WanRope};
 /// The Wan2.1 text-to-video diffusion transformer.
 #[derive(Module, Debug)]
 pub struct WanTransformer {
-    pub patch_embedding: PatchEmbedding,
-    pub condition_embedder: ConditionEmbedder,
-    pub blocks: Vec<WanBlock>,
+    patch_embedding: PatchEmbedding,
+    condition_embedder: ConditionEmbedder,
+    blocks: Vec<WanBlock>,
     /// Layer norm without affine parameters (f32).
-    pub norm_out: LayerNorm,
-    pub proj_out: Linear,
+    norm_out: LayerNorm,
+    proj_out: Linear,
     /// `[1, 2, dim]`, f32: shift and scale of the head.
-    pub scale_shift_table: Param<Tensor<3>>,
+    scale_shift_table: Param<Tensor<3>>,
     #[module(skip)]
-    pub config: WanConfig,
+    config: WanConfig,
     #[module(skip)]
-    pub rope: WanRope,
+    rope: WanRope,
     /// The dtype of the linear layers and of the hidden states between blocks.
     #[module(skip)]
-    pub dtype: DType,
+    dtype: DType,
 }
 
 /// Inputs after embedding, shared by the denoising and the reference pass.
@@ -61,28 +68,27 @@ impl WanTransformer {
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
         let dir = dir.as_ref();
         let config = WanConfig::load(dir)?;
-        let ckpt = Checkpoint::open(dir)?;
-        Self::load(config, &ckpt, device, dtype)
+        load_module(dir, device, dtype, |w| Self::load(w, config))
     }
 
-    /// Builds the model from an opened checkpoint; every missing, unused or mis-shaped
-    /// tensor is reported in one error.
-    pub fn load(
-        config: WanConfig,
-        ckpt: &Checkpoint,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self> {
+    /// Builds the model from the state dict under `w` (keys in the module docs).
+    pub fn load(w: &Loader, config: WanConfig) -> Result<Self> {
         config.validate()?;
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(Error::input(format!(
-                "the DiT runs in f32, f16 or bf16, not {dtype:?}"
-            )));
-        }
-        let loader = ckpt.loader(device, dtype);
-        let model = crate::weights::load_transformer(config, &loader);
-        loader.finish()?;
-        Ok(model)
+        let dim = config.inner_dim();
+        let out = config.out_channels() * config.patch_volume();
+        Ok(Self {
+            patch_embedding: PatchEmbedding::load(&w.sub("patch_embedding"), &config),
+            condition_embedder: ConditionEmbedder::load(&w.sub("condition_embedder"), &config),
+            blocks: (0..config.num_layers)
+                .map(|i| WanBlock::load(&w.sub("blocks").sub(i), &config))
+                .collect(),
+            norm_out: LayerNorm::plain(dim, config.eps, w.device()),
+            proj_out: w.sub("proj_out").linear(dim, out, true),
+            scale_shift_table: w.param_f32("scale_shift_table", [1, 2, dim]),
+            rope: WanRope::new(config.attention_head_dim, config.rope_max_seq_len),
+            dtype: w.dtype(),
+            config,
+        })
     }
 
     /// The config the model was built from.
@@ -100,9 +106,28 @@ impl WanTransformer {
         self.blocks.len()
     }
 
+    /// The blocks.
+    pub fn blocks(&self) -> &[WanBlock] {
+        &self.blocks
+    }
+
+    /// The 3D RoPE of the self-attention.
+    pub fn rope(&self) -> &WanRope {
+        &self.rope
+    }
+
+    /// The dtype of the linear layers and of the hidden states between blocks.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// The denoising forward: predicted flow for latents `x` at `timestep`, conditioned
     /// on `text` and, per block, on the adapters' extra K/V sets (`extras` empty for the
     /// plain model).
+    ///
+    /// # Shapes
+    /// - `x` `[B, C, F, H, W]`, `timestep` `[B]` or `[1]`, `text` `[B, L, text_dim]`,
+    ///   extras' K/V `[B, M, dim]` → `[B, C_out, F, H, W]` (f32).
     pub fn forward(
         &self,
         x: Tensor<5>,
@@ -115,6 +140,9 @@ impl WanTransformer {
 
     /// [`WanTransformer::forward`], calling `observe(i, hidden)` with the hidden states
     /// `[B, N, dim]` after each block `i` (for inspection and parity tests).
+    ///
+    /// # Shapes
+    /// As [`WanTransformer::forward`].
     pub fn forward_observed(
         &self,
         x: Tensor<5>,
@@ -138,6 +166,9 @@ impl WanTransformer {
     /// Lynx's reference pass: runs the plain model on the reference latents at t = 0 and
     /// returns each block's modulated norm1 output (the Ref-adapter's features). The
     /// blocks after the last norm1 and the head are skipped: nothing reads them.
+    ///
+    /// # Shapes
+    /// - `x` `[B, C, F, H, W]`, `text` `[B, L, text_dim]` → per block `[B, N, dim]`.
     pub fn reference_features(&self, x: Tensor<5>, text: Tensor<3>) -> Result<Vec<Tensor<3>>> {
         let b = x.dims()[0];
         let t = Tensor::<1>::zeros([b], (&x.device(), DType::F32));
@@ -219,7 +250,7 @@ impl WanTransformer {
         }
         let dim = self.dim();
         let check = |i: usize, what: &str, e: &ExtraKv| {
-            let (k, v) = (e.key.dims(), e.value.dims());
+            let (k, v) = (e.key().dims(), e.value().dims());
             if k != v || k[0] != batch || k[2] != dim || k[1] == 0 {
                 return Err(Error::input(format!(
                     "block {i}: extra {what} keys {k:?} / values {v:?} must both be \

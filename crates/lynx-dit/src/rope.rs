@@ -19,6 +19,7 @@ const THETA: f64 = 10000.0;
 /// Frequencies of the three axes for heads of `head_dim` channels.
 #[derive(Debug, Clone)]
 pub struct WanRope {
+    /// Width of one head.
     pub head_dim: usize,
     /// Largest position per axis (`rope_max_seq_len`).
     pub max_seq_len: usize,
@@ -34,6 +35,7 @@ pub struct RopeTable {
 }
 
 impl WanRope {
+    /// RoPE for heads of `head_dim` channels over at most `max_seq_len` positions per axis.
     pub fn new(head_dim: usize, max_seq_len: usize) -> Self {
         Self {
             head_dim,
@@ -114,6 +116,9 @@ impl RopeTable {
 
     /// Rotates each channel pair `(a, b)` of `x` by its angle:
     /// `(a·cos − b·sin, a·sin + b·cos)`, in f32.
+    ///
+    /// # Shapes
+    /// - input `[B, heads, N, head_dim]`, output: same shape and dtype.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let dtype = x.dtype();
         let [b, h, n, d] = x.dims();

@@ -95,11 +95,14 @@ fn bf16_weights_stay_close_to_f32() {
     let fx = fixture("components/dit.safetensors");
     let dit = WanTransformer::from_pretrained(transformer_dir(), &device, DType::BF16).unwrap();
     assert_eq!(
-        dit.blocks[0].scale_shift_table.val().dtype(),
+        dit.blocks()[0].scale_shift_table().val().dtype(),
         DType::F32,
         "modulation tables stay f32"
     );
-    assert_eq!(dit.blocks[0].attn1.to_q.weight.val().dtype(), DType::BF16);
+    assert_eq!(
+        dit.blocks()[0].attn1().to_q().weight.val().dtype(),
+        DType::BF16
+    );
     let x: Tensor<5> = fixture_tensor(&fx, "x", &device);
     let t: Tensor<1> = fixture_tensor(&fx, "timestep", &device);
     let text: Tensor<3> = fixture_tensor(&fx, "text", &device);

@@ -142,11 +142,11 @@ fn bad_inputs_are_errors() {
         "blocks",
     );
     // extra keys of the wrong width
-    let kv = ExtraKv {
-        key: Tensor::zeros([1, 4, 40], &device),
-        value: Tensor::zeros([1, 4, 40], &device),
-        scale: 1.0,
-    };
+    let kv = ExtraKv::new(
+        Tensor::zeros([1, 4, 40], &device),
+        Tensor::zeros([1, 4, 40], &device),
+        1.0,
+    );
     let extras = vec![
         BlockExtras {
             self_attn: None,

@@ -123,18 +123,18 @@ fn naive(
     extra: Option<(&[f64], &[f64], f64)>,
     eps: f64,
 ) -> Vec<f64> {
-    let dim = attn.to_q.weight.val().dims()[1];
-    let (heads, hd) = (attn.heads, dim / attn.heads);
+    let dim = attn.to_q().weight.val().dims()[1];
+    let (heads, hd) = (attn.heads(), dim / attn.heads());
     let n = x.len() / dim;
     let ctx = context.unwrap_or(x);
     let m = ctx.len() / dim;
-    let wq = host(&attn.norm_q.weight.val());
-    let wk = host(&attn.norm_k.weight.val());
-    let mut q = linear(x, n, &attn.to_q);
+    let wq = host(&attn.norm_q().weight.val());
+    let wk = host(&attn.norm_k().weight.val());
+    let mut q = linear(x, n, attn.to_q());
     rms(&mut q, dim, &wq, eps);
-    let mut k = linear(ctx, m, &attn.to_k);
+    let mut k = linear(ctx, m, attn.to_k());
     rms(&mut k, dim, &wk, eps);
-    let v = linear(ctx, m, &attn.to_v);
+    let v = linear(ctx, m, attn.to_v());
     let (mut qr, mut kr) = (q.clone(), k);
     if let Some(grid) = grid {
         rope(&mut qr, grid, heads, hd);
@@ -149,7 +149,7 @@ fn naive(
             *o += scale * a;
         }
     }
-    linear(&out, n, &attn.to_out)
+    linear(&out, n, attn.to_out())
 }
 
 #[test]
@@ -174,20 +174,16 @@ fn parity_wide_fused_attention_vs_naive() {
     let ref_k = tensor(noise(m_ref * dim, 2), m_ref);
     let ref_v = tensor(noise(m_ref * dim, 3), m_ref);
     let text = tensor(noise(m_text * dim, 4), m_text);
-    let table = dit.rope.table(grid, &device).unwrap();
-    let block = &dit.blocks[1];
+    let table = dit.rope().table(grid, &device).unwrap();
+    let block = &dit.blocks()[1];
 
     // Self-attention with RoPE and an extra (Ref-style) K/V set at scale 0.7.
-    let extra = ExtraKv {
-        key: ref_k.clone(),
-        value: ref_v.clone(),
-        scale: 0.7,
-    };
+    let extra = ExtraKv::new(ref_k.clone(), ref_v.clone(), 0.7);
     let fused = block
-        .attn1
+        .attn1()
         .forward(x.clone(), None, Some(&table), Some(&extra));
     let want = naive(
-        &block.attn1,
+        block.attn1(),
         &host(&x),
         None,
         Some(grid),
@@ -199,9 +195,16 @@ fn parity_wide_fused_attention_vs_naive() {
 
     // Cross-attention over 512 text rows, no RoPE.
     let fused = block
-        .attn2
+        .attn2()
         .forward(x.clone(), Some(text.clone()), None, None);
-    let want = naive(&block.attn2, &host(&x), Some(&host(&text)), None, None, eps);
+    let want = naive(
+        block.attn2(),
+        &host(&x),
+        Some(&host(&text)),
+        None,
+        None,
+        eps,
+    );
     let want = tensor(want.iter().map(|&v| v as f32).collect(), n);
     assert_close("wide cross-attention", &fused, &want, 1e-5);
 }

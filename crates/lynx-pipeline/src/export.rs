@@ -5,13 +5,17 @@
 use std::io::Write;
 use std::path::Path;
 
+use lynx_core::safetensors_io::{self, Dtype};
 use lynx_core::{Error, Result};
 
 /// Frames of a video, `[F, H, W, 3]` RGB, f32 in `[0, 1]`.
 #[derive(Debug, Clone)]
 pub struct Video {
+    /// Number of frames `F`.
     pub frames: usize,
+    /// Frame height `H`.
     pub height: usize,
+    /// Frame width `W`.
     pub width: usize,
     /// Row-major `[F, H, W, 3]`.
     pub data: Vec<f32>,
@@ -76,14 +80,8 @@ impl Video {
     /// `frames`: `[F, H, W, 3]` f32.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         let bytes: Vec<u8> = self.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(
-            safetensors::Dtype::F32,
-            vec![self.frames, self.height, self.width, 3],
-            &bytes,
-        )
-        .map_err(|e| Error::format(path, "safetensors", e))?;
-        safetensors::serialize_to_file([("frames", view)], None, path)
-            .map_err(|e| Error::format(path, "safetensors", e))
+        let shape = [self.frames, self.height, self.width, 3];
+        safetensors_io::save(path, &[("frames", Dtype::F32, &shape, &bytes)], None)
     }
 
     /// Animated GIF, looping.

@@ -1,11 +1,12 @@
 //! lynx-rs: Lynx personalized video generation (ByteDance, arXiv 2509.15496) on Burn.
 //!
-//! One portrait photo + a prompt → a video of that person. This crate composes the
-//! others — [`lynx_text`] (UMT5), [`lynx_dit`] (Wan2.1 DiT), [`lynx_adapters`] (ID and Ref
+//! One portrait photo + a prompt → a video of that person, with either released variant:
+//! Lynx (`lynx_full/`) or Lynx-lite (`lynx_lite/`), detected from the adapter folder. This
+//! crate composes the others — [`lynx_text`] (UMT5), [`lynx_dit`] (Wan2.1 DiT), [`lynx_adapters`] (ID and Ref
 //! adapters), [`lynx_vae`] (Wan 3D causal VAE), [`lynx_sampler`] (UniPC, Euler,
 //! guidance) and [`lynx_arcface`] (detection, alignment, ArcFace) — into
-//! [`LynxPipeline`], mirroring bytedance/lynx `modules/full/lynx_pipeline.py` and
-//! `lynx_infer.py`.
+//! [`LynxPipeline`], mirroring bytedance/lynx `modules/full/lynx_pipeline.py`,
+//! `lynx_infer.py` and `modules/lite/lynx_lite_pipeline.py`.
 //!
 //! ```no_run
 //! use lynx_pipeline::{GenerateRequest, LynxPipeline, PipelineOptions, Subject};
@@ -29,19 +30,28 @@
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
 //! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors` |
 
+#![warn(missing_docs)]
+
 pub mod export;
 pub mod noise;
 pub mod pipeline;
 pub mod request;
 
 pub use export::Video;
+pub use lynx_adapters::Variant;
 pub use lynx_core::device::{parse_device, parse_dtype};
 pub use lynx_core::{Error, Result};
 pub use noise::NoiseSource;
-pub use pipeline::{Generated, LynxPipeline, PipelineOptions};
+pub use pipeline::{Generated, LynxPipeline, PipelineOptions, VariantDefaults};
 pub use request::{
-    DEFAULT_NEGATIVE_PROMPT, GenerateRequest, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject,
-    check_frames,
+    DEFAULT_GUIDANCE, DEFAULT_HEIGHT, DEFAULT_IP_SCALE, DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED,
+    DEFAULT_STEPS, DEFAULT_WIDTH, GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind,
+    StepInfo, Subject, check_frames,
 };
 
 pub use {lynx_adapters, lynx_arcface, lynx_core, lynx_dit, lynx_sampler, lynx_text, lynx_vae};
+
+/// The README's examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

@@ -1,13 +1,19 @@
-//! The one source of randomness of a generation.
+//! The one source of randomness of a generation, drawn as the reference draws it.
 //!
-//! A [`NoiseSource`] draws the initial latents and the noise `ε` of the reference image's
-//! VAE sample (`mean + std·ε`, the same `ε` for the conditional and unconditional
-//! reference passes, as the reference reseeds for each). It is seeded (reproducible
-//! across runs, machines and backends: numbers are drawn on the host with xoshiro256++
-//! and Box–Muller, then uploaded once) or replays recorded tensors, e.g. the reference
-//! implementation's, for bit-comparable runs.
+//! The reference (bytedance/lynx `modules/full/lynx_infer.py`, `lynx_lite_infer.py`)
+//! draws every random tensor on PyTorch's CPU generator, whatever the device:
+//! - the initial latents with `torch.Generator().manual_seed(seed)`, float32, by the
+//!   pipeline's `prepare_latents`;
+//! - the noise `ε` of the reference image's VAE sample (`mean + std·ε`, Lynx full) with a
+//!   fresh `torch.Generator().manual_seed(seed + 1)` for the conditional and another for
+//!   the unconditional reference pass (so both get the same `ε`), in the model dtype.
+//!
+//! A [`NoiseSource`] reproduces those numbers bit for bit with
+//! [`lynx_core::rng::TorchGenerator`], so `seed` N here and `--seed N` in the reference
+//! start from the same noise. It can also replay recorded tensors instead.
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use lynx_core::rng::TorchGenerator;
 use lynx_core::{Error, Result};
 
 /// Where the random tensors of a generation come from.
@@ -19,14 +25,27 @@ pub struct NoiseSource {
 }
 
 impl NoiseSource {
-    /// Draws everything from `seed`: latents from stream `seed`, the reference noise
-    /// from stream `seed + 1` (the reference's convention).
+    /// Draws everything from `seed` as the reference does: latents from
+    /// `manual_seed(seed)`, the reference image's VAE noise from `manual_seed(seed + 1)`.
     pub fn seeded(seed: u64) -> Self {
         Self {
             seed,
             initial_latents: None,
             ref_eps: None,
         }
+    }
+
+    /// A seed from the operating system's randomness (the reference's `--seed -1`), in
+    /// `0..2⁶³` so that it can be given back as a signed `--seed`.
+    pub fn random_seed() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` keys come from the OS's random source once per process; the
+        // hasher mixes in the time so two draws in a process differ.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(t.as_nanos());
+        }
+        h.finish() >> 1
     }
 
     /// Uses these initial latents `[1, C, F', H/8, W/8]` instead of drawing them.
@@ -47,97 +66,78 @@ impl NoiseSource {
     }
 
     /// Initial latents of `shape`: the recorded ones (shape-checked) or standard normal
-    /// f32 drawn from the seed.
+    /// f32 as `torch.randn(shape, generator=manual_seed(seed))` draws them.
+    ///
+    /// # Shapes
+    /// - output `shape`, f32.
     pub fn initial_latents(&self, shape: [usize; 5], device: &Device) -> Result<Tensor<5>> {
-        pick(
-            "initial latents",
-            &self.initial_latents,
-            shape,
-            self.seed,
-            device,
-        )
+        if let Some(t) = recorded("initial latents", &self.initial_latents, shape)? {
+            return Ok(t.cast(DType::F32).to_device(device));
+        }
+        Ok(randn(self.seed, shape, DType::F32, device))
     }
 
-    /// The reference image's VAE sampling noise of `shape`.
-    pub fn ref_eps(&self, shape: [usize; 5], device: &Device) -> Result<Tensor<5>> {
-        pick(
-            "reference noise",
-            &self.ref_eps,
-            shape,
-            self.seed.wrapping_add(1),
-            device,
-        )
+    /// The reference image's VAE sampling noise of `shape` in `dtype` (the model's):
+    /// recorded, or drawn from a fresh `manual_seed(seed + 1)` (the same for the
+    /// conditional and the unconditional pass, each of which reseeds).
+    ///
+    /// # Shapes
+    /// - output `shape`, in `dtype` (recorded noise is cast to it).
+    pub fn ref_eps(&self, shape: [usize; 5], dtype: DType, device: &Device) -> Result<Tensor<5>> {
+        if let Some(t) = recorded("reference noise", &self.ref_eps, shape)? {
+            return Ok(t.cast(dtype).to_device(device));
+        }
+        Ok(randn(self.seed.wrapping_add(1), shape, dtype, device))
     }
 }
 
-fn pick(
-    what: &str,
-    recorded: &Option<Tensor<5>>,
-    shape: [usize; 5],
-    seed: u64,
-    device: &Device,
-) -> Result<Tensor<5>> {
-    match recorded {
-        Some(t) if t.dims() == shape => Ok(t.clone().cast(DType::F32).to_device(device)),
+/// The recorded tensor, if any, after checking its shape.
+fn recorded(what: &str, t: &Option<Tensor<5>>, shape: [usize; 5]) -> Result<Option<Tensor<5>>> {
+    match t {
+        Some(t) if t.dims() == shape => Ok(Some(t.clone())),
         Some(t) => Err(Error::input(format!(
             "the given {what} have shape {:?}, but this request needs {shape:?}",
             t.dims()
         ))),
-        None => Ok(Tensor::from_data(
-            TensorData::new(normal(seed, shape.iter().product()), shape),
-            (device, DType::F32),
-        )),
+        None => Ok(None),
     }
 }
 
-/// `n` standard normal f32 from `seed` (xoshiro256++ seeded by SplitMix64, Box–Muller).
-pub fn normal(seed: u64, n: usize) -> Vec<f32> {
-    let mut sm = seed;
-    let mut next_sm = || {
-        sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = sm;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// `torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype)` on the
+/// host, uploaded once.
+fn randn(seed: u64, shape: [usize; 5], dtype: DType, device: &Device) -> Tensor<5> {
+    let n = shape.iter().product();
+    let mut g = TorchGenerator::manual_seed(seed);
+    let data = match dtype {
+        DType::BF16 => TensorData::new(g.randn_bf16(n), shape),
+        DType::F16 => TensorData::new(g.randn_f16(n), shape),
+        DType::F64 => TensorData::new(g.randn_f64(n), shape),
+        _ => TensorData::new(g.randn_f32(n), shape),
     };
-    let mut s = [next_sm(), next_sm(), next_sm(), next_sm()];
-    let mut next = || {
-        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    };
-    // Uniform in (0, 1]: 53 random bits.
-    let mut uniform = || ((next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let (u1, u2) = (uniform(), uniform());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        out.push((r * theta.cos()) as f32);
-        out.push((r * theta.sin()) as f32);
-    }
-    out.truncate(n);
-    out
+    let dtype = data.dtype();
+    Tensor::from_data(
+        data,
+        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn normal_is_standard_and_reproducible() {
-        let a = super::normal(42, 100_000);
-        assert_eq!(a, super::normal(42, 100_000));
-        assert_ne!(a[..10], super::normal(43, 10)[..]);
-        let mean = a.iter().map(|x| *x as f64).sum::<f64>() / a.len() as f64;
-        let var = a.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!(
-            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
-            "mean {mean}, var {var}"
-        );
+    fn seeds_draw_torch_numbers() {
+        let device = lynx_core::testing::test_device();
+        let noise = NoiseSource::seeded(42);
+        let a = noise.initial_latents([1, 2, 1, 2, 4], &device).unwrap();
+        let want = TorchGenerator::manual_seed(42).randn_f32(16);
+        assert_eq!(a.into_data().try_into_vec::<f32>().unwrap(), want);
+        // Reference noise: seed + 1 in the model dtype, the same on every call.
+        let e1 = noise.ref_eps([1, 2, 1, 2, 4], DType::F32, &device).unwrap();
+        let e2 = noise.ref_eps([1, 2, 1, 2, 4], DType::F32, &device).unwrap();
+        let want = TorchGenerator::manual_seed(43).randn_f32(16);
+        assert_eq!(e1.into_data().try_into_vec::<f32>().unwrap(), want);
+        assert_eq!(e2.into_data().try_into_vec::<f32>().unwrap(), want);
+        assert!(NoiseSource::random_seed() < 1 << 63);
     }
 }

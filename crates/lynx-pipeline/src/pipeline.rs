@@ -1,18 +1,27 @@
-//! `LynxPipeline`: the reference's `LynxWanPipeline` + `LynxWanInfer.generate_t2v`
-//! (bytedance/lynx `modules/full/lynx_pipeline.py`, `lynx_infer.py`; diffusers 0.33.1
-//! `pipelines/wan/pipeline_wan.py`).
+//! `LynxPipeline`: the reference's `LynxWanPipeline` / `LynxLiteWanPipeline` with their
+//! `generate_t2v` (bytedance/lynx `modules/full/lynx_pipeline.py`, `lynx_infer.py`,
+//! `modules/lite/lynx_lite_pipeline.py`; diffusers 0.33.1 `pipelines/wan/pipeline_wan.py`).
 //!
-//! Per video: text embeddings (cached), identity tokens and reference features for the
-//! conditional and unconditional branches (once), then per step 2 or 3 DiT passes whose
-//! predictions guidance combines, a sampler step, and finally the VAE decode.
+//! A generation runs in the steps diffusers' pipelines are written in:
+//!
+//! 1. [`check_inputs`](LynxPipeline::generate): sizes, counts, and what the loaded
+//!    variant accepts; the variant's defaults fill what the request leaves open.
+//! 2. encode prompts: the prompt and the negative prompt (cached per text).
+//! 3. prepare subject: face embedding (and for Lynx full the reference pass over the
+//!    aligned face) → the adapters' per-block inputs, once per video.
+//! 4. prepare latents: the scheduler's timesteps and the initial noise.
+//! 5. denoise: per step the `cond`, `uncond` and (Lynx full) `identity` DiT passes,
+//!    guidance, a scheduler step.
+//! 6. decode: the VAE, then the frames back to the host.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
-use lynx_adapters::{IdAdapter, RefAdapter, ResamplerConfig, block_extras};
+use lynx_adapters::{Conditions, LynxAdapters, ResamplerConfig, Variant};
 use lynx_arcface::FaceAnalyzer;
+use lynx_core::device::to_host_f32;
 use lynx_core::{Error, Result};
 use lynx_dit::{BlockExtras, WanTransformer};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler, SchedulerConfig, UniPcMultistep};
@@ -20,11 +29,15 @@ use lynx_text::TextEncoder;
 use lynx_vae::WanVae;
 
 use crate::export::Video;
-use crate::request::{GenerateRequest, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject};
+use crate::noise::NoiseSource;
+use crate::request::{
+    GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject,
+};
 
 /// How to load a [`LynxPipeline`].
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
+    /// Where everything runs.
     pub device: Device,
     /// dtype of the DiT, text encoder, adapters and VAE weights (norms stay f32;
     /// latents and the sampler are always f32).
@@ -34,7 +47,7 @@ pub struct PipelineOptions {
     /// RetinaFace checkpoint, needed for photos without given landmarks.
     pub detector: Option<PathBuf>,
     /// Head width of the Perceiver Resampler, which its file does not record
-    /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released `lynx_full/`).
+    /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released adapters).
     pub resampler_dim_head: usize,
 }
 
@@ -51,6 +64,41 @@ impl PipelineOptions {
     }
 }
 
+/// What a loaded model does by default, per variant (the reference's `infer.py` and
+/// `infer_lite.py`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VariantDefaults {
+    /// Frames per video: 81 (Lynx, plain Wan2.1), 121 (Lynx-lite).
+    pub frames: usize,
+    /// Frames per second of the written video: 16 (Lynx, Wan2.1), 24 (Lynx-lite).
+    pub fps: u32,
+    /// Identity guidance: 2.0 for Lynx; none for Lynx-lite and plain Wan2.1.
+    pub guidance_identity: Option<f64>,
+}
+
+impl VariantDefaults {
+    /// The defaults of `variant` (`None`: plain Wan2.1 text-to-video).
+    pub fn of(variant: Option<Variant>) -> Self {
+        match variant {
+            Some(Variant::Full) => Self {
+                frames: 81,
+                fps: 16,
+                guidance_identity: Some(2.0),
+            },
+            Some(Variant::Lite) => Self {
+                frames: 121,
+                fps: 24,
+                guidance_identity: None,
+            },
+            None => Self {
+                frames: 81,
+                fps: 16,
+                guidance_identity: None,
+            },
+        }
+    }
+}
+
 /// The generated video.
 #[derive(Debug, Clone)]
 pub struct Generated {
@@ -63,62 +111,56 @@ pub struct Generated {
     pub latents_per_step: Vec<Tensor<5>>,
 }
 
-/// Lynx: Wan2.1 + ID-adapter + Ref-adapter.
+/// Lynx: Wan2.1 + the adapters of `lynx_full/` or `lynx_lite/` (or none: plain Wan2.1).
 pub struct LynxPipeline {
     text: TextEncoder,
     dit: WanTransformer,
     vae: WanVae,
     scheduler: SchedulerConfig,
-    id: Option<IdAdapter>,
-    reference: Option<RefAdapter>,
+    adapters: Option<LynxAdapters>,
     face: Option<FaceAnalyzer>,
     device: Device,
 }
 
-/// Conditioning of one DiT pass.
+/// A request with the variant's defaults filled in and checked.
+struct Plan {
+    frames: usize,
+    guidance: Guidance,
+    /// Whether the text guidance runs at all (`g > 1`, as diffusers' pipelines decide).
+    use_cfg: bool,
+    ref_scale: f64,
+}
+
+/// The conditioning of one DiT pass.
 struct Branch {
     text: Tensor<3>,
     extras: Vec<BlockExtras>,
 }
 
+/// The passes of one step: `cond` = (prompt, subject), `uncond` = (negative prompt, no
+/// subject), `identity` = (negative prompt, subject), the last for Lynx's identity
+/// guidance only.
+struct Branches {
+    cond: Branch,
+    uncond: Branch,
+    identity: Option<Branch>,
+}
+
 impl LynxPipeline {
     /// Loads tokenizer, text encoder, DiT, VAE and scheduler config from a diffusers Wan2.1
-    /// folder (`base_dir`), and the adapters from a `lynx_full/` folder: the ID-adapter
-    /// (`resampler.safetensors` + `ip_layers.safetensors`) and, when
-    /// `ref_layers.safetensors` is present, the Ref-adapter. Without `adapter_dir` the
-    /// pipeline is plain Wan2.1 text-to-video.
+    /// folder (`base_dir`), and the adapters from `adapter_dir`: `lynx_full/` or
+    /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
+    /// `adapter_dir` the pipeline is plain Wan2.1 text-to-video.
     pub fn from_pretrained(
         base_dir: impl AsRef<Path>,
         adapter_dir: Option<&Path>,
         options: PipelineOptions,
     ) -> Result<Self> {
         let base = base_dir.as_ref();
-        if !base.is_dir() {
-            return Err(Error::MissingFile {
-                path: base.to_path_buf(),
-                hint: "expected a diffusers Wan2.1 folder (with transformer/, vae/, \
-                       text_encoder/, tokenizer/, scheduler/)"
-                    .into(),
-            });
-        }
-        for part in [
-            "transformer",
-            "vae",
-            "text_encoder",
-            "tokenizer",
-            "scheduler",
-        ] {
-            if !base.join(part).is_dir() {
-                return Err(Error::MissingFile {
-                    path: base.join(part),
-                    hint: format!(
-                        "{} is not a complete diffusers Wan2.1 folder",
-                        base.display()
-                    ),
-                });
-            }
-        }
+        check_model_folder(base)?;
         let (device, dtype) = (&options.device, options.dtype);
+        lynx_core::device::check_dtype(device, dtype)?;
+        let variant = adapter_dir.map(Variant::detect).transpose()?;
         let scheduler = SchedulerConfig::load(base.join("scheduler"))?;
         scheduler.check_unipc()?;
         let text = TextEncoder::from_pretrained(
@@ -129,33 +171,23 @@ impl LynxPipeline {
         )?;
         let dit = WanTransformer::from_pretrained(base.join("transformer"), device, dtype)?;
         let vae = WanVae::from_pretrained(base.join("vae"), device, dtype)?;
-        let (id, reference) = match adapter_dir {
-            None => (None, None),
-            Some(dir) => {
-                if !dir.is_dir() {
-                    return Err(Error::MissingFile {
-                        path: dir.to_path_buf(),
-                        hint: "expected the lynx_full/ adapter folder".into(),
-                    });
-                }
-                let id = IdAdapter::from_dir(dir, &dit, options.resampler_dim_head, device, dtype)?;
-                let reference = if dir.join("ref_layers.safetensors").is_file() {
-                    Some(RefAdapter::from_dir(dir, &dit, device, dtype)?)
-                } else {
-                    None
-                };
-                (Some(id), reference)
-            }
+        let adapters = match (adapter_dir, variant) {
+            (Some(dir), Some(_)) => Some(LynxAdapters::from_dir(
+                dir,
+                &dit,
+                options.resampler_dim_head,
+                device,
+                dtype,
+            )?),
+            _ => None,
         };
         let face = match &options.arcface {
-            None => {
-                if options.detector.is_some() {
-                    return Err(Error::input(
-                        "a face detector was given without an ArcFace checkpoint; give both",
-                    ));
-                }
-                None
+            None if options.detector.is_some() => {
+                return Err(Error::input(
+                    "a face detector was given without an ArcFace checkpoint; give both",
+                ));
             }
+            None => None,
             Some(arcface) => {
                 let arcface = lynx_arcface::load_arcface(arcface, device, None)?;
                 let detector = match &options.detector {
@@ -170,8 +202,7 @@ impl LynxPipeline {
             dit,
             vae,
             scheduler,
-            id,
-            reference,
+            adapters,
             face,
             device: device.clone(),
         })
@@ -182,14 +213,29 @@ impl LynxPipeline {
         &self.device
     }
 
-    /// Whether the ID-adapter / Ref-adapter are loaded.
-    pub fn adapters(&self) -> (bool, bool) {
-        (self.id.is_some(), self.reference.is_some())
+    /// The loaded Lynx variant; `None` for plain Wan2.1.
+    pub fn variant(&self) -> Option<Variant> {
+        self.adapters.as_ref().map(LynxAdapters::variant)
+    }
+
+    /// The defaults of the loaded variant.
+    pub fn defaults(&self) -> VariantDefaults {
+        VariantDefaults::of(self.variant())
+    }
+
+    /// The adapters, if loaded.
+    pub fn adapters(&self) -> Option<&LynxAdapters> {
+        self.adapters.as_ref()
     }
 
     /// The VAE (e.g. to turn on tiling with [`WanVae::set_tiling`]).
     pub fn vae_mut(&mut self) -> &mut WanVae {
         &mut self.vae
+    }
+
+    /// The face models, if loaded.
+    pub fn face_analyzer(&self) -> Option<&FaceAnalyzer> {
+        self.face.as_ref()
     }
 
     /// Generates a video.
@@ -203,134 +249,86 @@ impl LynxPipeline {
     }
 
     fn run(&self, mut req: GenerateRequest, trace: bool) -> Result<Generated> {
-        req.validate()?;
-        let device = &self.device;
-        let cfg = self.dit.config();
-
-        // Text: the prompts are cleaned as the Wan pipeline cleans them.
-        let prompt = self.text.encode(&req.prompt, true)?;
-        let negative = self.text.encode(&req.negative_prompt, true)?;
-
-        // Subject → identity tokens and reference features, once per video.
-        let (cond_extras, uncond_extras) = match &req.subject {
-            None => (Vec::new(), Vec::new()),
-            Some(subject) => self.subject_extras(subject, &req)?,
-        };
-        let c = Branch {
-            text: prompt,
-            extras: cond_extras.clone(),
-        };
-        let u = Branch {
-            text: negative.clone(),
-            extras: uncond_extras,
-        };
-        let i = Branch {
-            text: negative,
-            extras: cond_extras,
-        };
-
-        let guidance = Guidance::new(req.guidance, req.guidance_identity);
-        let use_cfg = req.guidance > 1.0;
-        let mut scheduler: Box<dyn Scheduler> = match req.sampler {
-            SamplerKind::UniPc => Box::new(UniPcMultistep::new(self.scheduler.clone())?),
-            SamplerKind::Euler => Box::new(FlowMatchEuler::from_config(&self.scheduler)?),
-        };
-        scheduler.set_timesteps(req.steps)?;
-        let timesteps = scheduler.timesteps().to_vec();
-
-        let shape = [
-            1,
-            cfg.in_channels,
-            (req.frames - 1) / 4 + 1,
-            req.height / 8,
-            req.width / 8,
-        ];
-        let mut latents = req.noise.initial_latents(shape, device)?;
-        let mut trace_latents = Vec::new();
-        for (step, &t) in timesteps.iter().enumerate() {
-            if req
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                return Err(Error::input(format!(
-                    "cancelled after {step} of {} steps",
-                    timesteps.len()
-                )));
-            }
-            let timestep =
-                Tensor::<1>::from_data(TensorData::new(vec![t as f32], [1]), (device, DType::F32));
-            let pass = |b: &Branch| {
-                self.dit
-                    .forward(latents.clone(), timestep.clone(), b.text.clone(), &b.extras)
-            };
-            let cond = pass(&c)?;
-            let pred = if !use_cfg {
-                cond
-            } else {
-                let uncond = pass(&u)?;
-                let identity = match guidance {
-                    Guidance::Lynx { .. } => Some(pass(&i)?),
-                    Guidance::Cfg { .. } => None,
-                };
-                guidance.combine(cond, uncond, identity)
-            };
-            latents = scheduler.step(pred, t, latents)?;
-            if trace {
-                trace_latents.push(latents.clone());
-            }
-            if let Some(cb) = req.on_step.as_mut() {
-                cb(StepInfo {
-                    step: step + 1,
-                    total: timesteps.len(),
-                    timestep: t,
-                });
-            }
-        }
-
+        let plan = self.check_inputs(&req)?;
+        let (prompt, negative) = self.encode_prompts(&req)?;
+        let conditions = self.prepare_subject(&req, &plan)?;
+        let branches = self.branches(prompt, negative, conditions, &plan);
+        let (scheduler, latents) = self.prepare_latents(&req, &plan)?;
+        let (latents, steps) =
+            self.denoise(&mut req, &plan, &branches, scheduler, latents, trace)?;
         let frames = self.decode(latents)?;
         let [f, h, w, _] = frames.dims();
-        let data = frames
-            .to_data()
-            .convert_dtype(DType::F32)
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::input(format!("reading frames back: {e:?}")))?;
         Ok(Generated {
             video: Video {
                 frames: f,
                 height: h,
                 width: w,
-                data,
+                data: to_host_f32(frames.clone(), "the decoded frames")?,
             },
             frames,
-            latents_per_step: trace_latents,
+            latents_per_step: steps,
         })
     }
 
-    /// Latents → frames `[F, H, W, 3]` in `[0, 1]`.
-    fn decode(&self, latents: Tensor<5>) -> Result<Tensor<4>> {
-        let z = self.vae.denormalize(latents)?;
-        let video = self.vae.decode(z)?.clamp(-1.0, 1.0) * 0.5 + 0.5;
-        // [1, 3, F, H, W] → [F, H, W, 3]
-        Ok(video.squeeze_dim::<4>(0).permute([1, 2, 3, 0]))
+    /// Step 1: sizes and counts, and what the loaded variant accepts; fills its defaults.
+    fn check_inputs(&self, req: &GenerateRequest) -> Result<Plan> {
+        req.validate()?;
+        let variant = self.variant();
+        let defaults = self.defaults();
+        let lite = variant == Some(Variant::Lite);
+        if lite {
+            if let IdentityGuidance::Scale(g) = req.guidance_identity {
+                return Err(Error::input(format!(
+                    "Lynx-lite has no identity guidance (guidance_identity = {g}): it runs \
+                     plain classifier-free guidance; leave it unset"
+                )));
+            }
+            if let Some(s) = req.ref_scale {
+                return Err(Error::input(format!(
+                    "Lynx-lite has no Ref-adapter (ref_scale = {s}); leave it unset"
+                )));
+            }
+        }
+        let identity = match req.guidance_identity {
+            IdentityGuidance::Default => defaults.guidance_identity,
+            IdentityGuidance::Off => None,
+            IdentityGuidance::Scale(g) => Some(g),
+        }
+        // Without a subject the identity pass would repeat the unconditional one.
+        .filter(|_| req.subject.is_some());
+        Ok(Plan {
+            frames: req.frames.unwrap_or(defaults.frames),
+            guidance: Guidance::new(req.guidance, identity),
+            use_cfg: req.guidance > 1.0,
+            ref_scale: req.ref_scale.unwrap_or(1.0),
+        })
     }
 
-    /// Per-block adapter inputs for the conditional and the unconditional branch.
-    fn subject_extras(
-        &self,
-        subject: &Subject,
-        req: &GenerateRequest,
-    ) -> Result<(Vec<BlockExtras>, Vec<BlockExtras>)> {
-        if self.id.is_none() && self.reference.is_none() {
-            return Err(Error::input(
-                "a subject was given but no adapters are loaded (pass the lynx_full/ folder)",
-            ));
-        }
-        let (aligned, embedding) = match subject {
+    /// Step 2: the prompt and the negative prompt, cleaned as the Wan pipeline cleans them.
+    fn encode_prompts(&self, req: &GenerateRequest) -> Result<(Tensor<3>, Tensor<3>)> {
+        Ok((
+            self.text.encode(&req.prompt, true)?,
+            self.text.encode(&req.negative_prompt, true)?,
+        ))
+    }
+
+    /// Step 3: the adapters' per-block inputs for the subject, conditional and unconditional.
+    fn prepare_subject(&self, req: &GenerateRequest, plan: &Plan) -> Result<Option<Conditions>> {
+        let Some(subject) = &req.subject else {
+            return Ok(None);
+        };
+        let adapters = self.adapters.as_ref().ok_or_else(|| {
+            Error::input(
+                "a subject was given but no adapters are loaded (pass the lynx_full/ or \
+                 lynx_lite/ folder)",
+            )
+        })?;
+        let needs_crop = adapters.uses_reference();
+        let (embedding, aligned) = match subject {
             Subject::Prepared {
                 aligned_face,
                 embedding,
-            } => (aligned_face.clone(), embedding.clone()),
+            } => (embedding.clone(), aligned_face.clone()),
             Subject::Photo { image, landmarks } => {
                 let face = self.face.as_ref().ok_or_else(|| {
                     Error::input(
@@ -338,50 +336,41 @@ impl LynxPipeline {
                     )
                 })?;
                 let prepared = face.prepare(image, *landmarks)?;
-                (prepared.aligned_256_extended, prepared.embedding)
+                (prepared.embedding, Some(prepared.aligned_256_extended))
             }
         };
-        let (id_c, id_u) = match &self.id {
-            None => (None, None),
-            Some(id) => {
-                let d = embedding.len();
-                let want = id.resampler.config.embedding_dim;
-                if d != want {
-                    return Err(Error::input(format!(
-                        "the face embedding has {d} values, the ID-adapter takes {want}"
-                    )));
-                }
-                let e = Tensor::<3>::from_data(
-                    TensorData::new(embedding, [1, 1, d]),
-                    (&self.device, DType::F32),
-                );
-                let tokens = id.tokens(e.clone())?;
-                let tokens_u = id.tokens(e.zeros_like())?;
-                (
-                    Some(id.block_kv(&tokens, req.ip_scale)?),
-                    Some(id.block_kv(&tokens_u, req.ip_scale)?),
-                )
+        let (d, want) = (embedding.len(), adapters.embedding_dim());
+        if d != want {
+            return Err(Error::input(format!(
+                "the face embedding has {d} values, the ID-adapter takes {want}"
+            )));
+        }
+        let face = Tensor::<3>::from_data(
+            TensorData::new(embedding, [1, 1, d]),
+            (&self.device, DType::F32),
+        );
+        let features = match (needs_crop, aligned) {
+            (false, _) => None,
+            (true, Some(aligned)) => Some(self.reference_features(&aligned, &req.noise)?),
+            (true, None) => {
+                return Err(Error::input(
+                    "Lynx (full) needs the aligned 256×256 face crop for its Ref-adapter: \
+                     give a photo, or the crop with the embedding",
+                ));
             }
         };
-        let (ref_c, ref_u) = match &self.reference {
-            None => (None, None),
-            Some(reference) => {
-                let (fc, fu) = self.reference_features(&aligned, req)?;
-                (
-                    Some(reference.block_kv(&fc, req.ref_scale)?),
-                    Some(reference.block_kv(&fu, req.ref_scale)?),
-                )
-            }
-        };
-        Ok((block_extras(id_c, ref_c)?, block_extras(id_u, ref_u)?))
+        let features = features.as_ref().map(|(c, u)| (c.as_slice(), u.as_slice()));
+        adapters
+            .conditions(face, req.ip_scale, features, plan.ref_scale)
+            .map(Some)
     }
 
     /// The reference pass for the aligned face and for the all-zero (mid-grey) image,
-    /// with the same VAE sampling noise.
+    /// each with the VAE sampling noise the reference draws for it.
     fn reference_features(
         &self,
         aligned: &RgbImage,
-        req: &GenerateRequest,
+        noise: &NoiseSource,
     ) -> Result<(Vec<Tensor<3>>, Vec<Tensor<3>>)> {
         let (w, h) = aligned.dimensions();
         let (w, h) = (w as usize, h as usize);
@@ -405,7 +394,7 @@ impl LynxPipeline {
         let ref_text = self.text.encode(REFERENCE_PROMPT, false)?;
         let features = |img: Tensor<5>| -> Result<Vec<Tensor<3>>> {
             let dist = self.vae.encode(img)?;
-            let eps = req.noise.ref_eps(dist.mean.dims(), &self.device)?;
+            let eps = noise.ref_eps(dist.mean.dims(), self.vae.dtype(), &self.device)?;
             let z = self.vae.normalize(dist.sample(eps)?)?;
             self.dit.reference_features(z, ref_text.clone())
         };
@@ -413,4 +402,147 @@ impl LynxPipeline {
         let uncond = features(image.zeros_like())?;
         Ok((cond, uncond))
     }
+
+    /// The passes of a step, named.
+    fn branches(
+        &self,
+        prompt: Tensor<3>,
+        negative: Tensor<3>,
+        conditions: Option<Conditions>,
+        plan: &Plan,
+    ) -> Branches {
+        let (cond, uncond) = match conditions {
+            Some(c) => (c.cond, c.uncond),
+            None => (Vec::new(), Vec::new()),
+        };
+        let identity = matches!(plan.guidance, Guidance::Lynx { .. }).then(|| Branch {
+            text: negative.clone(),
+            extras: cond.clone(),
+        });
+        Branches {
+            cond: Branch {
+                text: prompt,
+                extras: cond,
+            },
+            uncond: Branch {
+                text: negative,
+                extras: uncond,
+            },
+            identity,
+        }
+    }
+
+    /// Step 4: the sampler with its timesteps, and the initial latents
+    /// `[1, C, (F − 1)/4 + 1, H/8, W/8]`.
+    fn prepare_latents(
+        &self,
+        req: &GenerateRequest,
+        plan: &Plan,
+    ) -> Result<(Box<dyn Scheduler>, Tensor<5>)> {
+        let mut scheduler: Box<dyn Scheduler> = match req.sampler {
+            SamplerKind::UniPc => Box::new(UniPcMultistep::new(self.scheduler.clone())?),
+            SamplerKind::Euler => Box::new(FlowMatchEuler::from_config(&self.scheduler)?),
+        };
+        scheduler.set_timesteps(req.steps)?;
+        let shape = [
+            1,
+            self.dit.config().in_channels,
+            (plan.frames - 1) / 4 + 1,
+            req.height / 8,
+            req.width / 8,
+        ];
+        let latents = req.noise.initial_latents(shape, &self.device)?;
+        Ok((scheduler, latents))
+    }
+
+    /// Step 5: the guided denoising loop; returns the final latents and, when `trace` is
+    /// set, the latents after every step.
+    fn denoise(
+        &self,
+        req: &mut GenerateRequest,
+        plan: &Plan,
+        branches: &Branches,
+        mut scheduler: Box<dyn Scheduler>,
+        mut latents: Tensor<5>,
+        trace: bool,
+    ) -> Result<(Tensor<5>, Vec<Tensor<5>>)> {
+        let timesteps = scheduler.timesteps().to_vec();
+        let total = timesteps.len();
+        let mut steps = Vec::new();
+        for (step, &t) in timesteps.iter().enumerate() {
+            if req
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(Error::Cancelled { done: step, total });
+            }
+            let timestep = Tensor::<1>::from_data(
+                TensorData::new(vec![t as f32], [1]),
+                (&self.device, DType::F32),
+            );
+            let pass = |b: &Branch| {
+                self.dit
+                    .forward(latents.clone(), timestep.clone(), b.text.clone(), &b.extras)
+            };
+            let cond = pass(&branches.cond)?;
+            let pred = if plan.use_cfg {
+                let uncond = pass(&branches.uncond)?;
+                let identity = branches.identity.as_ref().map(pass).transpose()?;
+                plan.guidance.combine(cond, uncond, identity)
+            } else {
+                cond
+            };
+            latents = scheduler.step(pred, t, latents)?;
+            if trace {
+                steps.push(latents.clone());
+            }
+            if let Some(cb) = req.on_step.as_mut() {
+                cb(StepInfo {
+                    step: step + 1,
+                    total,
+                    timestep: t,
+                });
+            }
+        }
+        Ok((latents, steps))
+    }
+
+    /// Step 6: latents → frames `[F, H, W, 3]` in `[0, 1]`.
+    fn decode(&self, latents: Tensor<5>) -> Result<Tensor<4>> {
+        let z = self.vae.denormalize(latents)?;
+        let video = self.vae.decode(z)?.clamp(-1.0, 1.0) * 0.5 + 0.5;
+        // [1, 3, F, H, W] → [F, H, W, 3]
+        Ok(video.squeeze_dim::<4>(0).permute([1, 2, 3, 0]))
+    }
+}
+
+/// Checks that `base` is a diffusers Wan2.1 folder, naming what is missing.
+fn check_model_folder(base: &Path) -> Result<()> {
+    if !base.is_dir() {
+        return Err(Error::MissingFile {
+            path: base.to_path_buf(),
+            hint: "expected a diffusers Wan2.1 folder (with transformer/, vae/, \
+                   text_encoder/, tokenizer/, scheduler/)"
+                .into(),
+        });
+    }
+    for part in [
+        "transformer",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    ] {
+        if !base.join(part).is_dir() {
+            return Err(Error::MissingFile {
+                path: base.join(part),
+                hint: format!(
+                    "{} is not a complete diffusers Wan2.1 folder",
+                    base.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }

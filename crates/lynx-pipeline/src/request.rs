@@ -15,22 +15,54 @@ pub const DEFAULT_NEGATIVE_PROMPT: &str = "Bright tones, overexposed, blurred ba
 /// The text the reference pass is conditioned on (not cleaned, as in the reference).
 pub const REFERENCE_PROMPT: &str = "image of a face";
 
+/// Default frame height (the reference's).
+pub const DEFAULT_HEIGHT: usize = 480;
+/// Default frame width.
+pub const DEFAULT_WIDTH: usize = 832;
+/// Default number of denoising steps.
+pub const DEFAULT_STEPS: usize = 50;
+/// Default text guidance `g`.
+pub const DEFAULT_GUIDANCE: f64 = 5.0;
+/// Default weight of the ID-adapter.
+pub const DEFAULT_IP_SCALE: f64 = 1.0;
+/// Default seed.
+pub const DEFAULT_SEED: u64 = 42;
+
 /// Whose face the video shows.
 #[derive(Debug, Clone)]
 pub enum Subject {
     /// A photo. The face is found by the detector (or at the given five landmarks),
-    /// aligned to 112×112 for ArcFace and to the extended 256×256 crop for the
-    /// Ref-adapter. Needs the face models ([`crate::PipelineOptions::arcface`]).
+    /// aligned to 112×112 for ArcFace and, for Lynx full, to the extended 256×256 crop
+    /// for the Ref-adapter. Needs the face models ([`crate::PipelineOptions::arcface`]).
     Photo {
+        /// The photo, RGB.
         image: RgbImage,
+        /// The five landmarks; detected when `None`.
         landmarks: Option<Landmarks>,
     },
-    /// An already aligned face crop (used as given, no resize, like the reference's
-    /// `encode_reference_images`) and its ArcFace embedding (`[D]`).
+    /// An ArcFace embedding (`[D]`, e.g. from `lynx embed-face`) and, for Lynx full, the
+    /// already aligned extended face crop the Ref-adapter sees (used as given, no resize,
+    /// like the reference's `encode_reference_images`). Lynx-lite needs the embedding
+    /// only.
     Prepared {
-        aligned_face: RgbImage,
+        /// The aligned 256×256 extended crop (Lynx full only).
+        aligned_face: Option<RgbImage>,
+        /// The ArcFace embedding.
         embedding: Vec<f32>,
     },
+}
+
+/// Lynx's identity guidance `g_i`: a third DiT pass, (negative prompt, subject), and
+/// `u + g_i·(i − u) + g·(c − i)` instead of plain CFG `u + g·(c − u)`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum IdentityGuidance {
+    /// The variant's: 2.0 for Lynx full; none for Lynx-lite and plain Wan2.1.
+    #[default]
+    Default,
+    /// Plain CFG (two passes per step).
+    Off,
+    /// Identity guidance at this scale (Lynx full only).
+    Scale(f64),
 }
 
 /// The sampler to use.
@@ -48,35 +80,46 @@ pub enum SamplerKind {
 pub struct StepInfo {
     /// Steps done so far (1-based after the first step).
     pub step: usize,
+    /// Steps in all.
     pub total: usize,
+    /// The timestep of the step just done.
     pub timestep: f64,
 }
 
 /// Everything one video needs. [`GenerateRequest::new`] fills the reference defaults
-/// (81 frames at 480×832, 50 steps, guidance 5, identity guidance 2, scales 1, seed 42).
+/// (480×832, 50 steps, guidance 5, scales 1, seed 42); the frame count, identity
+/// guidance and Ref scale default to the loaded variant's (see [`crate::VariantDefaults`]).
 pub struct GenerateRequest {
+    /// What the video shows.
     pub prompt: String,
+    /// What it should not (the Lynx release's by default).
     pub negative_prompt: String,
     /// `None`: plain text-to-video with the base model.
     pub subject: Option<Subject>,
-    /// `4k + 1` frames.
-    pub frames: usize,
-    /// Multiples of 16.
+    /// `4k + 1` frames; `None`: the variant's (81 for Lynx, 121 for Lynx-lite).
+    pub frames: Option<usize>,
+    /// Multiple of 16.
     pub height: usize,
+    /// Multiple of 16.
     pub width: usize,
+    /// Denoising steps.
     pub steps: usize,
     /// Text guidance `g`.
     pub guidance: f64,
-    /// Identity guidance `g_i`: `None` is plain CFG `u + g·(c − u)`.
-    pub guidance_identity: Option<f64>,
+    /// Identity guidance `g_i` (Lynx full).
+    pub guidance_identity: IdentityGuidance,
+    /// Weight of the ID-adapter's attention. 0 means no identity (unlike the reference
+    /// Lynx-lite, where `ip_scale or 1.0` turns 0 into 1).
     pub ip_scale: f64,
-    pub ref_scale: f64,
+    /// Weight of the Ref-adapter's attention (Lynx full); `None`: 1.
+    pub ref_scale: Option<f64>,
+    /// The sampler.
     pub sampler: SamplerKind,
     /// Initial latents and reference noise (seeded by default).
     pub noise: NoiseSource,
     /// Called after every denoising step.
     pub on_step: Option<Box<dyn FnMut(StepInfo) + Send>>,
-    /// Set to stop between steps; `generate` then returns [`Error::Input`] saying so.
+    /// Set to stop between steps; `generate` then returns [`Error::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -101,16 +144,16 @@ impl GenerateRequest {
             prompt: prompt.into(),
             negative_prompt: DEFAULT_NEGATIVE_PROMPT.into(),
             subject: None,
-            frames: 81,
-            height: 480,
-            width: 832,
-            steps: 50,
-            guidance: 5.0,
-            guidance_identity: Some(2.0),
-            ip_scale: 1.0,
-            ref_scale: 1.0,
+            frames: None,
+            height: DEFAULT_HEIGHT,
+            width: DEFAULT_WIDTH,
+            steps: DEFAULT_STEPS,
+            guidance: DEFAULT_GUIDANCE,
+            guidance_identity: IdentityGuidance::Default,
+            ip_scale: DEFAULT_IP_SCALE,
+            ref_scale: None,
             sampler: SamplerKind::UniPc,
-            noise: NoiseSource::seeded(42),
+            noise: NoiseSource::seeded(DEFAULT_SEED),
             on_step: None,
             cancel: None,
         }
@@ -118,7 +161,9 @@ impl GenerateRequest {
 
     /// Checks sizes and counts, with messages that say what would work.
     pub fn validate(&self) -> Result<()> {
-        check_frames(self.frames)?;
+        if let Some(frames) = self.frames {
+            check_frames(frames)?;
+        }
         for (name, v) in [("height", self.height), ("width", self.width)] {
             if v == 0 || v % 16 != 0 {
                 let down = v / 16 * 16;
@@ -136,10 +181,15 @@ impl GenerateRequest {
         if self.steps == 0 {
             return Err(Error::input("steps must be at least 1"));
         }
+        let identity = match self.guidance_identity {
+            IdentityGuidance::Scale(g) => g,
+            _ => 0.0,
+        };
         for (name, v) in [
             ("guidance", self.guidance),
+            ("guidance_identity", identity),
             ("ip_scale", self.ip_scale),
-            ("ref_scale", self.ref_scale),
+            ("ref_scale", self.ref_scale.unwrap_or(1.0)),
         ] {
             if !v.is_finite() {
                 return Err(Error::input(format!(
@@ -182,6 +232,9 @@ mod tests {
         );
         assert!(check_frames(81).is_ok() && check_frames(1).is_ok());
         let mut r = GenerateRequest::new("x");
+        r.frames = Some(80);
+        assert!(r.validate().unwrap_err().to_string().contains("4k+1"));
+        r.frames = None;
         r.height = 470;
         let e = r.validate().unwrap_err().to_string();
         assert!(

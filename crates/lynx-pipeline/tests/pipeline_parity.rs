@@ -4,7 +4,10 @@
 
 use burn::tensor::{DType, Tensor};
 use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
-use lynx_pipeline::{GenerateRequest, LynxPipeline, NoiseSource, PipelineOptions, Subject};
+use lynx_pipeline::{
+    Error, GenerateRequest, IdentityGuidance, LynxPipeline, NoiseSource, PipelineOptions, Subject,
+    Variant,
+};
 
 fn aligned_face(ckpt: &lynx_core::Checkpoint) -> image::RgbImage {
     let data = ckpt.read("aligned_face").unwrap();
@@ -26,7 +29,7 @@ fn parity_pipeline_end_to_end() {
     options.resampler_dim_head = 8; // the tiny fixture's (PRESET.json)
     let pipe =
         LynxPipeline::from_pretrained(&base, Some(&adapters), options).expect("pipeline loads");
-    assert_eq!(pipe.adapters(), (true, true));
+    assert_eq!(pipe.variant(), Some(Variant::Full));
 
     // The bundled PNG is the same crop as the fixture's array.
     let face = aligned_face(&fx);
@@ -44,16 +47,16 @@ fn parity_pipeline_end_to_end() {
     let n = |k: &str| settings[k].as_f64().unwrap();
     let mut req = GenerateRequest::new(s("prompt"));
     req.negative_prompt = s("negative_prompt");
-    req.frames = n("num_frames") as usize;
+    req.frames = Some(n("num_frames") as usize);
     req.height = n("height") as usize;
     req.width = n("width") as usize;
     req.steps = n("num_inference_steps") as usize;
     req.guidance = n("guidance_scale");
-    req.guidance_identity = Some(n("guidance_scale_i"));
+    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
     req.ip_scale = n("ip_scale");
-    req.ref_scale = n("ref_scale");
+    req.ref_scale = Some(n("ref_scale"));
     req.subject = Some(Subject::Prepared {
-        aligned_face: face,
+        aligned_face: Some(face),
         embedding,
     });
     req.noise = NoiseSource::seeded(0)
@@ -100,7 +103,7 @@ fn bad_inputs_are_sentences() {
 
     let pipe = LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(device)).unwrap();
     let mut req = GenerateRequest::new("x");
-    req.frames = 6;
+    req.frames = Some(6);
     let err = pipe.generate(req).unwrap_err().to_string();
     assert!(err.contains("4k+1") && err.contains("5 or 9"), "{err}");
     let mut req = GenerateRequest::new("x");
@@ -109,7 +112,7 @@ fn bad_inputs_are_sentences() {
     assert!(err.contains("multiple of 16"), "{err}");
     // A photo subject without face models, and a subject without adapters.
     let mut req = GenerateRequest::new("x");
-    req.frames = 1;
+    req.frames = Some(1);
     req.height = 32;
     req.width = 32;
     req.steps = 1;
@@ -127,11 +130,11 @@ fn plain_text_to_video_runs_and_cancels() {
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let pipe = LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(device)).unwrap();
     let mut req = GenerateRequest::new("a cat");
-    req.frames = 5;
+    req.frames = Some(5);
     req.height = 32;
     req.width = 32;
     req.steps = 2;
-    req.guidance_identity = None;
+    req.guidance_identity = IdentityGuidance::Off;
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
     req.on_step = Some(Box::new(move |info| {
@@ -146,11 +149,131 @@ fn plain_text_to_video_runs_and_cancels() {
     assert!(out.video.data.iter().all(|v| (0.0..=1.0).contains(v)));
 
     let mut req = GenerateRequest::new("a cat");
-    req.frames = 1;
+    req.frames = Some(1);
     req.height = 32;
     req.width = 32;
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     req.cancel = Some(cancel);
+    let err = pipe.generate(req).unwrap_err();
+    assert!(
+        matches!(err, Error::Cancelled { done: 0, total: 50 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cancelled"), "{err}");
+}
+
+/// Lynx-lite end to end (`components/lite_pipeline.safetensors`): face embedding alone,
+/// plain CFG, recorded initial latents.
+#[test]
+fn parity_lite_pipeline_end_to_end() {
+    let device = test_device();
+    let fx = fixture("components/lite_pipeline.safetensors");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("components/lite_pipeline.json")).unwrap(),
+    )
+    .unwrap();
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_lite");
+    let mut options = PipelineOptions::new(device.clone());
+    options.resampler_dim_head = settings["resampler_dim_head"].as_u64().unwrap() as usize;
+    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    assert_eq!(pipe.variant(), Some(Variant::Lite));
+    assert_eq!((pipe.defaults().frames, pipe.defaults().fps), (121, 24));
+
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let embedding = fx
+        .read("face_embedding")
+        .unwrap()
+        .convert_dtype(DType::F32)
+        .try_into_vec::<f32>()
+        .unwrap();
+    let request = || {
+        let mut req = GenerateRequest::new(s("prompt"));
+        req.negative_prompt = s("negative_prompt");
+        req.frames = Some(n("num_frames") as usize);
+        req.height = n("height") as usize;
+        req.width = n("width") as usize;
+        req.steps = n("num_inference_steps") as usize;
+        req.guidance = n("guidance_scale");
+        req.ip_scale = n("ip_scale");
+        req.subject = Some(Subject::Prepared {
+            aligned_face: None,
+            embedding: embedding.clone(),
+        });
+        req.noise = NoiseSource::seeded(0).with_initial_latents(fixture_tensor(
+            &fx,
+            "initial_latents",
+            &device,
+        ));
+        req
+    };
+    let out = pipe
+        .generate_with_trace(request())
+        .expect("lite generation");
+    for (i, latents) in out.latents_per_step.iter().enumerate() {
+        let want: Tensor<5> = fixture_tensor(&fx, &format!("latents_after_step_{i}"), &device);
+        assert_close(
+            &format!("lite latents_after_step_{i}"),
+            latents,
+            &want,
+            1e-3,
+        );
+    }
+    let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("lite frames", &out.frames, &want, 1e-3);
+
+    // Full-only settings are refused with a sentence, not ignored.
+    let mut req = request();
+    req.guidance_identity = IdentityGuidance::Scale(2.0);
     let err = pipe.generate(req).unwrap_err().to_string();
-    assert!(err.contains("cancelled"), "{err}");
+    assert!(err.contains("Lynx-lite has no identity guidance"), "{err}");
+    let mut req = request();
+    req.ref_scale = Some(1.0);
+    let err = pipe.generate(req).unwrap_err().to_string();
+    assert!(err.contains("Lynx-lite has no Ref-adapter"), "{err}");
+}
+
+/// End to end from the seed alone (`components/pipeline_seeded.safetensors`): latents
+/// from `manual_seed(42)`, the reference VAE sample from a fresh `manual_seed(43)` for
+/// cond and uncond, as the reference's `lynx_infer.py` draws them.
+#[test]
+fn parity_seeded_pipeline_end_to_end() {
+    let device = test_device();
+    let inputs = fixture("components/pipeline.safetensors");
+    let fx = fixture("components/pipeline_seeded.safetensors");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("components/pipeline_seeded.json")).unwrap(),
+    )
+    .unwrap();
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_full");
+    let mut options = PipelineOptions::new(device.clone());
+    options.resampler_dim_head = 8;
+    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let mut req = GenerateRequest::new(s("prompt"));
+    req.negative_prompt = s("negative_prompt");
+    req.frames = Some(n("num_frames") as usize);
+    req.height = n("height") as usize;
+    req.width = n("width") as usize;
+    req.steps = n("num_inference_steps") as usize;
+    req.guidance = n("guidance_scale");
+    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
+    req.ip_scale = n("ip_scale");
+    req.ref_scale = Some(n("ref_scale"));
+    req.subject = Some(Subject::Prepared {
+        aligned_face: Some(aligned_face(&inputs)),
+        embedding: inputs
+            .read("face_embedding")
+            .unwrap()
+            .convert_dtype(DType::F32)
+            .try_into_vec::<f32>()
+            .unwrap(),
+    });
+    req.noise = NoiseSource::seeded(settings["seed"].as_u64().unwrap());
+    let out = pipe.generate(req).expect("seeded generation");
+    let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("seeded frames", &out.frames, &want, 1e-3);
 }

@@ -11,23 +11,40 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct SchedulerConfig {
+    /// `_class_name` (`UniPCMultistepScheduler`).
     #[serde(rename = "_class_name")]
     pub class_name: Option<String>,
+    /// Training timesteps (1000): timesteps are `σ · num_train_timesteps`.
     pub num_train_timesteps: usize,
+    /// UniPC order (2).
     pub solver_order: usize,
+    /// What the model predicts; only `flow_prediction` is implemented.
     pub prediction_type: String,
+    /// Dynamic thresholding (must be off).
     pub thresholding: bool,
+    /// Whether UniPC works on `x0` predictions (must be on).
     pub predict_x0: bool,
+    /// UniPC's `B(h)`: `bh1` or `bh2` (Wan: `bh2`).
     pub solver_type: String,
+    /// Lower the order for the last steps (as the reference does).
     pub lower_order_final: bool,
+    /// Steps without the UniC corrector.
     pub disable_corrector: Vec<usize>,
+    /// An external predictor (must be null).
     pub solver_p: Option<serde_json::Value>,
+    /// Karras sigmas (must be off).
     pub use_karras_sigmas: bool,
+    /// Exponential sigmas (must be off).
     pub use_exponential_sigmas: bool,
+    /// Beta sigmas (must be off).
     pub use_beta_sigmas: bool,
+    /// Flow-matching sigmas (must be on).
     pub use_flow_sigmas: bool,
+    /// Shift of the flow sigmas (3.0 in the 14B folder).
     pub flow_shift: f64,
+    /// Final sigma: `zero` or `sigma_min`.
     pub final_sigmas_type: String,
+    /// Explicit betas (must be null).
     pub trained_betas: Option<serde_json::Value>,
     /// The file this was read from, for error messages.
     #[serde(skip)]

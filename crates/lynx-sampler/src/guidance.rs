@@ -11,8 +11,18 @@ use burn::tensor::Tensor;
 ///   `guidance_scale_i`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Guidance {
-    Cfg { scale: f64 },
-    Lynx { scale: f64, identity_scale: f64 },
+    /// Plain classifier-free guidance.
+    Cfg {
+        /// Text guidance `g`.
+        scale: f64,
+    },
+    /// Lynx's text + identity guidance.
+    Lynx {
+        /// Text guidance `g`.
+        scale: f64,
+        /// Identity guidance `g_i`.
+        identity_scale: f64,
+    },
 }
 
 impl Guidance {
@@ -37,6 +47,9 @@ impl Guidance {
 
     /// Combines the predictions. `identity` is used only by [`Guidance::Lynx`]; pass
     /// `None` for [`Guidance::Cfg`].
+    ///
+    /// # Shapes
+    /// - all inputs and the output: the same shape.
     pub fn combine<const D: usize>(
         &self,
         cond: Tensor<D>,
@@ -58,6 +71,9 @@ impl Guidance {
 }
 
 /// `u + g·(c − u)`.
+///
+/// # Shapes
+/// - all inputs and the output: the same shape.
 pub fn cfg<const D: usize>(cond: Tensor<D>, uncond: Tensor<D>, scale: f64) -> Tensor<D> {
     uncond.clone() + (cond - uncond) * scale
 }

@@ -10,6 +10,8 @@
 //! Samples are latents `[batch, channels, frames, height, width]` (f32, on any device);
 //! schedule arithmetic (sigmas, UniPC coefficients) is scalar f64 on the host.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod euler;
 pub mod guidance;

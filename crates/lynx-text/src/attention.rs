@@ -4,6 +4,10 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor};
+use lynx_core::Loader;
+use lynx_core::nn::{merge_heads, split_heads};
+
+use crate::config::Umt5Config;
 
 /// Multi-head self-attention without score scaling (T5 folds it into the weights),
 /// biased by learned per-head offsets of bucketed relative positions.
@@ -13,33 +17,48 @@ use burn::tensor::{Int, Tensor};
 /// - `relative_attention_bias`: `[num_buckets, num_heads]`
 #[derive(Module, Debug)]
 pub struct Umt5Attention {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
-    pub o: Linear,
-    pub relative_attention_bias: Param<Tensor<2>>,
-    pub num_heads: usize,
-    pub d_kv: usize,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    relative_attention_bias: Param<Tensor<2>>,
+    num_heads: usize,
 }
 
 impl Umt5Attention {
+    /// Loads `SelfAttention` (`q`, `k`, `v`, `o` without bias; `relative_attention_bias`
+    /// `[num_buckets, num_heads]`).
+    pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+        let (d, inner) = (cfg.d_model, cfg.inner_dim());
+        Self {
+            q: w.sub("q").linear(d, inner, false),
+            k: w.sub("k").linear(d, inner, false),
+            v: w.sub("v").linear(d, inner, false),
+            o: w.sub("o").linear(inner, d, false),
+            relative_attention_bias: w.sub("relative_attention_bias").param(
+                "weight",
+                [cfg.relative_attention_num_buckets, cfg.num_heads],
+            ),
+            num_heads: cfg.num_heads,
+        }
+    }
+
     /// Attends with the position bias looked up at `buckets` (`[seq · seq]`, from
     /// [`relative_position_buckets`]) plus `mask_bias` (`[batch, 1, 1, seq]`, 0 for
     /// tokens, a large negative value for padding).
+    ///
+    /// # Shapes
+    /// - `x` `[batch, seq, d_model]` → `[batch, seq, d_model]`.
     pub fn forward(
         &self,
         x: Tensor<3>,
         buckets: Tensor<1, Int>,
         mask_bias: Option<Tensor<4>>,
     ) -> Tensor<3> {
-        let [batch, seq, _] = x.dims();
-        let heads = |t: Tensor<3>| {
-            t.reshape([batch, seq, self.num_heads, self.d_kv])
-                .swap_dims(1, 2)
-        };
-        let q = heads(self.q.forward(x.clone()));
-        let k = heads(self.k.forward(x.clone()));
-        let v = heads(self.v.forward(x));
+        let seq = x.dims()[1];
+        let q = split_heads(self.q.forward(x.clone()), self.num_heads);
+        let k = split_heads(self.k.forward(x.clone()), self.num_heads);
+        let v = split_heads(self.v.forward(x), self.num_heads);
         let bias = self.position_bias(buckets, seq);
         let bias = match mask_bias {
             Some(m) => bias + m,
@@ -47,13 +66,13 @@ impl Umt5Attention {
         };
         // T5 does not scale the scores by 1/sqrt(d_kv).
         let out = lynx_core::nn::attention(q, k, v, Some(bias), Some(1.0));
-        let out = out
-            .swap_dims(1, 2)
-            .reshape([batch, seq, self.num_heads * self.d_kv]);
-        self.o.forward(out)
+        self.o.forward(merge_heads(out))
     }
 
     /// `[1, heads, seq, seq]`: the learned bias of each query/key pair's bucket.
+    ///
+    /// # Shapes
+    /// - `buckets` `[seq · seq]` → `[1, heads, seq, seq]`.
     pub fn position_bias(&self, buckets: Tensor<1, Int>, seq: usize) -> Tensor<4> {
         self.relative_attention_bias
             .val()

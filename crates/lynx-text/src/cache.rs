@@ -16,6 +16,7 @@ pub struct EmbeddingCache {
 }
 
 impl EmbeddingCache {
+    /// An empty cache.
     pub fn new() -> Self {
         Self::default()
     }
@@ -46,6 +47,7 @@ impl EmbeddingCache {
         self.lock().len()
     }
 
+    /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,6 +13,7 @@ pub enum Activation {
     GeluTanh,
     /// Exact (erf) GELU (`gelu`).
     Gelu,
+    /// `relu`.
     Relu,
     /// `silu` / `swish`.
     Silu,
@@ -21,16 +22,25 @@ pub enum Activation {
 /// The UMT5 encoder's sizes and settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Umt5Config {
+    /// Rows of the token embedding (umt5-xxl: 256384).
     pub vocab_size: usize,
+    /// Width of the hidden states (umt5-xxl: 4096).
     pub d_model: usize,
     /// Size of one attention head.
     pub d_kv: usize,
+    /// Hidden width of the feed-forward blocks (umt5-xxl: 10240).
     pub d_ff: usize,
+    /// Attention heads (umt5-xxl: 64).
     pub num_heads: usize,
+    /// Encoder blocks (umt5-xxl: 24).
     pub num_layers: usize,
+    /// Relative-position buckets per layer (32).
     pub relative_attention_num_buckets: usize,
+    /// Distance beyond which positions share the last bucket (128).
     pub relative_attention_max_distance: usize,
+    /// Epsilon of the RMS norms.
     pub layer_norm_epsilon: f64,
+    /// Activation of the gated feed-forward block.
     pub activation: Activation,
 }
 

@@ -3,25 +3,27 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Int, Tensor, TensorData};
+use lynx_core::Loader;
 use lynx_core::nn::RmsNorm;
 
 use crate::attention::{Umt5Attention, relative_position_buckets};
+use crate::config::Umt5Config;
 use crate::ffn::DenseGatedActDense;
 
 /// `x + SelfAttention(layer_norm(x))` (transformers `UMT5LayerSelfAttention`, `layer.0`).
 #[derive(Module, Debug)]
 pub struct Umt5LayerSelfAttention {
-    pub layer_norm: RmsNorm,
+    layer_norm: RmsNorm,
     /// PyTorch attribute `SelfAttention`.
-    pub self_attention: Umt5Attention,
+    self_attention: Umt5Attention,
 }
 
 /// `x + DenseReluDense(layer_norm(x))` (transformers `UMT5LayerFF`, `layer.1`).
 #[derive(Module, Debug)]
 pub struct Umt5LayerFf {
-    pub layer_norm: RmsNorm,
+    layer_norm: RmsNorm,
     /// PyTorch attribute `DenseReluDense`.
-    pub dense_relu_dense: DenseGatedActDense,
+    dense_relu_dense: DenseGatedActDense,
 }
 
 /// One encoder block (`encoder.block.N`).
@@ -31,12 +33,30 @@ pub struct Umt5LayerFf {
 #[derive(Module, Debug)]
 pub struct Umt5Block {
     /// `layer.0`
-    pub attention: Umt5LayerSelfAttention,
+    attention: Umt5LayerSelfAttention,
     /// `layer.1`
-    pub ff: Umt5LayerFf,
+    ff: Umt5LayerFf,
 }
 
 impl Umt5Block {
+    /// Loads `encoder.block.N` (`layer.0.{layer_norm, SelfAttention}`,
+    /// `layer.1.{layer_norm, DenseReluDense}`).
+    pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+        let (l0, l1) = (w.sub("layer").sub(0), w.sub("layer").sub(1));
+        let norm =
+            |l: &Loader| RmsNorm::load(&l.sub("layer_norm"), cfg.d_model, cfg.layer_norm_epsilon);
+        Self {
+            attention: Umt5LayerSelfAttention {
+                layer_norm: norm(&l0),
+                self_attention: Umt5Attention::load(&l0.sub("SelfAttention"), cfg),
+            },
+            ff: Umt5LayerFf {
+                layer_norm: norm(&l1),
+                dense_relu_dense: DenseGatedActDense::load(&l1.sub("DenseReluDense"), cfg),
+            },
+        }
+    }
+
     /// `x` is the residual stream (f32 for f16 models, else `dtype`); the layers'
     /// inputs are cast to `dtype`, the model's weight dtype. Norms compute in f32.
     pub fn forward(
@@ -64,16 +84,55 @@ impl Umt5Block {
 #[derive(Module, Debug)]
 pub struct Umt5Encoder {
     /// The token embedding (`shared.weight`).
-    pub shared: Param<Tensor<2>>,
+    shared: Param<Tensor<2>>,
     /// `encoder.block`
-    pub block: Vec<Umt5Block>,
+    block: Vec<Umt5Block>,
     /// `encoder.final_layer_norm`
-    pub final_layer_norm: RmsNorm,
-    pub relative_attention_num_buckets: usize,
-    pub relative_attention_max_distance: usize,
+    final_layer_norm: RmsNorm,
+    relative_attention_num_buckets: usize,
+    relative_attention_max_distance: usize,
 }
 
 impl Umt5Encoder {
+    /// Loads a transformers `UMT5EncoderModel` state dict (`text_encoder/model*.safetensors`)
+    /// in the loader's dtype (norm weights in f32; `wo` in f32 for f16 models):
+    ///
+    /// | keys | module |
+    /// |---|---|
+    /// | `shared.weight` (or its tied copy `encoder.embed_tokens.weight`) | embedding |
+    /// | `encoder.block.N.*` | [`Umt5Block`] |
+    /// | `encoder.final_layer_norm.weight` | final norm |
+    ///
+    /// A full encoder–decoder checkpoint also loads: `decoder.*` and `lm_head.*` are
+    /// ignored.
+    pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+        // transformers ties `encoder.embed_tokens` to `shared`; files hold one or both.
+        let shared_key = if w.has("shared.weight") || !w.has("encoder.embed_tokens.weight") {
+            w.ignore("encoder.embed_tokens.weight");
+            "shared"
+        } else {
+            "encoder.embed_tokens"
+        };
+        w.ignore("decoder.");
+        w.ignore("lm_head.");
+        let enc = w.sub("encoder");
+        Self {
+            shared: w
+                .sub(shared_key)
+                .param("weight", [cfg.vocab_size, cfg.d_model]),
+            block: (0..cfg.num_layers)
+                .map(|i| Umt5Block::load(&enc.sub("block").sub(i), cfg))
+                .collect(),
+            final_layer_norm: RmsNorm::load(
+                &enc.sub("final_layer_norm"),
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+            ),
+            relative_attention_num_buckets: cfg.relative_attention_num_buckets,
+            relative_attention_max_distance: cfg.relative_attention_max_distance,
+        }
+    }
+
     /// The model's weight dtype.
     pub fn dtype(&self) -> DType {
         self.shared.val().dtype()
@@ -83,6 +142,9 @@ impl Umt5Encoder {
     /// `mask` (1 = token, 0 = padding) keeps padded keys out of every attention; the
     /// padded rows are computed all the same, as the reference does. Without a mask
     /// every position is attended.
+    ///
+    /// # Shapes
+    /// - `ids`, `mask` `[batch, seq]` → `[batch, seq, d_model]`.
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Tensor<3> {
         let [batch, seq] = ids.dims();
         let device = ids.device();

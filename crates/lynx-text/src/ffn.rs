@@ -3,8 +3,9 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
+use lynx_core::Loader;
 
-use crate::config::Activation;
+use crate::config::{Activation, Umt5Config};
 
 /// `wo(act(wi_0(x)) · wi_1(x))`.
 ///
@@ -17,14 +18,34 @@ use crate::config::Activation;
 /// - `wi_0`, `wi_1`: `d_model → d_ff`; `wo`: `d_ff → d_model`
 #[derive(Module, Debug)]
 pub struct DenseGatedActDense {
-    pub wi_0: Linear,
-    pub wi_1: Linear,
-    pub wo: Linear,
+    wi_0: Linear,
+    wi_1: Linear,
+    wo: Linear,
     #[module(skip)]
-    pub activation: Activation,
+    activation: Activation,
 }
 
 impl DenseGatedActDense {
+    /// Loads `DenseReluDense` (`wi_0`, `wi_1`: d_model → d_ff, `wo`: d_ff → d_model, no
+    /// biases) in the loader's dtype, `wo` in f32 for f16 models.
+    pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+        let (d, ff) = (cfg.d_model, cfg.d_ff);
+        let wo = if wo_dtype(w.dtype()) == DType::F32 && w.dtype() != DType::F32 {
+            // Kept in f32 like transformers' `_keep_in_fp32_modules` does for f16.
+            w.sub("wo").linear_f32(ff, d, false)
+        } else {
+            w.sub("wo").linear(ff, d, false)
+        };
+        Self {
+            wi_0: w.sub("wi_0").linear(d, ff, false),
+            wi_1: w.sub("wi_1").linear(d, ff, false),
+            wo,
+            activation: cfg.activation,
+        }
+    }
+
+    /// # Shapes
+    /// - input `[batch, seq, d_model]` → `[batch, seq, d_model]` in `wo`'s dtype.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = activate(self.activation, self.wi_0.forward(x.clone()));
         let h = gate * self.wi_1.forward(x);

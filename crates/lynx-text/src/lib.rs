@@ -10,7 +10,6 @@
 //! | [`attention`] | transformers 4.50 `models/umt5/modeling_umt5.py` `UMT5Attention` | relative-position buckets and biased attention |
 //! | [`ffn`] | `UMT5DenseGatedActDense` | gated GELU(tanh) feed-forward |
 //! | [`encoder`] | `UMT5Block`, `UMT5Stack`, `UMT5EncoderModel` | [`Umt5Encoder`] |
-//! | [`weights`] | the checkpoint's key names | loading, one tensor at a time |
 //! | [`text_encoder`] | pipeline_wan.py `_get_t5_prompt_embeds` | [`TextEncoder`], [`postprocess`] |
 //! | [`cache`] | — | [`EmbeddingCache`] keyed by (prompt, cleaning) |
 //!
@@ -36,6 +35,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod cache;
 pub mod clean;
@@ -44,7 +45,6 @@ pub mod encoder;
 pub mod ffn;
 pub mod text_encoder;
 pub mod tokenizer;
-pub mod weights;
 
 pub use cache::EmbeddingCache;
 pub use clean::prompt_clean;

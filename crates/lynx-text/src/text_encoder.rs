@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use lynx_core::{Checkpoint, Error, Result};
+use lynx_core::{Error, Result, load_module};
 
 use crate::cache::EmbeddingCache;
 use crate::clean::prompt_clean;
 use crate::config::Umt5Config;
 use crate::encoder::Umt5Encoder;
 use crate::tokenizer::{Tokenizer, Tokens};
-use crate::weights::load_encoder;
 
 /// Tokenizer, UMT5 encoder and an [`EmbeddingCache`].
 #[derive(Debug)]
@@ -38,18 +37,10 @@ impl TextEncoder {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(Error::input(format!(
-                "text encoder dtype {dtype:?} is not supported; use f32, f16 or bf16"
-            )));
-        }
         let dir = resolve_text_encoder_dir(text_encoder.as_ref());
         let config = Umt5Config::load(dir.join("config.json"))?;
         let tokenizer = Tokenizer::from_pretrained(tokenizer)?;
-        let ckpt = Checkpoint::open(&dir)?;
-        let loader = ckpt.loader(device, dtype);
-        let model = load_encoder(&config, &loader);
-        loader.finish()?;
+        let model = load_module(&dir, device, dtype, |w| Ok(Umt5Encoder::load(w, &config)))?;
         Ok(Self::new(tokenizer, model, config, device))
     }
 
@@ -74,18 +65,22 @@ impl TextEncoder {
         }
     }
 
+    /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The UMT5 encoder.
     pub fn model(&self) -> &Umt5Encoder {
         &self.model
     }
 
+    /// The encoder's config.
     pub fn config(&self) -> &Umt5Config {
         &self.config
     }
 
+    /// The device the encoder runs on.
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -71,23 +71,19 @@ fn random_checkpoint(cfg: &VaeConfig, dir: &Path, device: &Device) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let probe = dir.join("probe.safetensors");
     write_safetensors(&probe, &[], |_, _| Vec::new());
-    let keys = match WanVae::load(
-        cfg.clone(),
-        &Checkpoint::open(&probe).unwrap(),
-        device,
-        DType::F32,
-    ) {
+    let keys = match Checkpoint::open(&probe)
+        .unwrap()
+        .build(device, DType::F32, |w| WanVae::load(w, cfg.clone()))
+    {
         Err(Error::Keys { missing, .. }) => missing,
         other => panic!("unexpected probe result {other:?}"),
     };
     let ones: Vec<_> = keys.iter().map(|k| (k.clone(), vec![1])).collect();
     write_safetensors(&probe, &ones, |_, _| vec![1.0]);
-    let shapes = match WanVae::load(
-        cfg.clone(),
-        &Checkpoint::open(&probe).unwrap(),
-        device,
-        DType::F32,
-    ) {
+    let shapes = match Checkpoint::open(&probe)
+        .unwrap()
+        .build(device, DType::F32, |w| WanVae::load(w, cfg.clone()))
+    {
         Err(Error::Keys { mismatched, .. }) => mismatched,
         other => panic!("unexpected probe result {other:?}"),
     };
@@ -127,7 +123,9 @@ fn main() {
     let dir = std::env::temp_dir().join("lynx-vae-wan21-random");
     let weights = random_checkpoint(&cfg, &dir, &device);
     let ckpt = Checkpoint::open(&weights).unwrap();
-    let mut vae = WanVae::load(cfg, &ckpt, &device, DType::F32).unwrap();
+    let mut vae = ckpt
+        .build(&device, DType::F32, |w| WanVae::load(w, cfg))
+        .unwrap();
     drop(ckpt);
     let normal = Distribution::Normal(0.0, 1.0);
     // Reset the peak to the current size, so that loading does not count.

@@ -2,6 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
+use lynx_core::Loader;
 
 use crate::norm::ChannelRmsNorm;
 
@@ -15,14 +16,36 @@ use crate::norm::ChannelRmsNorm;
 /// - input `[B, C, T, H, W]` → same shape
 #[derive(Module, Debug)]
 pub struct AttentionBlock {
-    pub norm: ChannelRmsNorm,
-    pub to_qkv_weight: Param<Tensor<2>>,
-    pub to_qkv_bias: Param<Tensor<1>>,
-    pub proj_weight: Param<Tensor<2>>,
-    pub proj_bias: Param<Tensor<1>>,
+    norm: ChannelRmsNorm,
+    to_qkv_weight: Param<Tensor<2>>,
+    to_qkv_bias: Param<Tensor<1>>,
+    proj_weight: Param<Tensor<2>>,
+    proj_bias: Param<Tensor<1>>,
 }
 
 impl AttentionBlock {
+    /// `WanAttentionBlock(dim)`: `norm` (image form), `to_qkv` and `proj` (1×1 convs).
+    pub fn load(w: &Loader, dim: usize) -> Self {
+        let matrix = |name: &str, rows| {
+            let t = w
+                .sub(name)
+                .tensor::<4>("weight", [rows, dim, 1, 1])
+                .flatten::<2>(1, 3);
+            Param::from_tensor(t.transpose())
+        };
+        Self {
+            norm: ChannelRmsNorm::load(&w.sub("norm"), dim, true),
+            to_qkv_weight: matrix("to_qkv", 3 * dim),
+            to_qkv_bias: w.sub("to_qkv").param("bias", [3 * dim]),
+            proj_weight: matrix("proj", dim),
+            proj_bias: w.sub("proj").param("bias", [dim]),
+        }
+    }
+
+    /// Attention over the pixels of each frame, residual.
+    ///
+    /// # Shapes
+    /// - input `[B, C, T, H, W]` → same shape
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let identity = x.clone();
         let [b, c, t, h, w] = x.dims();

@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct VaeConfig {
+    /// `_class_name`; only `AutoencoderKLWan` is implemented.
     #[serde(rename = "_class_name")]
     pub class_name: Option<String>,
     /// Channels of the first encoder stage (96 in Wan2.1).
@@ -30,6 +31,7 @@ pub struct VaeConfig {
     pub dropout: f64,
     /// Per-channel latent statistics for [`crate::WanVae::normalize`].
     pub latents_mean: Vec<f64>,
+    /// Per-channel latent standard deviations (see `latents_mean`).
     pub latents_std: Vec<f64>,
     /// The file this was read from, for error messages.
     #[serde(skip)]

@@ -11,6 +11,7 @@ use burn::module::{Module, Param};
 use burn::tensor::module::conv3d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
+use lynx_core::Loader;
 
 /// What one layer remembers of the chunks it has seen.
 // A few dozen slots per model: their size does not matter.
@@ -45,6 +46,7 @@ pub struct FeatCache {
 }
 
 impl FeatCache {
+    /// An empty cache, before the first chunk.
     pub fn new() -> Self {
         Self::default()
     }
@@ -84,14 +86,62 @@ pub(crate) fn last_frames(x: &Tensor<5>, n: usize) -> Tensor<5> {
 ///   (past frames come from the cache or are zeros) and `H' = (H + 2·ph − kh)/sh + 1`.
 #[derive(Module, Debug)]
 pub struct CausalConv3d {
-    pub weight: Param<Tensor<5>>,
-    pub bias: Param<Tensor<1>>,
-    pub stride: [usize; 3],
+    weight: Param<Tensor<5>>,
+    bias: Param<Tensor<1>>,
+    stride: [usize; 3],
     /// Symmetric spatial padding `[ph, pw]`; time is padded by `kt − 1` on the past side.
-    pub padding: [usize; 2],
+    padding: [usize; 2],
 }
 
 impl CausalConv3d {
+    /// A convolution from its weight `[out, in, kt, kh, kw]`, bias `[out]`, stride and
+    /// symmetric spatial padding `[ph, pw]`.
+    pub fn new(
+        weight: Tensor<5>,
+        bias: Tensor<1>,
+        stride: [usize; 3],
+        padding: [usize; 2],
+    ) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            stride,
+            padding,
+        }
+    }
+
+    /// `WanCausalConv3d(c_in, c_out, k, stride, padding)`: `weight` `[out, in, kt, kh, kw]`,
+    /// `bias` `[out]`.
+    pub fn load(
+        w: &Loader,
+        c_in: usize,
+        c_out: usize,
+        k: [usize; 3],
+        stride: [usize; 3],
+        padding: [usize; 2],
+    ) -> Self {
+        Self {
+            weight: w.param("weight", [c_out, c_in, k[0], k[1], k[2]]),
+            bias: w.param("bias", [c_out]),
+            stride,
+            padding,
+        }
+    }
+
+    /// A `torch.nn.Conv2d(c_in, c_out, 3, stride, padding)` applied frame by frame:
+    /// `weight` `[out, in, 3, 3]` becomes `[out, in, 1, 3, 3]`.
+    pub fn load_2d(w: &Loader, c_in: usize, c_out: usize, stride: usize, padding: usize) -> Self {
+        let weight = w
+            .tensor::<4>("weight", [c_out, c_in, 3, 3])
+            .unsqueeze_dim::<5>(2);
+        Self::new(
+            weight,
+            w.tensor("bias", [c_out]),
+            [1, stride, stride],
+            [padding, padding],
+        )
+    }
+
     /// Time taps `kt`.
     pub fn time_kernel(&self) -> usize {
         self.weight.dims()[2]

@@ -26,7 +26,9 @@
 //! | [`decoder`] | `WanUpBlock`, `WanDecoder3d` |
 //! | [`model`] | `AutoencoderKLWan._encode/_decode`, `DiagonalGaussianDistribution`, the pipelines' latent normalisation |
 //! | [`tiling`] | spatial tiling with overlap blending (not in diffusers 0.33.1; off by default) |
-//! | `weights` (private) | the state-dict key mapping |
+//!
+//! Each module's `load` sits beside its type and reads its state-dict keys (the
+//! PyTorch attribute names); [`WanVae`]'s docs list the top-level ones.
 //!
 //! # Shapes
 //! With Wan2.1's factors (8 in space, 4 in time after the first frame; `z_dim` 16):
@@ -73,6 +75,8 @@
 //! Convolutions and attention run in the weight dtype; the channel RMS norms in f32.
 //! Encoder outputs, decoder outputs and the latent normalisation are f32.
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod config;
 pub mod conv;
@@ -83,7 +87,6 @@ pub mod norm;
 pub mod resample;
 pub mod resnet;
 pub mod tiling;
-mod weights;
 
 pub use config::VaeConfig;
 pub use model::{DiagonalGaussian, WanVae};

@@ -4,14 +4,13 @@
 use std::path::Path;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use lynx_core::{Checkpoint, Error, Result};
+use lynx_core::{Checkpoint, Error, Loader, Result};
 
 use crate::config::VaeConfig;
 use crate::conv::{CausalConv3d, FeatCache};
 use crate::decoder::Decoder3d;
 use crate::encoder::Encoder3d;
 use crate::tiling::{self, Tiling};
-use crate::weights::load_parts;
 
 /// The encoder's output: a diagonal Gaussian per latent element.
 ///
@@ -19,7 +18,9 @@ use crate::weights::load_parts;
 /// - `mean`, `logvar`: `[B, z_dim, F', H/8, W/8]`, f32; `logvar` clamped to `[−30, 20]`
 #[derive(Debug, Clone)]
 pub struct DiagonalGaussian {
+    /// The mean.
     pub mean: Tensor<5>,
+    /// The log-variance, clamped to `[−30, 20]`.
     pub logvar: Tensor<5>,
 }
 
@@ -66,13 +67,19 @@ impl DiagonalGaussian {
 
 /// The Wan2.1 VAE: videos `[B, 3, 4k+1, H, W]` in `[−1, 1]` ↔ latents
 /// `[B, z_dim, k+1, H/8, W/8]`.
+///
+/// | key | module |
+/// |---|---|
+/// | `encoder.*` | [`Encoder3d`] (`conv_in`, `down_blocks.N`, `mid_block`, `norm_out`, `conv_out`) |
+/// | `decoder.*` | [`Decoder3d`] (`conv_in`, `mid_block`, `up_blocks.N.{resnets,upsamplers}`, `norm_out`, `conv_out`) |
+/// | `quant_conv.*`, `post_quant_conv.*` | 1×1×1 [`CausalConv3d`]s |
 #[derive(Debug)]
 pub struct WanVae {
     config: VaeConfig,
-    pub encoder: Encoder3d,
-    pub decoder: Decoder3d,
-    pub quant_conv: CausalConv3d,
-    pub post_quant_conv: CausalConv3d,
+    encoder: Encoder3d,
+    decoder: Decoder3d,
+    quant_conv: CausalConv3d,
+    post_quant_conv: CausalConv3d,
     /// `[1, z, 1, 1, 1]`, f32.
     latents_mean: Tensor<5>,
     latents_std: Tensor<5>,
@@ -102,49 +109,47 @@ impl WanVae {
         } else {
             Checkpoint::open(dir)?
         };
-        Self::load(config, &ckpt, device, dtype)
+        ckpt.build(device, dtype, |w| Self::load(w, config))
     }
 
-    /// Builds the model from `ckpt`, reporting every missing, unused or mis-shaped tensor.
-    pub fn load(
-        config: VaeConfig,
-        ckpt: &Checkpoint,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self> {
+    /// Builds the VAE of `config` from the state dict under `w` (keys in the type's docs).
+    pub fn load(w: &Loader, config: VaeConfig) -> Result<Self> {
         config.check()?;
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(Error::input(format!(
-                "unsupported VAE dtype {dtype:?}; use f32, bf16 or f16"
-            )));
-        }
-        if !device.supports_dtype(dtype) {
-            return Err(Error::Device {
-                device: format!("{device:?}"),
-                reason: format!("it does not compute in {dtype:?}; load the VAE in f32"),
-            });
-        }
-        let w = ckpt.loader(device, dtype);
-        let parts = load_parts(&w, &config);
-        w.finish()?;
+        let z = config.z_dim;
+        let device = w.device();
         let stat = |v: &[f64]| {
             let data =
                 TensorData::new(v.iter().map(|x| *x as f32).collect(), [1, v.len(), 1, 1, 1]);
             Tensor::<5>::from_data(data, (device, DType::F32))
         };
         Ok(Self {
+            encoder: Encoder3d::load(&w.sub("encoder"), &config),
+            decoder: Decoder3d::load(&w.sub("decoder"), &config),
+            quant_conv: CausalConv3d::load(
+                &w.sub("quant_conv"),
+                2 * z,
+                2 * z,
+                [1; 3],
+                [1; 3],
+                [0, 0],
+            ),
+            post_quant_conv: CausalConv3d::load(
+                &w.sub("post_quant_conv"),
+                z,
+                z,
+                [1; 3],
+                [1; 3],
+                [0, 0],
+            ),
             latents_mean: stat(&config.latents_mean),
             latents_std: stat(&config.latents_std),
             config,
-            encoder: parts.encoder,
-            decoder: parts.decoder,
-            quant_conv: parts.quant_conv,
-            post_quant_conv: parts.post_quant_conv,
             tiling: None,
-            dtype,
+            dtype: w.dtype(),
         })
     }
 
+    /// The config the VAE was built from.
     pub fn config(&self) -> &VaeConfig {
         &self.config
     }
@@ -163,6 +168,7 @@ impl WanVae {
         Ok(())
     }
 
+    /// The tiling [`WanVae::decode`] uses, if any.
     pub fn tiling(&self) -> Option<Tiling> {
         self.tiling
     }
@@ -244,7 +250,15 @@ impl WanVae {
         if let Some(t) = self.tiling
             && (h * sf > t.tile || w * sf > t.tile)
         {
-            return tiling::decode_tiled(self, latents, t);
+            let factors = (sf, self.config.temporal_factor());
+            return tiling::decode_tiled(latents, t, factors, |tile| {
+                let mut chunks = Vec::with_capacity(tile.dims()[2]);
+                self.run_decoder(tile, |chunk| {
+                    chunks.push(chunk);
+                    Ok(())
+                })?;
+                Ok(Tensor::cat(chunks, 2))
+            });
         }
         let mut frames = Vec::with_capacity(latents.dims()[2]);
         self.decode_frames(latents, |chunk| {
@@ -269,7 +283,7 @@ impl WanVae {
 
     /// Runs the decoder latent frame by latent frame, handing each unclamped f32 chunk
     /// to `sink`.
-    pub(crate) fn run_decoder(
+    fn run_decoder(
         &self,
         latents: Tensor<5>,
         mut sink: impl FnMut(Tensor<5>) -> Result<()>,

@@ -2,6 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
+use lynx_core::Loader;
 
 use crate::conv::to_f32;
 
@@ -13,13 +14,34 @@ use crate::conv::to_f32;
 /// - input `[B, C, …]` → same shape
 #[derive(Module, Debug)]
 pub struct ChannelRmsNorm {
-    pub gamma: Param<Tensor<1>>,
-    pub bias: Option<Param<Tensor<1>>>,
+    gamma: Param<Tensor<1>>,
+    bias: Option<Param<Tensor<1>>>,
     /// `sqrt(C)`.
-    pub scale: f64,
+    scale: f64,
 }
 
 impl ChannelRmsNorm {
+    /// `WanRMS_norm(dim, images)`: `gamma` `[C, 1, 1, 1]` (`images=False`) or `[C, 1, 1]`,
+    /// optional `bias` of the same shape; kept in f32.
+    pub fn load(w: &Loader, dim: usize, images: bool) -> Self {
+        let read = |name: &str| {
+            if images {
+                w.tensor_f32::<3>(name, [dim, 1, 1]).flatten::<1>(0, 2)
+            } else {
+                w.tensor_f32::<4>(name, [dim, 1, 1, 1]).flatten::<1>(0, 3)
+            }
+        };
+        Self {
+            gamma: Param::from_tensor(read("gamma")),
+            bias: w.has("bias").then(|| Param::from_tensor(read("bias"))),
+            scale: (dim as f64).sqrt(),
+        }
+    }
+
+    /// Normalises over the channel axis (axis 1).
+    ///
+    /// # Shapes
+    /// - input `[B, C, …]`, output: same shape and dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
         let x = to_f32(x);

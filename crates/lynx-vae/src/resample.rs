@@ -17,6 +17,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
+use lynx_core::Loader;
 
 use crate::conv::{CausalConv3d, FeatCache, Slot, compact, last_frames, to_f32};
 
@@ -32,13 +33,38 @@ use crate::conv::{CausalConv3d, FeatCache, Slot, compact, last_frames, to_f32};
 ///   (down), where `u`, `d` are 2 for the 3d modes after the first chunk, 1 otherwise
 #[derive(Module, Debug)]
 pub struct Resample {
-    pub resample: CausalConv3d,
-    pub time_conv: Option<CausalConv3d>,
+    resample: CausalConv3d,
+    time_conv: Option<CausalConv3d>,
     /// Up (`true`) or down.
-    pub upsample: bool,
+    upsample: bool,
 }
 
 impl Resample {
+    /// `WanResample(dim, mode)` with mode `upsample2d`/`upsample3d` (`upsample`) or
+    /// `downsample2d`/`downsample3d`, `3d` when `temporal`: `resample.1` and `time_conv`.
+    pub fn load(w: &Loader, dim: usize, upsample: bool, temporal: bool) -> Self {
+        let conv = w.sub("resample").sub(1);
+        let time = w.sub("time_conv");
+        let (resample, time_conv) = if upsample {
+            let time = temporal
+                .then(|| CausalConv3d::load(&time, dim, 2 * dim, [3, 1, 1], [1; 3], [0, 0]));
+            (load_subpixel(&conv, dim, dim / 2), time)
+        } else {
+            let time =
+                temporal.then(|| CausalConv3d::load(&time, dim, dim, [3, 1, 1], [2, 1, 1], [0, 0]));
+            (CausalConv3d::load_2d(&conv, dim, dim, 2, 0), time)
+        };
+        Self {
+            resample,
+            time_conv,
+            upsample,
+        }
+    }
+
+    /// Resamples the next chunk.
+    ///
+    /// # Shapes
+    /// See the type's docs.
     pub fn forward(&self, x: Tensor<5>, cache: &mut FeatCache) -> Tensor<5> {
         if self.upsample {
             let x = match &self.time_conv {
@@ -84,6 +110,16 @@ fn pixel_shuffle(y: Tensor<5>) -> Tensor<5> {
     y.reshape([b, c, 2, 2, t, h, w])
         .permute([0, 1, 4, 5, 2, 6, 3])
         .reshape([b, c, t, 2 * h, 2 * w])
+}
+
+/// The `torch.nn.Conv2d(c_in, c_out, 3, padding=1)` after a nearest ×2 upsampling, in
+/// the sub-pixel form of [`subpixel_kernel`].
+fn load_subpixel(w: &Loader, c_in: usize, c_out: usize) -> CausalConv3d {
+    let (weight, bias) = subpixel_kernel(
+        w.tensor::<4>("weight", [c_out, c_in, 3, 3]),
+        w.tensor::<1>("bias", [c_out]),
+    );
+    CausalConv3d::new(weight, bias, [1; 3], [1, 1])
 }
 
 /// The sub-pixel form of "nearest ×2, then a 3×3 convolution with padding 1".
@@ -146,12 +182,7 @@ mod tests {
         let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let want = conv2d(up, weight.clone(), Some(bias.clone()), opts);
         let (w5, b4) = subpixel_kernel(weight, bias);
-        let conv = CausalConv3d {
-            weight: burn::module::Param::from_tensor(w5),
-            bias: burn::module::Param::from_tensor(b4),
-            stride: [1; 3],
-            padding: [1, 1],
-        };
+        let conv = CausalConv3d::new(w5, b4, [1; 3], [1, 1]);
         let got = pixel_shuffle(conv.forward(x.unsqueeze_dim(2))).squeeze_dim::<4>(2);
         lynx_core::testing::assert_close("subpixel", &got, &want, 1e-6);
     }

@@ -12,13 +12,13 @@ use std::ops::Range;
 use burn::tensor::{DType, Tensor, TensorData};
 use lynx_core::{Error, Result};
 
-use crate::model::WanVae;
-
 /// Tile size and stride, in output pixels (multiples of 8 for Wan2.1). Overlap is
 /// `tile − stride`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tiling {
+    /// Side of a tile.
     pub tile: usize,
+    /// Distance between tile starts.
     pub stride: usize,
 }
 
@@ -111,10 +111,19 @@ pub fn blend_weights(spans: &[Range<usize>], factor: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Decodes `latents` tile by tile and blends the tiles (see the module docs).
-pub(crate) fn decode_tiled(vae: &WanVae, latents: Tensor<5>, tiling: Tiling) -> Result<Tensor<5>> {
-    let cfg = vae.config();
-    let (sf, tf) = (cfg.spatial_factor(), cfg.temporal_factor());
+/// Decodes `latents` tile by tile with `decode_tile` (a latent tile → its unclamped f32
+/// video) and blends the tiles (see the module docs). `factors` are the VAE's spatial and
+/// temporal factors.
+///
+/// # Shapes
+/// - `latents` `[B, C, F, h, w]` → `[B, 3, 1 + (F − 1)·tf, h·sf, w·sf]`, clamped to `[−1, 1]`.
+pub fn decode_tiled(
+    latents: Tensor<5>,
+    tiling: Tiling,
+    factors: (usize, usize),
+    mut decode_tile: impl FnMut(Tensor<5>) -> Result<Tensor<5>>,
+) -> Result<Tensor<5>> {
+    let (sf, tf) = factors;
     tiling.check(sf)?;
     let device = latents.device();
     let [b, c, f, h, w] = latents.dims();
@@ -128,12 +137,7 @@ pub(crate) fn decode_tiled(vae: &WanVae, latents: Tensor<5>, tiling: Tiling) -> 
             let part = latents
                 .clone()
                 .slice([0..b, 0..c, 0..f, yr.clone(), xr.clone()]);
-            let mut chunks = Vec::with_capacity(f);
-            vae.run_decoder(part, |chunk| {
-                chunks.push(chunk);
-                Ok(())
-            })?;
-            let decoded = Tensor::cat(chunks, 2);
+            let decoded = decode_tile(part)?;
             let wy = Tensor::<5>::from_data(
                 TensorData::new(wy.clone(), [1, 1, 1, wy.len(), 1]),
                 (&device, DType::F32),

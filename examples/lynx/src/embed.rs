@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use lynx_pipeline::lynx_arcface::{
     FaceAnalyzer, Landmarks, load_arcface, load_retinaface, load_rgb,
 };
+use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
 use lynx_pipeline::parse_device;
 
 #[derive(Debug, Args)]
@@ -69,13 +70,11 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         _ => bail!("give --face PHOTO or --aligned-face PNG"),
     };
     let bytes: Vec<u8> = embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(
-        safetensors::Dtype::F32,
-        vec![embedding.len()],
-        &bytes,
+    safetensors_io::save(
+        &args.output,
+        &[("embedding", Dtype::F32, &[embedding.len()], &bytes)],
+        None,
     )?;
-    safetensors::serialize_to_file([("embedding", view)], None, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "wrote {} ({} values)",
         args.output.display(),

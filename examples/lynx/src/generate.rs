@@ -1,27 +1,73 @@
-//! `lynx generate`: photo (or aligned face + embedding) + prompt → video.
+//! `lynx generate`: photo (or face embedding, plus the aligned crop for Lynx full) +
+//! prompt → video.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use lynx_pipeline::lynx_arcface::{Landmarks, load_rgb};
+use lynx_pipeline::lynx_core::device::to_host_f32;
+use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
 use lynx_pipeline::{
-    GenerateRequest, LynxPipeline, NoiseSource, PipelineOptions, SamplerKind, Subject,
-    parse_device, parse_dtype,
+    DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, GenerateRequest, IdentityGuidance,
+    LynxPipeline, NoiseSource, PipelineOptions, SamplerKind, Subject, Variant, parse_device,
 };
 
 use crate::bundled;
 
-/// Settings the bundled tiny model is exercised with (its parity fixture's).
+/// Frames, height, width and steps the bundled tiny model runs with by default (its
+/// parity fixture's).
 const TINY: (usize, usize, usize, usize) = (5, 32, 48, 4);
+/// The resampler head width of the bundled tiny adapters (PRESET.json).
+const TINY_DIM_HEAD: usize = 8;
+
+/// Model dtypes, as `--dtype` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit float.
+    F32,
+    /// bfloat16 (CPU and CUDA; wgpu has none).
+    Bf16,
+    /// float16.
+    F16,
+}
+
+impl From<DtypeArg> for burn::tensor::DType {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::F32 => Self::F32,
+            DtypeArg::Bf16 => Self::BF16,
+            DtypeArg::F16 => Self::F16,
+        }
+    }
+}
+
+/// Samplers, as `--sampler` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerArg {
+    /// UniPC multistep (the reference's).
+    Unipc,
+    /// First-order flow Euler.
+    Euler,
+}
+
+impl From<SamplerArg> for SamplerKind {
+    fn from(s: SamplerArg) -> Self {
+        match s {
+            SamplerArg::Unipc => Self::UniPc,
+            SamplerArg::Euler => Self::Euler,
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Diffusers Wan2.1 folder (default: the tiny random-weight model bundled for tests).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Lynx adapter folder `lynx_full/` (default: the bundled tiny adapters).
+    /// Lynx adapter folder, `lynx_full/` or `lynx_lite/` (default: the bundled tiny
+    /// lynx_full).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
     #[arg(
@@ -33,7 +79,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub negative_prompt: Option<String>,
     /// Photo of the subject: the face is detected (or taken from --landmarks) and aligned.
-    #[arg(long, conflicts_with = "aligned_face", requires = "arcface")]
+    #[arg(long, conflicts_with_all = ["aligned_face", "face_embedding"], requires = "arcface")]
     pub face: Option<PathBuf>,
     /// ArcFace IR-SE checkpoint (facexlib `recognition_arcface_ir_se50.pth` or .safetensors).
     #[arg(long)]
@@ -44,43 +90,51 @@ pub struct GenerateArgs {
     /// JSON array of five [x, y] pixel points: left eye, right eye, nose, mouth corners.
     #[arg(long, requires = "face")]
     pub landmarks: Option<PathBuf>,
-    /// An aligned face crop, used as given (default with the bundled model: its face).
+    /// The aligned 256×256 extended face crop, used as given (Lynx full needs it with
+    /// --face-embedding; Lynx-lite does not).
     #[arg(long, requires = "face_embedding")]
     pub aligned_face: Option<PathBuf>,
     /// Safetensors file with key `embedding` (`[D]` or `[1, D]`), e.g. from `lynx embed-face`.
-    #[arg(long, requires = "aligned_face")]
+    #[arg(long)]
     pub face_embedding: Option<PathBuf>,
-    /// Frames, 4k+1 (default 81; 5 with the bundled model).
+    /// Frames, 4k+1 [default: the variant's, 81 for Lynx, 121 for Lynx-lite; 5 with the
+    /// bundled model].
     #[arg(long)]
     pub frames: Option<usize>,
-    /// Multiple of 16 (default 480; 32 with the bundled model).
+    /// Multiple of 16 [default: 480; 32 with the bundled model].
     #[arg(long)]
     pub height: Option<usize>,
-    /// Multiple of 16 (default 832; 48 with the bundled model).
+    /// Multiple of 16 [default: 832; 48 with the bundled model].
     #[arg(long)]
     pub width: Option<usize>,
-    /// Denoising steps (default 50; 4 with the bundled model).
+    /// Denoising steps [default: 50; 4 with the bundled model].
     #[arg(long)]
     pub steps: Option<usize>,
-    #[arg(long, default_value_t = 5.0)]
+    /// Text guidance g.
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     pub guidance: f64,
-    /// Identity guidance g_i, or `none` for plain CFG.
-    #[arg(long, default_value = "2.0")]
-    pub guidance_identity: String,
-    #[arg(long, default_value_t = 1.0)]
+    /// Identity guidance g_i, or `none` for plain CFG [default: 2 for Lynx; Lynx-lite has
+    /// none].
+    #[arg(long)]
+    pub guidance_identity: Option<String>,
+    /// Weight of the ID-adapter (0: no identity).
+    #[arg(long, default_value_t = DEFAULT_IP_SCALE)]
     pub ip_scale: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub ref_scale: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Weight of the Ref-adapter [default: 1; Lynx full only].
+    #[arg(long)]
+    pub ref_scale: Option<f64>,
+    /// Seed of the noise, drawn as the reference draws it (PyTorch's CPU generator), so
+    /// the same seed gives the reference's noise; negative (-1): a random seed, printed.
+    #[arg(long, default_value_t = DEFAULT_SEED as i64, allow_negative_numbers = true)]
+    pub seed: i64,
     /// cpu, wgpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Head width of the adapters' Perceiver Resampler (64 for the released lynx_full;
-    /// 8 for the bundled tiny model, the default when --model is not given).
+    /// Model dtype.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
+    /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
     #[arg(long)]
     pub resampler_dim_head: Option<usize>,
     /// Safetensors with key `latents` to start from instead of seeded noise.
@@ -89,13 +143,16 @@ pub struct GenerateArgs {
     /// Safetensors with key `eps`: the reference image's VAE sampling noise.
     #[arg(long)]
     pub ref_noise: Option<PathBuf>,
-    #[arg(long, default_value = "unipc", value_parser = ["unipc", "euler"])]
-    pub sampler: String,
+    /// The sampler.
+    #[arg(long, value_enum, default_value_t = SamplerArg::Unipc)]
+    pub sampler: SamplerArg,
     /// .mp4, .gif, .webp, .safetensors, or a folder for PNGs.
     #[arg(long, default_value = "lynx.mp4")]
     pub output: PathBuf,
-    #[arg(long, default_value_t = 16)]
-    pub fps: u32,
+    /// Frames per second of the video [default: the variant's, 16 for Lynx, 24 for
+    /// Lynx-lite].
+    #[arg(long)]
+    pub fps: Option<u32>,
     /// Also write the latents after every step (keys `latents_after_step_i`).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -113,45 +170,51 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .unwrap_or_else(|| bundled("lynx_full"));
     let device = parse_device(&args.device)?;
     let mut options = PipelineOptions::new(device.clone());
-    options.dtype = parse_dtype(&args.dtype)?;
+    options.dtype = args.dtype.into();
     options.arcface = args.arcface.clone();
     options.detector = args.detector.clone();
-    options.resampler_dim_head = args
+    if let Some(d) = args
         .resampler_dim_head
-        .unwrap_or(if args.adapters.is_none() { 8 } else { 64 });
+        .or(bundled_model.then_some(TINY_DIM_HEAD))
+    {
+        options.resampler_dim_head = d;
+    }
     if args.face.is_some() && args.detector.is_none() && args.landmarks.is_none() {
         bail!("--face needs --detector FILE (RetinaFace .pth) or --landmarks JSON");
     }
 
-    let (frames, height, width, steps) = if bundled_model {
-        TINY
-    } else {
-        (81, 480, 832, 50)
-    };
     let mut request = GenerateRequest::new(&args.prompt);
     if let Some(n) = &args.negative_prompt {
         request.negative_prompt = n.clone();
     }
-    request.frames = args.frames.unwrap_or(frames);
-    request.height = args.height.unwrap_or(height);
-    request.width = args.width.unwrap_or(width);
-    request.steps = args.steps.unwrap_or(steps);
-    request.validate()?;
+    if bundled_model {
+        let (frames, height, width, steps) = TINY;
+        request.frames = Some(frames);
+        (request.height, request.width, request.steps) = (height, width, steps);
+    }
+    request.frames = args.frames.or(request.frames);
+    request.height = args.height.unwrap_or(request.height);
+    request.width = args.width.unwrap_or(request.width);
+    request.steps = args.steps.unwrap_or(request.steps);
     request.guidance = args.guidance;
     request.guidance_identity =
-        match args.guidance_identity.as_str() {
-            "none" | "None" => None,
-            v => Some(v.parse().with_context(|| {
+        match args.guidance_identity.as_deref() {
+            None => IdentityGuidance::Default,
+            Some("none" | "None") => IdentityGuidance::Off,
+            Some(v) => IdentityGuidance::Scale(v.parse().with_context(|| {
                 format!("--guidance-identity takes a number or `none`, not `{v}`")
             })?),
         };
     request.ip_scale = args.ip_scale;
     request.ref_scale = args.ref_scale;
-    request.sampler = match args.sampler.as_str() {
-        "euler" => SamplerKind::Euler,
-        _ => SamplerKind::UniPc,
-    };
-    let mut noise = NoiseSource::seeded(args.seed);
+    request.sampler = args.sampler.into();
+    request.validate()?;
+    let seed = u64::try_from(args.seed).unwrap_or_else(|_| {
+        let seed = NoiseSource::random_seed();
+        eprintln!("seed: {seed} (drawn at random; pass --seed {seed} to replay)");
+        seed
+    });
+    let mut noise = NoiseSource::seeded(seed);
     if let Some(p) = &args.init_latents {
         noise = noise.with_initial_latents(read_tensor::<5>(p, "latents", &device)?);
     }
@@ -163,8 +226,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     eprintln!("loading {} and {}", model.display(), adapters.display());
     let start = Instant::now();
     let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
-    eprintln!("loaded in {:.1}s", start.elapsed().as_secs_f64());
-    request.subject = Some(subject(&args, bundled_model)?);
+    let variant = pipe.variant().unwrap_or(Variant::Full);
+    eprintln!(
+        "loaded {} in {:.1}s",
+        variant.name(),
+        start.elapsed().as_secs_f64()
+    );
+    if variant == Variant::Lite {
+        if args.guidance_identity.is_some() {
+            bail!("--guidance-identity: Lynx-lite has no identity guidance (it runs plain CFG)");
+        }
+        if args.ref_scale.is_some() {
+            bail!("--ref-scale: Lynx-lite has no Ref-adapter");
+        }
+    }
+    request.subject = Some(subject(&args, bundled_model, variant)?);
     let bar = indicatif::ProgressBar::new(request.steps as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
@@ -182,7 +258,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(trace) = &args.trace {
         write_trace(trace, &generated.latents_per_step)?;
     }
-    generated.video.save(&args.output, args.fps)?;
+    let fps = args.fps.unwrap_or(pipe.defaults().fps);
+    generated.video.save(&args.output, fps)?;
     eprintln!(
         "wrote {} ({} frames of {}×{}) in {:.1}s",
         args.output.display(),
@@ -200,7 +277,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn subject(args: &GenerateArgs, bundled_model: bool) -> Result<Subject> {
+fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result<Subject> {
     if let Some(face) = &args.face {
         let landmarks = match &args.landmarks {
             Some(p) => Some(Landmarks::from_json_file(p)?),
@@ -212,18 +289,27 @@ fn subject(args: &GenerateArgs, bundled_model: bool) -> Result<Subject> {
         });
     }
     let (aligned, embedding) = match (&args.aligned_face, &args.face_embedding) {
-        (Some(a), Some(e)) => (a.clone(), e.clone()),
-        _ if bundled_model => (
-            bundled("components/pipeline_aligned_face.png"),
+        (a, Some(e)) => (a.clone(), e.clone()),
+        (None, None) if bundled_model && variant == Variant::Lite => {
+            (None, bundled("cli/face_embedding_512.safetensors"))
+        }
+        (None, None) if bundled_model => (
+            Some(bundled("components/pipeline_aligned_face.png")),
             bundled("cli/face_embedding.safetensors"),
         ),
         _ => bail!(
             "give the subject: --face PHOTO --arcface FILE (--detector FILE | --landmarks JSON), \
-             or --aligned-face PNG --face-embedding FILE.safetensors"
+             or --face-embedding FILE.safetensors (with --aligned-face PNG for Lynx full)"
         ),
     };
+    if variant == Variant::Full && aligned.is_none() {
+        bail!(
+            "Lynx (full) needs the aligned face crop for its Ref-adapter: add --aligned-face PNG, \
+             or give --face PHOTO"
+        );
+    }
     Ok(Subject::Prepared {
-        aligned_face: load_rgb(&aligned)?,
+        aligned_face: aligned.as_deref().map(load_rgb).transpose()?,
         embedding: read_vec(&embedding, "embedding")?,
     })
 }
@@ -243,7 +329,7 @@ fn read_vec(path: &Path, key: &str) -> Result<Vec<f32>> {
     }
     let data = ckpt.read(key)?.convert_dtype(burn::tensor::DType::F32);
     let v = data
-        .try_to_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{}: `{key}`: {e:?}", path.display()))?;
     debug_assert_eq!(v.len(), n);
     Ok(v)
@@ -264,23 +350,13 @@ fn read_tensor<const D: usize>(
 fn write_trace(path: &Path, latents: &[burn::tensor::Tensor<5>]) -> Result<()> {
     let mut data = Vec::new();
     for (i, l) in latents.iter().enumerate() {
-        let v = l
-            .to_data()
-            .convert_dtype(burn::tensor::DType::F32)
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let v = to_host_f32(l.clone(), "the latents")?;
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        data.push((format!("latents_after_step_{i}"), l.dims().to_vec(), bytes));
+        data.push((format!("latents_after_step_{i}"), l.dims(), bytes));
     }
-    let views = data
+    let tensors: Vec<(&str, Dtype, &[usize], &[u8])> = data
         .iter()
-        .map(|(k, s, b)| {
-            Ok((
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, path)
-        .with_context(|| format!("writing {}", path.display()))
+        .map(|(k, s, b)| (k.as_str(), Dtype::F32, s.as_slice(), b.as_slice()))
+        .collect();
+    Ok(safetensors_io::save(path, &tensors, None)?)
 }

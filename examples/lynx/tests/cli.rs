@@ -133,6 +133,171 @@ fn parity_cli_end_to_end() {
     assert_close("cli frames", &a, &b, 1e-3);
 }
 
+/// From the seed alone: the CLI draws the reference's noise (`components/pipeline_seeded`).
+#[test]
+fn parity_cli_seeded_end_to_end() {
+    let dir = tmp("seeded");
+    let inputs = fixture("components/pipeline.safetensors");
+    extract(
+        &inputs,
+        "face_embedding",
+        "embedding",
+        &dir.join("emb.safetensors"),
+    );
+    let fx = fixture("components/pipeline_seeded.safetensors");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("components/pipeline_seeded.json")).unwrap(),
+    )
+    .unwrap();
+    let s = |k: &str| settings[k].to_string().trim_matches('"').to_string();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let model = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_full");
+    let face = fixtures_dir().join("components/pipeline_aligned_face.png");
+    let device = device_arg();
+    let out = lynx(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        adapters.to_str().unwrap(),
+        "--prompt",
+        &s("prompt"),
+        "--negative-prompt",
+        &s("negative_prompt"),
+        "--aligned-face",
+        face.to_str().unwrap(),
+        "--face-embedding",
+        &p("emb.safetensors"),
+        "--frames",
+        &s("num_frames"),
+        "--height",
+        &s("height"),
+        "--width",
+        &s("width"),
+        "--steps",
+        &s("num_inference_steps"),
+        "--guidance",
+        &s("guidance_scale"),
+        "--guidance-identity",
+        &s("guidance_scale_i"),
+        "--seed",
+        &s("seed"),
+        "--device",
+        &device,
+        "--resampler-dim-head",
+        "8",
+        "--output",
+        &p("frames.safetensors"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = fixture_trace(&dir.join("frames.safetensors"));
+    let device = test_device();
+    let a: Tensor<4> = fixture_tensor(&frames, "frames", &device);
+    let b: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("cli seeded frames", &a, &b, 1e-3);
+}
+
+/// Lynx-lite through the CLI: a face embedding alone is the subject (no aligned crop).
+#[test]
+fn parity_cli_end_to_end_lite() {
+    let dir = tmp("lite");
+    let fx = fixture("components/lite_pipeline.safetensors");
+    extract(
+        &fx,
+        "face_embedding",
+        "embedding",
+        &dir.join("emb.safetensors"),
+    );
+    extract(
+        &fx,
+        "initial_latents",
+        "latents",
+        &dir.join("latents.safetensors"),
+    );
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("components/lite_pipeline.json")).unwrap(),
+    )
+    .unwrap();
+    let s = |k: &str| settings[k].to_string().trim_matches('"').to_string();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let model = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_lite");
+    let device = device_arg();
+    let out = lynx(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        adapters.to_str().unwrap(),
+        "--prompt",
+        &s("prompt"),
+        "--negative-prompt",
+        &s("negative_prompt"),
+        "--face-embedding",
+        &p("emb.safetensors"),
+        "--frames",
+        &s("num_frames"),
+        "--height",
+        &s("height"),
+        "--width",
+        &s("width"),
+        "--steps",
+        &s("num_inference_steps"),
+        "--guidance",
+        &s("guidance_scale"),
+        "--ip-scale",
+        &s("ip_scale"),
+        "--device",
+        &device,
+        "--init-latents",
+        &p("latents.safetensors"),
+        "--resampler-dim-head",
+        &s("resampler_dim_head"),
+        "--output",
+        &p("frames.safetensors"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Lynx-lite"), "{err}");
+    let frames = fixture_trace(&dir.join("frames.safetensors"));
+    let device = test_device();
+    let a: Tensor<4> = fixture_tensor(&frames, "frames", &device);
+    let b: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("cli lite frames", &a, &b, 1e-3);
+
+    // A full-only flag with lite adapters is refused before any sampling.
+    let out = lynx(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        adapters.to_str().unwrap(),
+        "--face-embedding",
+        &p("emb.safetensors"),
+        "--resampler-dim-head",
+        "8",
+        "--guidance-identity",
+        "2",
+        "--output",
+        &p("refused.gif"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Lynx-lite has no identity guidance"),
+        "{err}"
+    );
+    assert!(!dir.join("refused.gif").exists());
+}
+
 fn fixture_trace(path: &Path) -> lynx_core::Checkpoint {
     lynx_core::Checkpoint::open(path).unwrap()
 }

@@ -7,6 +7,7 @@ use crate::landmarks::Landmarks;
 
 /// Anchor sizes (pixels) per pyramid level, and the level strides.
 pub const MIN_SIZES: [[f32; 2]; 3] = [[16.0, 32.0], [64.0, 128.0], [256.0, 512.0]];
+/// The strides of the three pyramid levels.
 pub const STEPS: [usize; 3] = [8, 16, 32];
 /// Centre and size variances of the box encoding.
 pub const VARIANCE: [f32; 2] = [0.1, 0.2];
@@ -16,7 +17,9 @@ pub const VARIANCE: [f32; 2] = [0.1, 0.2];
 pub struct Detection {
     /// `[x1, y1, x2, y2]`.
     pub bbox: [f32; 4],
+    /// Face score in `[0, 1]`.
     pub score: f32,
+    /// The five landmarks.
     pub landmarks: Landmarks,
 }
 

@@ -15,14 +15,15 @@ use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
-use lynx_core::{Error, Result};
+use lynx_core::{Error, Loader, Result};
 
 pub use backbone::Body;
 pub use boxes::Detection;
 use fpn::{Fpn, Ssh};
 
 use crate::landmarks::Landmarks;
-use crate::nn::Conv;
+use crate::nn::{Conv, geom, out_channels};
+use backbone::{MobileNetV1, ResNet50};
 
 /// BGR channel means subtracted from the input.
 pub const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
@@ -64,20 +65,83 @@ impl Default for DetectOptions {
 /// RetinaFace with BatchNorm folded.
 #[derive(Module, Debug)]
 pub struct RetinaFace {
-    pub body: Body,
-    pub fpn: Fpn,
-    pub ssh1: Ssh,
-    pub ssh2: Ssh,
-    pub ssh3: Ssh,
+    body: Body,
+    fpn: Fpn,
+    ssh1: Ssh,
+    ssh2: Ssh,
+    ssh3: Ssh,
     /// `ClassHead.i.conv1x1`, `[anchors·2, C, 1, 1]` with bias.
-    pub class_head: Vec<Conv>,
+    class_head: Vec<Conv>,
     /// `BboxHead.i.conv1x1`, `[anchors·4, C, 1, 1]`.
-    pub bbox_head: Vec<Conv>,
+    bbox_head: Vec<Conv>,
     /// `LandmarkHead.i.conv1x1`, `[anchors·10, C, 1, 1]`.
-    pub landmark_head: Vec<Conv>,
+    landmark_head: Vec<Conv>,
 }
 
 impl RetinaFace {
+    /// Builds the detector from a facexlib state dict under `l` (a leading `module.`, as
+    /// DataParallel training leaves it, is handled by [`crate::load_retinaface`]).
+    /// The backbone is chosen from the keys: `body.stage1.*` → MobileNetV1 ×0.25,
+    /// `body.layer1.*` → ResNet-50.
+    pub fn load(l: &Loader) -> Result<Self> {
+        let body = l.sub("body");
+        let (body, ins) = if body.has_sub("stage1") {
+            let (m, outs) = MobileNetV1::load(&body)?;
+            (Body::MobileNet(m), outs)
+        } else if body.has_sub("layer1") {
+            let (r, outs) = ResNet50::load(&body);
+            (Body::ResNet50(r), outs)
+        } else {
+            return Err(Error::format(
+                l.checkpoint().path(),
+                "RetinaFace checkpoint",
+                format!(
+                    "no `{}` (MobileNetV1) or `{}` (ResNet-50) tensors: not a facexlib \
+                     RetinaFace state dict",
+                    body.key("stage1.*"),
+                    body.key("layer1.*")
+                ),
+            ));
+        };
+        let c = out_channels(&l.sub("fpn.output1.0"), "weight");
+        // facexlib: LeakyReLU(0.1) in FPN and SSH when out_channels <= 64, else ReLU.
+        let slope = Some(if c <= 64 { 0.1 } else { 0.0 });
+        let (fpn, c) = Fpn::load(&l.sub("fpn"), ins, slope);
+        let ssh = |name: &str| Ssh::load(&l.sub(name), c, slope);
+        let (ssh1, ssh2, ssh3) = (ssh("ssh1"), ssh("ssh2"), ssh("ssh3"));
+        let heads = |name: &str, per_anchor: usize| -> Result<Vec<Conv>> {
+            (0..3)
+                .map(|i| {
+                    let h = l.sub(name).sub(i).sub("conv1x1");
+                    let (conv, out) = Conv::load_plain(&h, c, geom(1, 1, 0), true);
+                    if h.has("weight") && out != 2 * per_anchor {
+                        return Err(Error::format(
+                            l.checkpoint().path(),
+                            "RetinaFace checkpoint",
+                            format!(
+                                "`{}` has {out} outputs; the priors need 2 anchors × \
+                                 {per_anchor} = {}",
+                                h.key("weight"),
+                                2 * per_anchor
+                            ),
+                        ));
+                    }
+                    Ok(conv)
+                })
+                .collect()
+        };
+        Ok(Self {
+            body,
+            fpn,
+            ssh1,
+            ssh2,
+            ssh3,
+            class_head: heads("ClassHead", 2)?,
+            bbox_head: heads("BboxHead", 4)?,
+            landmark_head: heads("LandmarkHead", 10)?,
+        })
+    }
+
     /// Runs the network on `[1, 3, H, W]` mean-subtracted BGR.
     pub fn forward(&self, x: Tensor<4>) -> RawHeads {
         let dtype = self.class_head[0].weight.val().dtype();

@@ -44,8 +44,29 @@ pub fn attention(
     burn_attention(q, k, v, None, bias, AttentionModuleOptions::default())
 }
 
+/// `[B, N, heads·hd]` → `[B, heads, N, hd]`: the layout [`attention`] takes.
+///
+/// # Shapes
+/// - input `[batch, n, heads · head_dim]`, output `[batch, heads, n, head_dim]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, n, d] = x.dims();
+    x.reshape([b, n, heads, d / heads]).swap_dims(1, 2)
+}
+
+/// `[B, heads, N, hd]` → `[B, N, heads·hd]`: the inverse of [`split_heads`].
+///
+/// # Shapes
+/// - input `[batch, heads, n, head_dim]`, output `[batch, n, heads · head_dim]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
 /// The textbook computation `softmax(q·kᵀ·scale + bias)·v`, materialising the scores.
 /// For tests that check [`attention`] against it.
+///
+/// # Shapes
+/// As [`attention`].
 pub fn attention_naive(
     q: Tensor<4>,
     k: Tensor<4>,

@@ -15,6 +15,7 @@ use crate::weights::Loader;
 pub struct RmsNorm {
     /// `[dim]`, f32.
     pub weight: Param<Tensor<1>>,
+    /// Added to the mean square.
     pub eps: f64,
 }
 
@@ -27,6 +28,18 @@ impl RmsNorm {
         }
     }
 
+    /// An RMS norm without learned scale (`elementwise_affine=False`).
+    pub fn plain(dim: usize, eps: f64, device: &burn::tensor::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([dim], (device, DType::F32))),
+            eps,
+        }
+    }
+
+    /// Normalises over the last axis.
+    ///
+    /// # Shapes
+    /// - input `[..., dim]`, output: same shape and dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
         let x = x.cast(DType::F32);
@@ -45,7 +58,9 @@ impl RmsNorm {
 pub struct LayerNorm {
     /// `[dim]`, f32; ones when the norm has no affine part.
     pub weight: Param<Tensor<1>>,
+    /// `[dim]`, f32; `None` without affine part.
     pub bias: Option<Param<Tensor<1>>>,
+    /// Added to the variance.
     pub eps: f64,
 }
 
@@ -68,6 +83,10 @@ impl LayerNorm {
         }
     }
 
+    /// Normalises over the last axis, in f32.
+    ///
+    /// # Shapes
+    /// - input `[..., dim]` (any float dtype), output: same shape, f32.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         burn::tensor::module::layer_norm(
             x.cast(DType::F32),

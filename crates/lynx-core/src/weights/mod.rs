@@ -3,30 +3,27 @@
 //!
 //! [`Checkpoint`] lists keys and shapes from the file headers (nothing is read until a
 //! tensor is asked for; safetensors files are memory-mapped), so a 14B model is loaded one
-//! tensor at a time and never held twice. [`Loader`] builds a module from a checkpoint:
-//! each layer asks for its tensors by the PyTorch attribute names, the loader checks the
-//! shape from the header before reading, converts f32/f16/bf16/f64 to the model's dtype,
-//! and [`Loader::finish`] reports every missing, unused and mis-shaped key in one error.
+//! tensor at a time and never held twice.
+//!
+//! Every model is built the same way, through [`Checkpoint::build`] (or [`load_module`],
+//! which opens the file first): the device is checked for the dtype, the model's `load`
+//! function (beside its type, in its own crate) reads its tensors through a [`Loader`] by
+//! the PyTorch attribute names, each read is shape-checked against the header before any
+//! byte is read and converted from f32/f16/bf16/f64 to the model's dtype, and every
+//! missing, unused and mis-shaped key is reported in one error.
 
-use std::cell::RefCell;
+mod loader;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use burn::module::Param;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 use memmap2::Mmap;
 
-use crate::error::{Error, Result};
+pub use loader::Loader;
 
-/// Where one tensor's bytes live.
-enum Location {
-    /// Byte range inside a memory-mapped safetensors file.
-    Range(usize, usize),
-    /// A tensor of a PyTorch archive, read on demand.
-    Pytorch(pytorch_reader::Tensor),
-}
+use crate::error::{Error, Result};
 
 struct Entry {
     file: usize,
@@ -34,19 +31,31 @@ struct Entry {
     /// The dtype as the file names it, for error messages.
     file_dtype: String,
     shape: Vec<usize>,
-    location: Location,
+    /// Byte range of the data inside the memory-mapped file.
+    range: (usize, usize),
 }
 
-enum Backing {
-    Safetensors { path: PathBuf, mmap: Mmap },
-    Pytorch { path: PathBuf },
+/// A memory-mapped checkpoint file (safetensors, or a PyTorch archive whose tensors
+/// are stored uncompressed).
+struct Backing {
+    path: PathBuf,
+    mmap: Mmap,
 }
 
 impl Backing {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a checkpoint modified while loaded is the
+        // user's to avoid, as with every mmap-based loader.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+        })
+    }
+
     fn path(&self) -> &Path {
-        match self {
-            Backing::Safetensors { path, .. } | Backing::Pytorch { path } => path,
-        }
+        &self.path
     }
 }
 
@@ -164,14 +173,8 @@ impl Checkpoint {
             path: self.path.clone(),
             key: key.to_string(),
         })?;
-        let backing = &self.files[entry.file];
-        let bytes = match (&entry.location, backing) {
-            (Location::Range(start, end), Backing::Safetensors { mmap, .. }) => {
-                mmap[*start..*end].to_vec()
-            }
-            (Location::Pytorch(t), _) => t.read().map_err(|e| Error::io(backing.path(), e))?,
-            _ => unreachable!("entry location always matches its backing file"),
-        };
+        let (start, end) = entry.range;
+        let bytes = self.files[entry.file].mmap[start..end].to_vec();
         Ok(TensorData::from_bytes_vec(
             bytes,
             entry.shape.clone(),
@@ -206,15 +209,36 @@ impl Checkpoint {
         ))
     }
 
-    /// A [`Loader`] that builds modules from this checkpoint on `device` in `dtype`.
-    pub fn loader(&self, device: &Device, dtype: DType) -> Loader<'_> {
-        Loader {
-            ckpt: self,
-            device: device.clone(),
-            dtype,
-            prefix: String::new(),
-            state: Rc::new(RefCell::new(LoadState::default())),
-        }
+    /// Builds a module from this checkpoint: the one way every lynx-rs model is made.
+    ///
+    /// Checks that `device` computes in `dtype` ([`crate::device::check_dtype`]), runs
+    /// `load` (the module's loader, reading its tensors through the [`Loader`]), then
+    /// checks the reads: every missing, unused and mis-shaped key is reported together in
+    /// one [`Error::Keys`]. On any error the half-built module is dropped.
+    pub fn build<M>(
+        &self,
+        device: &Device,
+        dtype: DType,
+        load: impl FnOnce(&Loader<'_>) -> Result<M>,
+    ) -> Result<M> {
+        crate::device::check_dtype(device, dtype)?;
+        let loader = Loader::new(self, device, dtype);
+        let module = load(&loader)?;
+        loader.finish()?;
+        Ok(module)
+    }
+
+    /// Whether any key starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.entries
+            .range(prefix.to_string()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix))
+    }
+
+    /// The standard deviation of a [`Checkpoint::synthetic`] checkpoint's tensors.
+    pub(crate) fn synthetic_std(&self) -> Option<f64> {
+        self.synthetic
     }
 
     fn check_float(&self, key: &str, entry: &Entry) -> Result<()> {
@@ -229,11 +253,8 @@ impl Checkpoint {
     }
 
     fn add_safetensors(&mut self, path: &Path) -> Result<()> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the map is read-only; a checkpoint modified while loaded is the
-        // user's to avoid, as with every mmap-based loader.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap)
+        let backing = Backing::open(path)?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&backing.mmap)
             .map_err(|e| Error::format(path, "safetensors", describe_st_error(&e)))?;
         let data_start = 8 + header_len;
         let index = self.files.len();
@@ -247,7 +268,7 @@ impl Checkpoint {
                     dtype,
                     file_dtype,
                     shape: info.shape.clone(),
-                    location: Location::Range(data_start + a, data_start + b),
+                    range: (data_start + a, data_start + b),
                 },
             );
             if old.is_some() {
@@ -258,10 +279,7 @@ impl Checkpoint {
                 ));
             }
         }
-        self.files.push(Backing::Safetensors {
-            path: path.to_path_buf(),
-            mmap,
-        });
+        self.files.push(backing);
         Ok(())
     }
 
@@ -314,24 +332,31 @@ impl Checkpoint {
     }
 
     fn add_pytorch(&mut self, path: &Path) -> Result<()> {
-        let reader = crate::pth::open(path)?;
+        let backing = Backing::open(path)?;
+        let tensors = crate::pth::read_index(&backing.mmap, path)?;
         let index = self.files.len();
-        for (name, tensor) in reader {
-            let (dtype, file_dtype) = pt_dtype(tensor.dtype());
-            self.entries.insert(
-                name,
+        for t in tensors {
+            let (dtype, file_dtype) = pt_dtype(t.dtype);
+            let range = (t.start as usize, t.end as usize);
+            let old = self.entries.insert(
+                t.name.clone(),
                 Entry {
                     file: index,
                     dtype,
                     file_dtype,
-                    shape: tensor.shape().to_vec(),
-                    location: Location::Pytorch(tensor),
+                    shape: t.shape,
+                    range,
                 },
             );
+            if old.is_some() {
+                return Err(Error::format(
+                    path,
+                    "PyTorch",
+                    format!("tensor `{}` appears twice", t.name),
+                ));
+            }
         }
-        self.files.push(Backing::Pytorch {
-            path: path.to_path_buf(),
-        });
+        self.files.push(backing);
         Ok(())
     }
 }
@@ -399,8 +424,8 @@ fn st_dtype(d: safetensors::Dtype) -> (DType, String) {
     (dtype, format!("{d:?}").to_lowercase())
 }
 
-fn pt_dtype(d: pytorch_reader::DType) -> (DType, String) {
-    use pytorch_reader::DType as P;
+fn pt_dtype(d: crate::pth::PthDtype) -> (DType, String) {
+    use crate::pth::PthDtype as P;
     let dtype = match d {
         P::F32 => DType::F32,
         P::F16 => DType::F16,
@@ -408,189 +433,21 @@ fn pt_dtype(d: pytorch_reader::DType) -> (DType, String) {
         P::F64 => DType::F64,
         P::I64 => DType::I64,
         P::I32 => DType::I32,
-        _ => DType::U8,
+        P::I16 => DType::I16,
+        P::I8 => DType::I8,
+        P::U8 => DType::U8,
+        P::Bool => DType::Bool(burn::tensor::BoolStore::Native),
     };
-    (dtype, format!("{d:?}").to_lowercase())
+    (dtype, d.name().to_string())
 }
 
-#[derive(Default)]
-struct LoadState {
-    used: BTreeSet<String>,
-    ignored: Vec<String>,
-    missing: Vec<String>,
-    mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
-    errors: Vec<Error>,
-}
-
-/// Builds modules from a [`Checkpoint`], tracking which keys were used.
-///
-/// Getters never fail: a missing or mis-shaped tensor is recorded and a tiny placeholder
-/// returned, so that one [`Loader::finish`] call can report every problem at once.
-/// Loaded modules must be discarded when `finish` fails.
-#[derive(Clone)]
-pub struct Loader<'a> {
-    ckpt: &'a Checkpoint,
-    device: Device,
+/// Opens the checkpoint at `path` and builds a module from it with
+/// [`Checkpoint::build`].
+pub fn load_module<M>(
+    path: impl AsRef<Path>,
+    device: &Device,
     dtype: DType,
-    prefix: String,
-    state: Rc<RefCell<LoadState>>,
-}
-
-impl<'a> Loader<'a> {
-    /// The checkpoint behind this loader.
-    pub fn checkpoint(&self) -> &'a Checkpoint {
-        self.ckpt
-    }
-
-    /// The target device.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// The float dtype weights are converted to.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// The full key of `name` under this loader's prefix.
-    pub fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
-    }
-
-    /// A loader for the sub-module `name` (keys `prefix.name.*`).
-    pub fn sub(&self, name: impl std::fmt::Display) -> Loader<'a> {
-        Loader {
-            prefix: self.key(&name.to_string()),
-            ..self.clone()
-        }
-    }
-
-    /// Whether the tensor `name` exists.
-    pub fn has(&self, name: &str) -> bool {
-        self.ckpt.contains(&self.key(name))
-    }
-
-    /// Whether any tensor lives under the sub-module `name`.
-    pub fn has_sub(&self, name: &str) -> bool {
-        let p = format!("{}.", self.key(name));
-        self.ckpt
-            .entries
-            .range(p.clone()..)
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(&p))
-    }
-
-    /// The shape of tensor `name`, if present.
-    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.ckpt.shape(&self.key(name)).map(<[usize]>::to_vec)
-    }
-
-    /// Marks keys under this loader starting with `name` as deliberately unused
-    /// (e.g. BatchNorm's `num_batches_tracked`).
-    pub fn ignore(&self, name: &str) {
-        let key = self.key(name);
-        self.state.borrow_mut().ignored.push(key);
-    }
-
-    /// Records an error found while loading (e.g. an inconsistent config).
-    pub fn report(&self, error: Error) {
-        self.state.borrow_mut().errors.push(error);
-    }
-
-    /// Loads tensor `name` of exactly `shape` in the model dtype.
-    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
-        self.load(name, Some(shape), self.dtype)
-    }
-
-    /// Loads tensor `name` of exactly `shape` in f32 whatever the model dtype
-    /// (norm weights and modulation tables, which the reference keeps in f32).
-    pub fn tensor_f32<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
-        self.load(name, Some(shape), DType::F32)
-    }
-
-    /// Loads tensor `name` of rank `D` with the shape the file gives.
-    pub fn tensor_any<const D: usize>(&self, name: &str) -> Tensor<D> {
-        self.load(name, None, self.dtype)
-    }
-
-    /// [`Loader::tensor`] wrapped as a parameter.
-    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> Param<Tensor<D>> {
-        Param::from_tensor(self.tensor(name, shape))
-    }
-
-    /// [`Loader::tensor_f32`] wrapped as a parameter.
-    pub fn param_f32<const D: usize>(&self, name: &str, shape: [usize; D]) -> Param<Tensor<D>> {
-        Param::from_tensor(self.tensor_f32(name, shape))
-    }
-
-    fn load<const D: usize>(
-        &self,
-        name: &str,
-        shape: Option<[usize; D]>,
-        dtype: DType,
-    ) -> Tensor<D> {
-        let key = self.key(name);
-        if let (Some(std), Some(shape)) = (self.ckpt.synthetic, shape) {
-            let dist = burn::tensor::Distribution::Normal(0.0, std);
-            return Tensor::<D>::random(shape, dist, &self.device).cast(dtype);
-        }
-        let placeholder = || Tensor::zeros([1; D], (&self.device, dtype));
-        let Some(entry) = self.ckpt.entries.get(&key) else {
-            self.state.borrow_mut().missing.push(key);
-            return placeholder();
-        };
-        self.state.borrow_mut().used.insert(key.clone());
-        let rank_ok = entry.shape.len() == D;
-        let shape_ok = rank_ok && shape.is_none_or(|s| s.as_slice() == entry.shape.as_slice());
-        if !shape_ok {
-            let expected = shape.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; D]);
-            self.state
-                .borrow_mut()
-                .mismatched
-                .push((key, expected, entry.shape.clone()));
-            return placeholder();
-        }
-        match self.ckpt.tensor::<D>(&key, &self.device, dtype) {
-            Ok(t) => t,
-            Err(e) => {
-                self.state.borrow_mut().errors.push(e);
-                placeholder()
-            }
-        }
-    }
-
-    /// Checks that every requested tensor was found with the right shape, and that
-    /// every tensor under this loader's prefix was used (or ignored).
-    pub fn finish(self) -> Result<()> {
-        let mut state = self.state.borrow_mut();
-        if let Some(e) = state.errors.drain(..).next() {
-            return Err(e);
-        }
-        let root = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}.", self.prefix)
-        };
-        let unexpected: Vec<String> = self
-            .ckpt
-            .keys()
-            .filter(|k| k.starts_with(&root))
-            .filter(|k| !state.used.contains(*k))
-            .filter(|k| !state.ignored.iter().any(|i| k.starts_with(i.as_str())))
-            .map(str::to_string)
-            .collect();
-        if state.missing.is_empty() && unexpected.is_empty() && state.mismatched.is_empty() {
-            return Ok(());
-        }
-        Err(Error::Keys {
-            path: self.ckpt.path.clone(),
-            missing: std::mem::take(&mut state.missing),
-            unexpected,
-            mismatched: std::mem::take(&mut state.mismatched),
-        })
-    }
+    load: impl FnOnce(&Loader<'_>) -> Result<M>,
+) -> Result<M> {
+    Checkpoint::open(path)?.build(device, dtype, load)
 }
