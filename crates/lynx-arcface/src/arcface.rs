@@ -157,6 +157,9 @@ pub struct ArcFace {
 impl ArcFace {
     /// Embeds a batch of aligned crops: `[B, 3, 112, 112]` BGR in `[-1, 1]` → `[B, emb]`
     /// with unit norm.
+    ///
+    /// # Shapes
+    /// - input `[B, 3, 112, 112]` → `[B, emb]`.
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<2>> {
         let dims = x.dims();
         if dims[1..] != [3, INPUT_SIZE, INPUT_SIZE] {

@@ -59,6 +59,10 @@ impl Umt5Block {
 
     /// `x` is the residual stream (f32 for f16 models, else `dtype`); the layers'
     /// inputs are cast to `dtype`, the model's weight dtype. Norms compute in f32.
+    ///
+    /// # Shapes
+    /// - `x` `[batch, seq, d_model]` → same shape; `buckets` `[seq · seq]`;
+    ///   `mask_bias` `[batch, 1, 1, seq]`.
     pub fn forward(
         &self,
         x: Tensor<3>,

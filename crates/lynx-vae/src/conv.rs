@@ -188,17 +188,26 @@ impl CausalConv3d {
     }
 
     /// The convolution without time padding (`T' = (T − kt)/st + 1`).
+    ///
+    /// # Shapes
+    /// - input `[B, in, T, H, W]` → `[B, out, T', H', W']`.
     pub fn forward_valid(&self, x: Tensor<5>) -> Tensor<5> {
         conv3d(x, self.weight.val(), Some(self.bias.val()), self.options())
     }
 
     /// The convolution over a whole sequence (zeros before the first frame).
+    ///
+    /// # Shapes
+    /// - input `[B, in, T, H, W]` → `[B, out, T', H', W']` (`T' = T` for stride 1).
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         self.run(x, None)
     }
 
     /// The convolution over the next chunk `x`, taking the past frames from `slot` and
     /// leaving there the last `kt − 1` frames of (past ‖ x) for the next chunk.
+    ///
+    /// # Shapes
+    /// - input `[B, in, T, H, W]` → `[B, out, T, H', W']`.
     pub fn forward_cached(&self, x: Tensor<5>, slot: &mut Slot) -> Tensor<5> {
         let keep = self.time_kernel() - 1;
         if keep == 0 {

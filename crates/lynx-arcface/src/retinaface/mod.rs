@@ -143,6 +143,10 @@ impl RetinaFace {
     }
 
     /// Runs the network on `[1, 3, H, W]` mean-subtracted BGR.
+    ///
+    /// # Shapes
+    /// - input `[1, 3, H, W]` → `loc` `[1, N, 4]`, `conf` `[1, N, 2]`, `landmarks`
+    ///   `[1, N, 10]` (`N` priors).
     pub fn forward(&self, x: Tensor<4>) -> RawHeads {
         let dtype = self.class_head[0].weight.val().dtype();
         let feats = self.fpn.forward(self.body.forward(x.cast(dtype)));
