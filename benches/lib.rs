@@ -79,3 +79,9 @@ pub fn umt5_xxl_2_layers(device: &Device) -> Result<Umt5Encoder> {
     )?;
     Checkpoint::synthetic(STD).build(device, DType::F32, |w| Ok(Umt5Encoder::load(w, &config)))
 }
+
+/// One block's adapter inputs stacked `k` times along the batch (as the pipeline's
+/// batched guidance stacks its branches).
+pub fn stack_extras(parts: &[&BlockExtras]) -> BlockExtras {
+    BlockExtras::stack(parts).expect("same adapter inputs stack")
+}

@@ -1,6 +1,8 @@
 //! The workloads of `BENCH.md`, f32, on `LYNX_BENCH_DEVICE` (default cpu):
-//! `dit_step`, `dit_step_lynx`, `dit_reference_pass`, `vae_decode`, `umt5_encode`, and
-//! `seeded_latents_14b` (the reference's noise for the 14B model at 480×832, 81 frames).
+//! `dit_step`, `dit_step_lynx`, `dit_reference_pass`, `vae_decode`, `umt5_encode`;
+//! `guidance_sequential` / `guidance_batched` (one Lynx step's three guided passes, one
+//! by one or as a batch of 3: the pipeline's `GuidanceBatching`); and `seeded_latents_14b`
+//! (the reference's noise for the 14B model at 480×832, 81 frames).
 //! Flat sampling (the same iteration count in every sample): each call takes seconds, so
 //! criterion's default linear ramp would run a workload 55 times.
 
@@ -39,6 +41,32 @@ fn dit(c: &mut Criterion) {
         b.iter(|| {
             sync(
                 dit.forward(x.clone(), t.clone(), text.clone(), &extras)
+                    .unwrap(),
+            )
+        })
+    });
+    // One Lynx step's three guided passes (cond, uncond, identity: the same adapter
+    // inputs here, which does not change the cost), one by one and as one batch of 3.
+    let batched_extras: Vec<_> = extras
+        .iter()
+        .map(|e| lynx_benches::stack_extras(&[e, e, e]))
+        .collect();
+    let x3 = Tensor::cat(vec![x.clone(); 3], 0);
+    let text3 = Tensor::cat(vec![text.clone(); 3], 0);
+    g.bench_function("guidance_sequential", |b| {
+        b.iter(|| {
+            for _ in 0..3 {
+                sync(
+                    dit.forward(x.clone(), t.clone(), text.clone(), &extras)
+                        .unwrap(),
+                );
+            }
+        })
+    });
+    g.bench_function("guidance_batched", |b| {
+        b.iter(|| {
+            sync(
+                dit.forward(x3.clone(), t.clone(), text3.clone(), &batched_extras)
                     .unwrap(),
             )
         })

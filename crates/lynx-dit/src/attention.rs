@@ -79,6 +79,26 @@ impl ExtraKv {
     pub fn applies_norm_k(&self) -> bool {
         self.apply_norm_k
     }
+
+    /// The sets of several conditions stacked along the batch, for one DiT pass over all
+    /// of them; `None` when they cannot be stacked (other lengths, scales or key norms).
+    ///
+    /// # Shapes
+    /// - each `[B_i, M, dim]` → `[Σ B_i, M, dim]`.
+    pub fn stack(sets: &[&ExtraKv]) -> Option<ExtraKv> {
+        let first = sets.first()?;
+        let same = sets.iter().all(|e| {
+            e.key.dims()[1..] == first.key.dims()[1..]
+                && e.scale == first.scale
+                && e.apply_norm_k == first.apply_norm_k
+        });
+        same.then(|| Self {
+            key: Tensor::cat(sets.iter().map(|e| e.key.clone()).collect(), 0),
+            value: Tensor::cat(sets.iter().map(|e| e.value.clone()).collect(), 0),
+            scale: first.scale,
+            apply_norm_k: first.apply_norm_k,
+        })
+    }
 }
 
 /// `attn1` (self) or `attn2` (cross) of a Wan block.
@@ -158,16 +178,21 @@ impl WanAttention {
         extra: Option<&ExtraKv>,
     ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = split_heads(self.norm_q.forward(self.to_q.forward(x)), self.heads);
-        let k = split_heads(
-            self.norm_k.forward(self.to_k.forward(context.clone())),
-            self.heads,
-        );
+        let q = self.norm_q.forward(self.to_q.forward(x));
+        let k = self.norm_k.forward(self.to_k.forward(context.clone()));
         let v = split_heads(self.to_v.forward(context), self.heads);
-        let mut out = match rope {
-            Some(rope) => attention(rope.apply(q.clone()), rope.apply(k), v, None, None),
-            None => attention(q.clone(), k, v, None, None),
+        let (q_main, k) = match rope {
+            Some(rope) => (rope.apply(q.clone()), rope.apply(k)),
+            None => (q.clone(), k),
         };
+        let q = split_heads(q, self.heads);
+        let mut out = attention(
+            split_heads(q_main, self.heads),
+            split_heads(k, self.heads),
+            v,
+            None,
+            None,
+        );
         if let Some(extra) = extra.filter(|e| e.scale != 0.0) {
             let key = if extra.apply_norm_k {
                 self.norm_k.forward(extra.key.clone())

@@ -25,7 +25,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
 use lynx_core::Loader;
-use lynx_core::nn::{LayerNorm, gelu_tanh};
+use lynx_core::nn::{LayerNorm, gated_residual, gelu_tanh, layer_norm_modulate};
 
 use crate::attention::{ExtraKv, WanAttention};
 use crate::config::WanConfig;
@@ -39,6 +39,25 @@ pub struct BlockExtras {
     pub self_attn: Option<ExtraKv>,
     /// Attended by cross-attention (`attn2`).
     pub cross_attn: Option<ExtraKv>,
+}
+
+impl BlockExtras {
+    /// The inputs of several conditions stacked along the batch (see [`ExtraKv::stack`]);
+    /// `None` when one has a set another lacks, or the sets do not stack.
+    pub fn stack(extras: &[&BlockExtras]) -> Option<BlockExtras> {
+        let pick = |f: fn(&BlockExtras) -> Option<&ExtraKv>| -> Option<Option<ExtraKv>> {
+            let sets: Vec<Option<&ExtraKv>> = extras.iter().map(|e| f(e)).collect();
+            if sets.iter().all(Option::is_none) {
+                return Some(None);
+            }
+            let sets: Option<Vec<&ExtraKv>> = sets.into_iter().collect();
+            ExtraKv::stack(&sets?).map(Some)
+        };
+        Some(BlockExtras {
+            self_attn: pick(|e| e.self_attn.as_ref())?,
+            cross_attn: pick(|e| e.cross_attn.as_ref())?,
+        })
+    }
 }
 
 /// The six per-block modulation vectors, `[B, 1, dim]` each, f32.
@@ -155,8 +174,7 @@ impl WanBlock {
     /// returned in `x`'s dtype: what self-attention reads, and what Lynx's reference pass
     /// keeps as the Ref-adapter's features.
     pub fn norm1_modulated(&self, x: &Tensor<3>, m: &Modulation) -> Tensor<3> {
-        let normed = self.norm1.forward(x.clone());
-        (normed * (m.scale.clone() + 1.0) + m.shift.clone()).cast(x.dtype())
+        layer_norm_modulate(x, &m.scale, &m.shift, self.norm1.eps).cast(x.dtype())
     }
 
     /// The block from its norm1 output `n1` on (see [`WanBlock::norm1_modulated`]).
@@ -177,7 +195,7 @@ impl WanBlock {
         let attn = self
             .attn1
             .forward(n1, None, Some(rope), extras.self_attn.as_ref());
-        let x = (x.cast(DType::F32) + attn.cast(DType::F32) * m.gate.clone()).cast(dtype);
+        let x = gated_residual(x, attn, &m.gate).cast(dtype);
         // 2. cross-attention
         let n2 = match &self.norm2 {
             Some(norm) => norm.forward(x.clone()).cast(dtype),
@@ -187,10 +205,9 @@ impl WanBlock {
             .attn2
             .forward(n2, Some(text), None, extras.cross_attn.as_ref());
         // 3. feed-forward
-        let n3 = (self.norm3.forward(x.clone()) * (m.c_scale.clone() + 1.0) + m.c_shift.clone())
-            .cast(dtype);
+        let n3 = layer_norm_modulate(&x, &m.c_scale, &m.c_shift, self.norm3.eps).cast(dtype);
         let ff = self.ffn.forward(n3);
-        (x.cast(DType::F32) + ff.cast(DType::F32) * m.c_gate.clone()).cast(dtype)
+        gated_residual(x, ff, &m.c_gate).cast(dtype)
     }
 
     /// The whole block.

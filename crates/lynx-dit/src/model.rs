@@ -22,7 +22,7 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
-use lynx_core::nn::LayerNorm;
+use lynx_core::nn::{LayerNorm, layer_norm_modulate};
 use lynx_core::{Error, Loader, Result, load_module};
 
 use crate::attention::ExtraKv;
@@ -276,7 +276,7 @@ impl WanTransformer {
         let table = self.scale_shift_table.val() + temb.cast(DType::F32).reshape([b, 1, dim]);
         let mut parts = table.chunk(2, 1).into_iter();
         let (shift, scale) = (parts.next().unwrap(), parts.next().unwrap());
-        let h = (self.norm_out.forward(h) * (scale + 1.0) + shift).cast(self.dtype);
+        let h = layer_norm_modulate(&h, &scale, &shift, self.norm_out.eps).cast(self.dtype);
         let out = self.proj_out.forward(h).cast(DType::F32);
         let [nf, nh, nw] = grid;
         let [pt, ph, pw] = self.config.patch_size;

@@ -8,10 +8,11 @@
 //! cosines and sines are then kept in f32 and the rotation runs in f32.
 //!
 //! # Shapes
-//! - [`RopeTable`] for a `(F', H', W')` token grid: `cos`, `sin` `[1, 1, F'·H'·W', hd/2, 1]`.
-//! - [`RopeTable::apply`]: `[B, heads, N, hd]` → same shape and dtype.
+//! - [`RopeTable`] for a `(F', H', W')` token grid: `cos`, `sin` `[F'·H'·W', hd/2]`.
+//! - [`RopeTable::apply`]: `[B, N, heads·hd]` → same shape and dtype.
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use lynx_core::nn::rope_rotate;
 use lynx_core::{Error, Result};
 
 const THETA: f64 = 10000.0;
@@ -28,10 +29,10 @@ pub struct WanRope {
 /// Cosines and sines for one token grid, on the device.
 #[derive(Debug, Clone)]
 pub struct RopeTable {
-    /// `[1, 1, N, hd/2, 1]`, f32.
-    pub cos: Tensor<5>,
-    /// `[1, 1, N, hd/2, 1]`, f32.
-    pub sin: Tensor<5>,
+    /// `[N, hd/2]`, f32.
+    pub cos: Tensor<2>,
+    /// `[N, hd/2]`, f32.
+    pub sin: Tensor<2>,
 }
 
 impl WanRope {
@@ -76,7 +77,7 @@ impl WanRope {
         let half = self.head_dim / 2;
         let join = |i: usize| {
             let axes = parts.iter().map(|p| p[i].clone()).collect();
-            Tensor::cat(axes, 3).reshape([1, 1, n, half, 1])
+            Tensor::cat(axes, 3).reshape([n, half])
         };
         Ok(RopeTable {
             cos: join(0),
@@ -106,7 +107,7 @@ fn axis_table(n: usize, c: usize, device: &Device) -> [Tensor<2>; 2] {
 impl RopeTable {
     /// Number of tokens the table covers.
     pub fn len(&self) -> usize {
-        self.cos.dims()[2]
+        self.cos.dims()[0]
     }
 
     /// Whether the table covers no token.
@@ -114,21 +115,13 @@ impl RopeTable {
         self.len() == 0
     }
 
-    /// Rotates each channel pair `(a, b)` of `x` by its angle:
-    /// `(a·cos − b·sin, a·sin + b·cos)`, in f32.
+    /// Rotates each channel pair `(a, b)` of every head of `x` by its token's angle:
+    /// `(a·cos − b·sin, a·sin + b·cos)`, in f32 (see [`lynx_core::nn::rope_rotate`]).
     ///
     /// # Shapes
-    /// - input `[B, heads, N, head_dim]`, output: same shape and dtype.
-    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let dtype = x.dtype();
-        let [b, h, n, d] = x.dims();
-        let x = x.cast(DType::F32).reshape([b, h, n, d / 2, 2]);
-        let re = x.clone().slice_dim(4, 0..1);
-        let im = x.slice_dim(4, 1..2);
-        let out_re = re.clone() * self.cos.clone() - im.clone() * self.sin.clone();
-        let out_im = re * self.sin.clone() + im * self.cos.clone();
-        Tensor::cat(vec![out_re, out_im], 4)
-            .reshape([b, h, n, d])
-            .cast(dtype)
+    /// - input `[B, N, heads·head_dim]` (before the head split), output: same shape and
+    ///   dtype.
+    pub fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+        rope_rotate(x, &self.cos, &self.sin)
     }
 }

@@ -42,7 +42,7 @@ pub use lynx_adapters::Variant;
 pub use lynx_core::device::{parse_device, parse_dtype};
 pub use lynx_core::{Error, Result};
 pub use noise::NoiseSource;
-pub use pipeline::{Generated, LynxPipeline, PipelineOptions, VariantDefaults};
+pub use pipeline::{Generated, GuidanceBatching, LynxPipeline, PipelineOptions, VariantDefaults};
 pub use request::{
     DEFAULT_GUIDANCE, DEFAULT_HEIGHT, DEFAULT_IP_SCALE, DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED,
     DEFAULT_STEPS, DEFAULT_WIDTH, GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind,

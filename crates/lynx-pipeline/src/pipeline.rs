@@ -49,6 +49,34 @@ pub struct PipelineOptions {
     /// Head width of the Perceiver Resampler, which its file does not record
     /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released adapters).
     pub resampler_dim_head: usize,
+    /// Whether a step's guidance passes run as one batch.
+    pub guidance_batching: GuidanceBatching,
+}
+
+/// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuidanceBatching {
+    /// Batched on GPUs, where one wide pass keeps the device busy; sequential on the CPU,
+    /// where a batch brings no speed (the GEMMs are as efficient at one sample) and
+    /// multiplies the activations' memory.
+    #[default]
+    Auto,
+    /// One DiT pass over `[cond, uncond, identity]` stacked along the batch (the
+    /// reference batches `[uncond, cond]` the same way).
+    Batched,
+    /// One DiT pass per branch, with the memory of one.
+    Sequential,
+}
+
+impl GuidanceBatching {
+    /// Whether to batch on `device`.
+    pub fn batched(self, device: &Device) -> bool {
+        match self {
+            GuidanceBatching::Auto => *device != Device::flex(),
+            GuidanceBatching::Batched => true,
+            GuidanceBatching::Sequential => false,
+        }
+    }
 }
 
 impl PipelineOptions {
@@ -60,6 +88,7 @@ impl PipelineOptions {
             arcface: None,
             detector: None,
             resampler_dim_head: ResamplerConfig::LYNX_DIM_HEAD,
+            guidance_batching: GuidanceBatching::Auto,
         }
     }
 }
@@ -120,11 +149,14 @@ pub struct LynxPipeline {
     adapters: Option<LynxAdapters>,
     face: Option<FaceAnalyzer>,
     device: Device,
+    guidance_batching: GuidanceBatching,
 }
 
 /// A request with the variant's defaults filled in and checked.
 struct Plan {
     frames: usize,
+    /// Whether the guidance passes run as one batch.
+    batched: bool,
     guidance: Guidance,
     /// Whether the text guidance runs at all (`g > 1`, as diffusers' pipelines decide).
     use_cfg: bool,
@@ -144,6 +176,34 @@ struct Branches {
     cond: Branch,
     uncond: Branch,
     identity: Option<Branch>,
+    /// `[cond, uncond, identity]` stacked along the batch, when batching.
+    stacked: Option<Branch>,
+}
+
+impl Branches {
+    /// The branches a guided step runs, in order.
+    fn guided(&self) -> Vec<&Branch> {
+        let mut all = vec![&self.cond, &self.uncond];
+        all.extend(&self.identity);
+        all
+    }
+
+    /// The guided branches stacked along the batch; `None` when their adapter inputs do
+    /// not stack (then they run one by one).
+    fn stack(&self) -> Option<Branch> {
+        let all = self.guided();
+        let blocks = all[0].extras.len();
+        if all.iter().any(|b| b.extras.len() != blocks) {
+            return None;
+        }
+        let extras = (0..blocks)
+            .map(|i| BlockExtras::stack(&all.iter().map(|b| &b.extras[i]).collect::<Vec<_>>()))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Branch {
+            text: Tensor::cat(all.iter().map(|b| b.text.clone()).collect(), 0),
+            extras,
+        })
+    }
 }
 
 impl LynxPipeline {
@@ -205,6 +265,7 @@ impl LynxPipeline {
             adapters,
             face,
             device: device.clone(),
+            guidance_batching: options.guidance_batching,
         })
     }
 
@@ -236,6 +297,11 @@ impl LynxPipeline {
     /// The face models, if loaded.
     pub fn face_analyzer(&self) -> Option<&FaceAnalyzer> {
         self.face.as_ref()
+    }
+
+    /// Chooses how the guidance passes run (see [`GuidanceBatching`]).
+    pub fn set_guidance_batching(&mut self, batching: GuidanceBatching) {
+        self.guidance_batching = batching;
     }
 
     /// Generates a video.
@@ -298,6 +364,7 @@ impl LynxPipeline {
         .filter(|_| req.subject.is_some());
         Ok(Plan {
             frames: req.frames.unwrap_or(defaults.frames),
+            batched: self.guidance_batching.batched(&self.device),
             guidance: Guidance::new(req.guidance, identity),
             use_cfg: req.guidance > 1.0,
             ref_scale: req.ref_scale.unwrap_or(1.0),
@@ -419,7 +486,7 @@ impl LynxPipeline {
             text: negative.clone(),
             extras: cond.clone(),
         });
-        Branches {
+        let mut branches = Branches {
             cond: Branch {
                 text: prompt,
                 extras: cond,
@@ -429,7 +496,12 @@ impl LynxPipeline {
                 extras: uncond,
             },
             identity,
+            stacked: None,
+        };
+        if plan.use_cfg && plan.batched {
+            branches.stacked = branches.stack();
         }
+        branches
     }
 
     /// Step 4: the sampler with its timesteps, and the initial latents
@@ -485,13 +557,27 @@ impl LynxPipeline {
                 self.dit
                     .forward(latents.clone(), timestep.clone(), b.text.clone(), &b.extras)
             };
-            let cond = pass(&branches.cond)?;
-            let pred = if plan.use_cfg {
-                let uncond = pass(&branches.uncond)?;
-                let identity = branches.identity.as_ref().map(pass).transpose()?;
-                plan.guidance.combine(cond, uncond, identity)
-            } else {
-                cond
+            let pred = match (&branches.stacked, plan.use_cfg) {
+                (Some(stacked), _) => {
+                    // One pass over [cond, uncond, identity]; the text is stacked already.
+                    let k = stacked.text.dims()[0];
+                    let out = self.dit.forward(
+                        Tensor::cat(vec![latents.clone(); k], 0),
+                        timestep.clone(),
+                        stacked.text.clone(),
+                        &stacked.extras,
+                    )?;
+                    let part = |i: usize| out.clone().narrow(0, i, 1);
+                    let identity = (k == 3).then(|| part(2));
+                    plan.guidance.combine(part(0), part(1), identity)
+                }
+                (None, true) => {
+                    let cond = pass(&branches.cond)?;
+                    let uncond = pass(&branches.uncond)?;
+                    let identity = branches.identity.as_ref().map(pass).transpose()?;
+                    plan.guidance.combine(cond, uncond, identity)
+                }
+                (None, false) => pass(&branches.cond)?,
             };
             latents = scheduler.step(pred, t, latents)?;
             if trace {

@@ -5,8 +5,8 @@
 use burn::tensor::{DType, Tensor};
 use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_pipeline::{
-    Error, GenerateRequest, IdentityGuidance, LynxPipeline, NoiseSource, PipelineOptions, Subject,
-    Variant,
+    Error, GenerateRequest, GuidanceBatching, IdentityGuidance, LynxPipeline, NoiseSource,
+    PipelineOptions, Subject, Variant,
 };
 
 fn aligned_face(ckpt: &lynx_core::Checkpoint) -> image::RgbImage {
@@ -276,4 +276,61 @@ fn parity_seeded_pipeline_end_to_end() {
     let out = pipe.generate(req).expect("seeded generation");
     let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
     assert_close("seeded frames", &out.frames, &want, 1e-3);
+}
+
+/// The guidance passes stacked in one batch give what they give one by one, for Lynx
+/// (3 passes) and Lynx-lite (2).
+#[test]
+fn parity_batched_guidance_matches_sequential() {
+    let device = test_device();
+    let fx = fixture("components/pipeline.safetensors");
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    for adapters in ["lynx_full", "lynx_lite"] {
+        let mut options = PipelineOptions::new(device.clone());
+        options.resampler_dim_head = 8;
+        let mut pipe =
+            LynxPipeline::from_pretrained(&base, Some(&fixtures_dir().join(adapters)), options)
+                .unwrap();
+        let lite = pipe.variant() == Some(Variant::Lite);
+        let request = || {
+            let mut req = GenerateRequest::new("A person carves a pumpkin.");
+            req.frames = Some(5);
+            req.height = 32;
+            req.width = 48;
+            req.steps = 2;
+            let embedding = if lite {
+                vec![0.05f32; 512]
+            } else {
+                fx.read("face_embedding")
+                    .unwrap()
+                    .convert_dtype(DType::F32)
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            };
+            req.subject = Some(Subject::Prepared {
+                aligned_face: (!lite).then(|| aligned_face(&fx)),
+                embedding,
+            });
+            req.noise = NoiseSource::seeded(7);
+            req
+        };
+        pipe.set_guidance_batching(GuidanceBatching::Sequential);
+        let one_by_one = pipe.generate_with_trace(request()).unwrap();
+        pipe.set_guidance_batching(GuidanceBatching::Batched);
+        let batched = pipe.generate_with_trace(request()).unwrap();
+        for (i, (a, b)) in batched
+            .latents_per_step
+            .iter()
+            .zip(&one_by_one.latents_per_step)
+            .enumerate()
+        {
+            assert_close(&format!("{adapters} batched step {i}"), a, b, 1e-5);
+        }
+        assert_close(
+            &format!("{adapters} batched frames"),
+            &batched.frames,
+            &one_by_one.frames,
+            1e-5,
+        );
+    }
 }

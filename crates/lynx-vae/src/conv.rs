@@ -8,10 +8,10 @@
 //! sequence would.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::conv3d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 use lynx_core::Loader;
+use lynx_core::nn::conv3d;
 
 /// What one layer remembers of the chunks it has seen.
 // A few dozen slots per model: their size does not matter.
@@ -164,8 +164,8 @@ impl CausalConv3d {
         let zeros = (kt - 1).saturating_sub(have);
         if past.is_none() && zeros > 0 && x.dims()[2] == 1 && self.stride[0] == 1 {
             // A lone frame after zeros: only the last tap sees data (same sum, fewer FLOPs).
-            let w = self.weight.val().narrow(2, kt - 1, 1);
-            return conv3d(x, w, Some(self.bias.val()), self.options());
+            let w = compact(self.weight.val().narrow(2, kt - 1, 1));
+            return conv3d(x, &w, Some(&self.bias.val()), self.options());
         }
         let mut parts = Vec::with_capacity(3);
         if zeros > 0 {
@@ -181,8 +181,8 @@ impl CausalConv3d {
         };
         conv3d(
             input,
-            self.weight.val(),
-            Some(self.bias.val()),
+            &self.weight.val(),
+            Some(&self.bias.val()),
             self.options(),
         )
     }
@@ -192,7 +192,12 @@ impl CausalConv3d {
     /// # Shapes
     /// - input `[B, in, T, H, W]` → `[B, out, T', H', W']`.
     pub fn forward_valid(&self, x: Tensor<5>) -> Tensor<5> {
-        conv3d(x, self.weight.val(), Some(self.bias.val()), self.options())
+        conv3d(
+            x,
+            &self.weight.val(),
+            Some(&self.bias.val()),
+            self.options(),
+        )
     }
 
     /// The convolution over a whole sequence (zeros before the first frame).

@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use lynx_core::Loader;
 
 use crate::config::VaeConfig;
@@ -119,7 +118,7 @@ impl Decoder3d {
         for block in &self.up_blocks {
             x = block.forward(x, cache);
         }
-        let x = silu(self.norm_out.forward(x));
+        let x = self.norm_out.forward_silu(x);
         self.conv_out.forward_cached(x, cache.slot())
     }
 }

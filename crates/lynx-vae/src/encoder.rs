@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use lynx_core::Loader;
 
 use crate::attention::AttentionBlock;
@@ -102,7 +101,7 @@ impl Encoder3d {
             };
         }
         let x = self.mid_block.forward(x, cache);
-        let x = silu(self.norm_out.forward(x));
+        let x = self.norm_out.forward_silu(x);
         self.conv_out.forward_cached(x, cache.slot())
     }
 }

@@ -3,8 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use lynx_core::Loader;
-
-use crate::conv::to_f32;
+use lynx_core::nn::channel_norm;
 
 /// `x / max(‖x‖₂ over channels, 1e-12) · sqrt(C) · gamma (+ bias)`, computed in f32 and
 /// returned in the input dtype (`F.normalize(x, dim=1) * scale * gamma + bias`).
@@ -43,17 +42,20 @@ impl ChannelRmsNorm {
     /// # Shapes
     /// - input `[B, C, …]`, output: same shape and dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dtype = x.dtype();
-        let x = to_f32(x);
-        let c = self.gamma.dims()[0];
-        let mut shape = [1usize; D];
-        shape[1] = c;
-        let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-        let gain = self.gamma.val().mul_scalar(self.scale).reshape(shape);
-        let mut y = x / norm * gain;
-        if let Some(b) = &self.bias {
-            y = y + b.val().reshape(shape);
-        }
-        y.cast(dtype)
+        self.run(x, false)
+    }
+
+    /// `silu(self.forward(x))` in one pass where the backend allows (every residual
+    /// block and the output head apply SiLU after the norm).
+    ///
+    /// # Shapes
+    /// - input `[B, C, …]`, output: same shape and dtype.
+    pub fn forward_silu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.run(x, true)
+    }
+
+    fn run<const D: usize>(&self, x: Tensor<D>, silu: bool) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        channel_norm(x, &self.gamma.val(), bias.as_ref(), self.scale, silu)
     }
 }

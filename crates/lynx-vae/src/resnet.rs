@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use lynx_core::Loader;
 
 use crate::attention::AttentionBlock;
@@ -49,9 +48,9 @@ impl ResidualBlock {
             Some(conv) => conv.forward(x.clone()),
             None => x.clone(),
         };
-        let x = silu(self.norm1.forward(x));
+        let x = self.norm1.forward_silu(x);
         let x = self.conv1.forward_cached(x, cache.slot());
-        let x = silu(self.norm2.forward(x));
+        let x = self.norm2.forward_silu(x);
         let x = self.conv2.forward_cached(x, cache.slot());
         x + h
     }

@@ -1,19 +1,18 @@
 //! Layers shared by several models: norms computed in f32, the tanh GELU, the one
-//! attention function and the head split/merge around it. (`torch.nn.Linear` layers are
+//! attention function and the head split/merge around it, and [`fused`] expressions
+//! (one pass on the CPU backend). (`torch.nn.Linear` layers are
 //! burn's [`burn::nn::Linear`], read with [`crate::Loader::linear`].)
 
 mod attention;
+#[cfg(feature = "flex")]
+mod cpu;
+#[cfg(feature = "flex")]
+mod cpu_conv;
+pub mod fused;
 mod norm;
 
 pub use attention::{attention, attention_naive, merge_heads, split_heads};
+pub use fused::{
+    channel_norm, conv3d, gated_residual, gelu_tanh, layer_norm_modulate, rope_rotate,
+};
 pub use norm::{LayerNorm, RmsNorm};
-
-use burn::tensor::Tensor;
-
-/// GELU with the tanh approximation (`approximate="tanh"` / `gelu_new`).
-///
-/// # Shapes
-/// - input and output: any shape.
-pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    burn::tensor::activation::gelu_approximate(x)
-}

@@ -41,6 +41,9 @@ impl RmsNorm {
     /// # Shapes
     /// - input `[..., dim]`, output: same shape and dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(y) = super::fused::rms_norm_fast(&x, &self.weight.val(), self.eps) {
+            return y;
+        }
         let dtype = x.dtype();
         let x = x.cast(DType::F32);
         let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
