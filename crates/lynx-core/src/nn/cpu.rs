@@ -182,7 +182,7 @@ fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     let k = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
     y * f32::from_bits(((k + 127) << 23) as u32)
@@ -192,7 +192,7 @@ fn exp_f32(x: f32) -> f32 {
 /// function as `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`).
 #[inline(always)]
 fn gelu_tanh_f32(x: f32) -> f32 {
-    const A: f32 = 1.595_769_1; // 2·√(2/π)
+    const A: f32 = (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::SQRT_2) as f32; // 2·√(2/π)
     const B: f32 = 0.071_354_816; // 2·√(2/π)·0.044715
     let z = x * (A + B * x * x);
     x / (1.0 + exp_f32(-z))

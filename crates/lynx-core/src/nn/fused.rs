@@ -111,7 +111,7 @@ pub fn channel_norm<const D: usize>(
     #[cfg(feature = "flex")]
     if let (Some(t), Some(g)) = (cpu::flex_f32(&x), cpu::flex_f32(gamma)) {
         let gain: Vec<f32> = cpu::elements(&g).iter().map(|v| v * scale as f32).collect();
-        let b = bias.and_then(|b| cpu::flex_f32(b));
+        let b = bias.and_then(cpu::flex_f32);
         if bias.is_none() || b.is_some() {
             let out = cpu::channel_norm(&t, &gain, b.as_ref().map(cpu::elements), silu);
             return cpu::wrap(out);
@@ -156,7 +156,7 @@ pub fn conv3d(
             && h0 == h1
             && w0 == w1;
         if simple && let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(weight)) {
-            let b = bias.and_then(|b| cpu::flex_f32(b));
+            let b = bias.and_then(cpu::flex_f32);
             if bias.is_none() || b.is_some() {
                 let pad = [h0, w0];
                 let out = cpu_conv::conv3d(
