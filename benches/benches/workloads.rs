@@ -106,7 +106,7 @@ fn umt5(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
     g.bench_function("umt5_encode", |b| {
-        b.iter(|| sync(model.forward(ids.clone(), None)))
+        b.iter(|| sync(model.forward(ids.clone(), None).expect("UMT5 forward")))
     });
     g.finish();
 }

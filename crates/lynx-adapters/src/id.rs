@@ -17,12 +17,14 @@
 //! - per-block K/V: `[B, Q + R, dim]` (full) or `[B, Q, dim]` (lite).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 use lynx_core::nn::RmsNorm;
-use lynx_core::{Checkpoint, Error, Loader, Result, load_module};
+use lynx_core::weights::for_each_layer;
+use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
 use lynx_dit::{ExtraKv, WanTransformer};
 
 use crate::resampler::Resampler;
@@ -98,7 +100,11 @@ impl IpAttn {
 #[derive(Module, Debug)]
 pub struct IdAdapter {
     resampler: Resampler,
+    /// The IP layers, when resident.
     layers: Vec<IpAttn>,
+    /// The IP layers, when read one at a time from `ip_layers.safetensors`.
+    #[module(skip)]
+    stream: Option<LayerStream<IpAttn>>,
     /// The DiT block each layer sits on.
     #[module(skip)]
     blocks: Vec<usize>,
@@ -122,15 +128,30 @@ impl IdAdapter {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::from_dir_with(dir, dit, layout, dim_head, device, dtype, false)
+    }
+
+    /// [`IdAdapter::from_dir`], with the IP layers left in their memory-mapped file when
+    /// `streamed` (checked now, each read in its turn by [`IdAdapter::block_kv_many`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_dir_with(
+        dir: impl AsRef<Path>,
+        dit: &WanTransformer,
+        layout: IpLayout,
+        dim_head: usize,
+        device: &Device,
+        dtype: DType,
+        streamed: bool,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
-        Self::from_files(
+        Self::open(
             crate::adapter_file(dir, "resampler.safetensors")?,
             crate::adapter_file(dir, "ip_layers.safetensors")?,
-            dit,
+            (dit.dim(), dit.num_layers()),
             layout,
             dim_head,
-            device,
-            dtype,
+            (device, dtype),
+            streamed,
         )
     }
 
@@ -144,21 +165,50 @@ impl IdAdapter {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        let dims = (dit.dim(), dit.num_layers());
+        Self::open(
+            resampler,
+            ip_layers,
+            dims,
+            layout,
+            dim_head,
+            (device, dtype),
+            false,
+        )
+    }
+
+    /// Loads the resampler and the IP layers (or checks them and leaves them in their
+    /// file, `streamed`) for a DiT of `(dim, num_blocks)`.
+    fn open(
+        resampler: impl AsRef<Path>,
+        ip_layers: impl AsRef<Path>,
+        (dim, num_blocks): (usize, usize),
+        layout: IpLayout,
+        dim_head: usize,
+        (device, dtype): (&Device, DType),
+        streamed: bool,
+    ) -> Result<Self> {
         let resampler = Resampler::from_file(resampler, dim_head, device, dtype)?;
         let token_dim = resampler.config().output_dim;
-        let (dim, num_blocks) = (dit.dim(), dit.num_layers());
         let path = ip_layers.as_ref();
-        let (layers, blocks, file_dim) = load_module(path, device, dtype, |w| {
+        let ckpt = Arc::new(Checkpoint::open(path)?);
+        let (layers, stream, blocks, file_dim) = ckpt.build(device, dtype, |w| {
             let blocks = layer_blocks(w.checkpoint(), layout, num_blocks)?;
             // The tokens' width as the file has it; checked against the resampler's below,
             // after the blocks' width and count (reported by key).
             let file_dim = w
                 .dims::<2>("0.to_k_ip.weight")
                 .map_or(token_dim, |[_, c]| c);
-            let layers = (0..blocks.len())
-                .map(|k| IpAttn::load(&w.sub(k), layout, file_dim, dim))
-                .collect();
-            Ok((layers, blocks, file_dim))
+            let layer = move |l: &Loader<'_>| IpAttn::load(l, layout, file_dim, dim);
+            if !streamed {
+                let layers = (0..blocks.len()).map(|k| layer(&w.sub(k))).collect();
+                return Ok((layers, None, blocks, file_dim));
+            }
+            let check = w.validating();
+            (0..blocks.len()).for_each(|k| drop(layer(&check.sub(k))));
+            let prefixes = (0..blocks.len()).map(|k| w.key(&k.to_string())).collect();
+            let stream = LayerStream::new(ckpt.clone(), prefixes, device, dtype, layer);
+            Ok((Vec::new(), Some(stream), blocks, file_dim))
         })?;
         if file_dim != token_dim {
             return Err(Error::Shape {
@@ -171,6 +221,7 @@ impl IdAdapter {
         Ok(Self {
             resampler,
             layers,
+            stream,
             blocks,
             num_blocks,
             layout,
@@ -213,20 +264,46 @@ impl IdAdapter {
     /// # Shapes
     /// - `tokens` `[B, Q, C]` → per block K/V `[B, M, dim]`.
     pub fn block_kv(&self, tokens: &Tensor<3>, ip_scale: f64) -> Result<Vec<Option<ExtraKv>>> {
-        let [b, q, c] = tokens.dims();
-        if c != self.token_dim() || b == 0 || q == 0 {
-            return Err(Error::input(format!(
-                "ID tokens of shape {:?}, the ID-adapter takes [B, Q, {}]",
-                tokens.dims(),
-                self.token_dim()
-            )));
-        }
+        let mut all = self.block_kv_many(&[tokens], ip_scale)?;
+        all.pop()
+            .ok_or_else(|| Error::input("the ID-adapter returned nothing for its one input"))
+    }
+
+    /// [`IdAdapter::block_kv`] for several sets of ID tokens (a conditional and an
+    /// unconditional face), each layer serving all of them before the next (streamed
+    /// layers are read once).
+    ///
+    /// # Shapes
+    /// - per input `[B, Q, C]` → per input, per block K/V `[B, M, dim]`.
+    pub fn block_kv_many(
+        &self,
+        tokens: &[&Tensor<3>],
+        ip_scale: f64,
+    ) -> Result<Vec<Vec<Option<ExtraKv>>>> {
         let dtype = self.resampler.dtype();
-        let tokens = tokens.clone().cast(dtype);
-        let mut out = vec![None; self.num_blocks];
-        for (layer, &block) in self.layers.iter().zip(&self.blocks) {
-            out[block] = Some(layer.extra_kv(tokens.clone(), ip_scale));
+        let mut inputs = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let [b, q, c] = t.dims();
+            if c != self.token_dim() || b == 0 || q == 0 {
+                return Err(Error::input(format!(
+                    "ID tokens of shape {:?}, the ID-adapter takes [B, Q, {}]",
+                    t.dims(),
+                    self.token_dim()
+                )));
+            }
+            inputs.push((*t).clone().cast(dtype));
         }
+        let mut out = vec![vec![None; self.num_blocks]; tokens.len()];
+        for_each_layer(&self.layers, self.stream.as_ref(), |k, layer| {
+            let block = self.blocks.get(k).copied().unwrap_or(usize::MAX);
+            for (input, kv) in inputs.iter().zip(out.iter_mut()) {
+                let slot = kv.get_mut(block).ok_or_else(|| {
+                    Error::input(format!("IP layer {k} sits on no block of the DiT"))
+                })?;
+                *slot = Some(layer.extra_kv(input.clone(), ip_scale));
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

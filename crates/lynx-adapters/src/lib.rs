@@ -152,7 +152,7 @@ pub type RefFeatures<'a> = (&'a [Tensor<3>], &'a [Tensor<3>]);
 enum Layout {
     Full {
         id: IdAdapter,
-        reference: RefAdapter,
+        reference: Box<RefAdapter>,
     },
     Lite {
         id: IdAdapter,
@@ -176,14 +176,33 @@ impl LynxAdapters {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::from_dir_with(dir, dit, dim_head, device, dtype, false)
+    }
+
+    /// [`LynxAdapters::from_dir`], with the per-block layers (IP and Ref) left in their
+    /// memory-mapped files when `streamed`: checked now, and read one at a time when
+    /// [`LynxAdapters::conditions`] computes the blocks' K/V. Only the resampler is
+    /// loaded onto the device.
+    pub fn from_dir_with(
+        dir: impl AsRef<Path>,
+        dit: &WanTransformer,
+        dim_head: usize,
+        device: &Device,
+        dtype: DType,
+        streamed: bool,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
+        let id =
+            |layout| IdAdapter::from_dir_with(dir, dit, layout, dim_head, device, dtype, streamed);
         let layout = match Variant::detect(dir)? {
             Variant::Full => Layout::Full {
-                id: IdAdapter::from_dir(dir, dit, IpLayout::Full, dim_head, device, dtype)?,
-                reference: RefAdapter::from_dir(dir, dit, device, dtype)?,
+                id: id(IpLayout::Full)?,
+                reference: Box::new(RefAdapter::from_dir_with(
+                    dir, dit, device, dtype, streamed,
+                )?),
             },
             Variant::Lite => Layout::Lite {
-                id: IdAdapter::from_dir(dir, dit, IpLayout::Lite, dim_head, device, dtype)?,
+                id: id(IpLayout::Lite)?,
             },
         };
         Ok(Self { layout })
@@ -254,9 +273,23 @@ impl LynxAdapters {
         let id = self.id();
         let tokens = id.tokens(face.clone())?;
         let tokens_u = id.tokens(face.zeros_like())?;
+        // Both conditions per layer: streamed layers are read once.
+        let mut id_kv = id
+            .block_kv_many(&[&tokens, &tokens_u], ip_scale)?
+            .into_iter();
+        let mut ref_kv = match (self.reference(), features_c, features_u) {
+            (Some(adapter), Some(c), Some(u)) => {
+                Some(adapter.block_kv_many(&[c, u], ref_scale)?.into_iter())
+            }
+            _ => None,
+        };
+        let mut next = || {
+            let ref_next = ref_kv.as_mut().and_then(Iterator::next);
+            block_extras(id_kv.next(), ref_next)
+        };
         Ok(Conditions {
-            cond: self.extras(Some(&tokens), ip_scale, features_c, ref_scale)?,
-            uncond: self.extras(Some(&tokens_u), ip_scale, features_u, ref_scale)?,
+            cond: next()?,
+            uncond: next()?,
         })
     }
 

@@ -15,11 +15,13 @@
 //! - per-block K/V: `[B, M, dim]`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
-use lynx_core::{Error, Loader, Result, load_module};
+use lynx_core::weights::for_each_layer;
+use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
 use lynx_dit::{ExtraKv, WanTransformer};
 
 /// `blocks.N.attn1.processor` of the Ref-adapter.
@@ -54,7 +56,14 @@ impl RefAttn {
 /// The Ref-adapter (`ref_layers.safetensors`).
 #[derive(Module, Debug)]
 pub struct RefAdapter {
+    /// The layers, when resident.
     layers: Vec<RefAttn>,
+    /// The layers, when read one at a time from `ref_layers.safetensors`.
+    #[module(skip)]
+    stream: Option<LayerStream<RefAttn>>,
+    /// Their dtype.
+    #[module(skip)]
+    dtype: DType,
     #[module(skip)]
     dim: usize,
 }
@@ -67,12 +76,20 @@ impl RefAdapter {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        Self::from_file(
-            crate::adapter_file(dir.as_ref(), "ref_layers.safetensors")?,
-            dit,
-            device,
-            dtype,
-        )
+        Self::from_dir_with(dir, dit, device, dtype, false)
+    }
+
+    /// [`RefAdapter::from_dir`], with the layers left in their memory-mapped file when
+    /// `streamed` (checked now, each read in its turn by [`RefAdapter::block_kv_many`]).
+    pub fn from_dir_with(
+        dir: impl AsRef<Path>,
+        dit: &WanTransformer,
+        device: &Device,
+        dtype: DType,
+        streamed: bool,
+    ) -> Result<Self> {
+        let path = crate::adapter_file(dir.as_ref(), "ref_layers.safetensors")?;
+        Self::open(&path, dit, device, dtype, streamed)
     }
 
     /// Loads a `ref_layers.safetensors` file for `dit`; its width and block count must
@@ -83,12 +100,33 @@ impl RefAdapter {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let dim = dit.dim();
-        load_module(path, device, dtype, |w| {
+        Self::open(path.as_ref(), dit, device, dtype, false)
+    }
+
+    fn open(
+        path: &Path,
+        dit: &WanTransformer,
+        device: &Device,
+        dtype: DType,
+        streamed: bool,
+    ) -> Result<Self> {
+        let (dim, n) = (dit.dim(), dit.num_layers());
+        let ckpt = Arc::new(Checkpoint::open(path)?);
+        ckpt.build(device, dtype, |w| {
+            let layer = move |l: &Loader<'_>| RefAttn::load(l, dim);
+            let (layers, stream) = if streamed {
+                let check = w.validating();
+                (0..n).for_each(|i| drop(layer(&check.sub(i))));
+                let prefixes = (0..n).map(|i| w.key(&i.to_string())).collect();
+                let s = LayerStream::new(ckpt.clone(), prefixes, device, dtype, layer);
+                (Vec::new(), Some(s))
+            } else {
+                ((0..n).map(|i| layer(&w.sub(i))).collect(), None)
+            };
             Ok(Self {
-                layers: (0..dit.num_layers())
-                    .map(|i| RefAttn::load(&w.sub(i), dim))
-                    .collect(),
+                layers,
+                stream,
+                dtype,
                 dim,
             })
         })
@@ -101,29 +139,54 @@ impl RefAdapter {
     /// # Shapes
     /// - `features`: per block `[B, M, dim]` → K/V `[B, M, dim]`.
     pub fn block_kv(&self, features: &[Tensor<3>], ref_scale: f64) -> Result<Vec<Option<ExtraKv>>> {
-        if features.len() != self.layers.len() {
-            return Err(Error::input(format!(
-                "reference features of {} blocks, the Ref-adapter has {}",
-                features.len(),
-                self.layers.len()
-            )));
-        }
-        let dtype = self.layers[0].to_k_ref.weight.val().dtype();
-        features
-            .iter()
-            .zip(&self.layers)
-            .enumerate()
-            .map(|(i, (f, layer))| {
-                let [b, m, d] = f.dims();
+        let mut all = self.block_kv_many(&[features], ref_scale)?;
+        all.pop()
+            .ok_or_else(|| Error::input("the Ref-adapter returned nothing for its one input"))
+    }
+
+    /// [`RefAdapter::block_kv`] for several feature sets (the face's and the mid-grey
+    /// image's), each layer serving all of them before the next (streamed layers are
+    /// read once).
+    ///
+    /// # Shapes
+    /// - per input, per block `[B, M, dim]` → per input, per block K/V `[B, M, dim]`.
+    pub fn block_kv_many(
+        &self,
+        features: &[&[Tensor<3>]],
+        ref_scale: f64,
+    ) -> Result<Vec<Vec<Option<ExtraKv>>>> {
+        let n = self
+            .layers
+            .len()
+            .max(self.stream.as_ref().map_or(0, |s| s.len()));
+        for f in features {
+            if f.len() != n {
+                return Err(Error::input(format!(
+                    "reference features of {} blocks, the Ref-adapter has {n}",
+                    f.len()
+                )));
+            }
+            for (i, t) in f.iter().enumerate() {
+                let [b, m, d] = t.dims();
                 if d != self.dim || b == 0 || m == 0 {
                     return Err(Error::input(format!(
                         "reference features of block {i} have shape {:?}, expected [B, M, {}]",
-                        f.dims(),
+                        t.dims(),
                         self.dim
                     )));
                 }
-                Ok(Some(layer.extra_kv(f.clone().cast(dtype), ref_scale)))
-            })
-            .collect()
+            }
+        }
+        let mut out: Vec<Vec<Option<ExtraKv>>> =
+            features.iter().map(|_| Vec::with_capacity(n)).collect();
+        for_each_layer(&self.layers, self.stream.as_ref(), |i, layer| {
+            for (f, kv) in features.iter().zip(out.iter_mut()) {
+                kv.push(Some(
+                    layer.extra_kv(f[i].clone().cast(self.dtype), ref_scale),
+                ));
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 }

@@ -1,4 +1,5 @@
-//! Run-time device choice from a string (`cpu`, `flex`, `wgpu`, `cuda:N`).
+//! Run-time device choice from a string (`cpu`, `flex`, `wgpu`, `cuda:N`), and what a
+//! device has: dtypes ([`check_dtype`]) and memory ([`available_memory`]).
 //!
 //! Backends are cargo features of this crate (`flex`, `wgpu`, `cuda`, forwarded to
 //! burn); asking for one the build lacks is an error that says which feature to enable.
@@ -128,4 +129,40 @@ pub fn to_host_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>>
         .convert_dtype(DType::F32)
         .try_into_vec::<f32>()
         .map_err(|e| Error::read_back(&device, what, e))
+}
+
+/// Whether `device` is the CPU (burn's flex backend), whose memory is the host's.
+pub fn is_cpu(device: &Device) -> bool {
+    format!("{device:?}").contains("Flex")
+}
+
+/// The memory `device` can still allocate, in bytes, where it can be known: on the CPU,
+/// `MemAvailable` of `/proc/meminfo` (Linux: free memory plus what the kernel can
+/// reclaim, page cache included). `None` for GPUs: burn 0.22 reports the memory its
+/// pools hold, not what the device has; give a budget instead.
+pub fn available_memory(device: &Device) -> Option<u64> {
+    if !is_cpu(device) {
+        return None;
+    }
+    meminfo_kib("MemAvailable:").map(|kib| kib * 1024)
+}
+
+/// The peak resident memory of this process so far (`VmHWM` of `/proc/self/status`),
+/// in bytes, on Linux.
+pub fn peak_resident_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    field_kib(&text, "VmHWM:").map(|kib| kib * 1024)
+}
+
+fn meminfo_kib(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    field_kib(&text, field)
+}
+
+/// The value of a `Field:   1234 kB` line.
+fn field_kib(text: &str, field: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }

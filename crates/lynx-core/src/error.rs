@@ -98,6 +98,16 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A run would need more memory than the device has (found before loading).
+    #[error("{message}")]
+    Memory {
+        /// Bytes the run is estimated to need.
+        needed: u64,
+        /// Bytes the device has available.
+        available: u64,
+        /// The sentence: both figures in GB and the options that would make it fit.
+        message: String,
+    },
     /// A run was cancelled (through its cancel flag) before it finished.
     #[error("cancelled after {done} of {total} steps")]
     Cancelled {

@@ -4,9 +4,9 @@
 //! | module | what |
 //! |---|---|
 //! | [`error`] | [`Error`]: every failure, naming the file, key, shape or dtype |
-//! | [`weights`] | [`Checkpoint`] (safetensors, sharded index, `.pth`), [`Checkpoint::build`] (the one way models are built) and [`Loader`] |
+//! | [`weights`] | [`Checkpoint`] (safetensors, sharded index, `.pth`), [`Checkpoint::build`] (the one way models are built), [`Loader`], [`Checkpoint::measure`] (sizes without reading), [`LayerStream`] and [`Offload`] |
 //! | [`config`] | `config.json` → typed serde structs |
-//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`] |
+//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`], [`device::available_memory`] |
 //! | [`nn`] | RMSNorm, LayerNorm (f32), GELU-tanh, [`nn::attention`] and the head split/merge |
 //! | [`output`] | [`output::StagedPath`]: outputs appear whole or not at all; [`output::check_writable`] |
 //! | [`safetensors_io`] | writing `.safetensors`, streamed, to a temporary file renamed into place |
@@ -30,4 +30,4 @@ pub mod weights;
 
 pub use burn;
 pub use error::{Error, Result};
-pub use weights::{Checkpoint, Loader, load_module};
+pub use weights::{Checkpoint, LayerStream, Loader, Offload, load_module};

@@ -53,5 +53,5 @@ pub mod rope;
 pub use attention::{ExtraKv, WanAttention};
 pub use block::{BlockExtras, Modulation, WanBlock};
 pub use config::WanConfig;
-pub use model::WanTransformer;
+pub use model::{DitInput, WanTransformer};
 pub use rope::{RopeTable, WanRope};

@@ -16,14 +16,26 @@
 //! | `blocks.N.*` | [`WanBlock`] |
 //! | `scale_shift_table` `[1, 2, dim]` | head modulation (f32) |
 //! | `proj_out.*` | head projection (dim → C·pt·ph·pw) |
+//!
+//! # Resident or streamed blocks
+//! [`WanTransformer::from_pretrained`] loads every block onto the device.
+//! [`WanTransformer::from_pretrained_streamed`] loads everything but the blocks and
+//! leaves those in the memory-mapped checkpoint: each pass reads them one at a time
+//! ([`lynx_core::LayerStream`]: block `i + 1` is read on a second thread while block `i`
+//! computes, so two blocks are on the device at most). [`WanTransformer::forward_many`]
+//! runs several passes (the guidance branches of a step) through each block before the
+//! next is read, so a step reads the blocks once, not once per branch. Results are the
+//! same either way: the same tensors meet the same operations.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 use lynx_core::nn::{LayerNorm, layer_norm_modulate};
-use lynx_core::{Error, Loader, Result, load_module};
+use lynx_core::weights::for_each_layer;
+use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result, load_module};
 
 use crate::attention::ExtraKv;
 use crate::block::{BlockExtras, WanBlock};
@@ -36,7 +48,11 @@ use crate::rope::{RopeTable, WanRope};
 pub struct WanTransformer {
     patch_embedding: PatchEmbedding,
     condition_embedder: ConditionEmbedder,
+    /// The blocks, when resident (empty when streamed).
     blocks: Vec<WanBlock>,
+    /// The blocks, when streamed from the checkpoint.
+    #[module(skip)]
+    stream: Option<LayerStream<WanBlock>>,
     /// Layer norm without affine parameters (f32).
     norm_out: LayerNorm,
     proj_out: Linear,
@@ -51,9 +67,22 @@ pub struct WanTransformer {
     dtype: DType,
 }
 
-/// Inputs after embedding, shared by the denoising and the reference pass.
+/// The inputs of one denoising pass ([`WanTransformer::forward_many`]).
+#[derive(Debug, Clone)]
+pub struct DitInput<'a> {
+    /// Latents `[B, C, F, H, W]`.
+    pub x: Tensor<5>,
+    /// Timesteps `[B]` or `[1]`.
+    pub timestep: Tensor<1>,
+    /// Text hidden states `[B, L, text_dim]`.
+    pub text: Tensor<3>,
+    /// Per-block adapter inputs: empty, or one per block.
+    pub extras: &'a [BlockExtras],
+}
+
+/// Inputs after embedding, shared by the denoising and the reference pass (the tokens
+/// themselves are handed out separately).
 struct Prepared {
-    x: Tensor<3>,
     text: Tensor<3>,
     temb: Tensor<2>,
     timestep_proj: Tensor<3>,
@@ -74,14 +103,62 @@ impl WanTransformer {
     /// Builds the model from the state dict under `w` (keys in the module docs).
     pub fn load(w: &Loader, config: WanConfig) -> Result<Self> {
         config.validate()?;
+        let blocks = (0..config.num_layers)
+            .map(|i| WanBlock::load(&w.sub("blocks").sub(i), &config))
+            .collect();
+        Self::load_rest(w, config, blocks, None)
+    }
+
+    /// [`WanTransformer::from_pretrained`] with the blocks left in the checkpoint, read
+    /// one at a time during each pass (see the module docs). The blocks' keys and shapes
+    /// are checked now; the rest of the model is loaded onto `device`.
+    pub fn from_pretrained_streamed(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = WanConfig::load(dir)?;
+        let ckpt = Arc::new(Checkpoint::open(dir)?);
+        ckpt.build(device, dtype, |w| {
+            Self::load_streamed(w, config, ckpt.clone())
+        })
+    }
+
+    /// Builds the model from the state dict under `w` except the blocks, which stay in
+    /// `ckpt` (the checkpoint `w` reads) and are read per pass. Their keys and shapes are
+    /// checked through a [validating](Loader::validating) loader.
+    pub fn load_streamed(w: &Loader, config: WanConfig, ckpt: Arc<Checkpoint>) -> Result<Self> {
+        config.validate()?;
+        let check = w.validating().sub("blocks");
+        for i in 0..config.num_layers {
+            drop(WanBlock::load(&check.sub(i), &config));
+        }
+        let blocks = w.sub("blocks");
+        let prefixes = (0..config.num_layers)
+            .map(|i| blocks.key(&i.to_string()))
+            .collect();
+        let cfg = config.clone();
+        let stream = LayerStream::new(ckpt, prefixes, w.device(), w.dtype(), move |b| {
+            WanBlock::load(b, &cfg)
+        });
+        Self::load_rest(w, config, Vec::new(), Some(stream))
+    }
+
+    /// Everything but the blocks.
+    fn load_rest(
+        w: &Loader,
+        config: WanConfig,
+        blocks: Vec<WanBlock>,
+        stream: Option<LayerStream<WanBlock>>,
+    ) -> Result<Self> {
         let dim = config.inner_dim();
         let out = config.out_channels() * config.patch_volume();
         Ok(Self {
             patch_embedding: PatchEmbedding::load(&w.sub("patch_embedding"), &config),
             condition_embedder: ConditionEmbedder::load(&w.sub("condition_embedder"), &config),
-            blocks: (0..config.num_layers)
-                .map(|i| WanBlock::load(&w.sub("blocks").sub(i), &config))
-                .collect(),
+            blocks,
+            stream,
             norm_out: LayerNorm::plain(dim, config.eps, w.device()),
             proj_out: w.sub("proj_out").linear(dim, out, true),
             scale_shift_table: w.param_f32("scale_shift_table", [1, 2, dim]),
@@ -103,12 +180,24 @@ impl WanTransformer {
 
     /// Number of blocks.
     pub fn num_layers(&self) -> usize {
-        self.blocks.len()
+        self.config.num_layers
     }
 
-    /// The blocks.
+    /// The blocks, when resident; empty when they are streamed
+    /// ([`WanTransformer::is_streamed`]).
     pub fn blocks(&self) -> &[WanBlock] {
         &self.blocks
+    }
+
+    /// Whether the blocks are read from the checkpoint during each pass.
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Calls `f(i, block)` for every block in order: the resident ones, or each read in
+    /// its turn when streamed.
+    pub fn for_each_block(&self, f: impl FnMut(usize, &WanBlock) -> Result<()>) -> Result<()> {
+        for_each_layer(&self.blocks, self.stream.as_ref(), f)
     }
 
     /// The 3D RoPE of the self-attention.
@@ -151,16 +240,59 @@ impl WanTransformer {
         extras: &[BlockExtras],
         mut observe: impl FnMut(usize, &Tensor<3>),
     ) -> Result<Tensor<5>> {
-        let p = self.prepare(x, timestep, text)?;
-        self.check_extras(extras, p.x.dims()[0])?;
-        let none = BlockExtras::default();
-        let mut h = p.x;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let extra = extras.get(i).unwrap_or(&none);
-            h = block.forward(h, p.text.clone(), p.timestep_proj.clone(), &p.rope, extra);
-            observe(i, &h);
+        let input = DitInput {
+            x,
+            timestep,
+            text,
+            extras,
+        };
+        let mut out = self.run(std::slice::from_ref(&input), |i, h| observe(i, &h[0]))?;
+        out.pop()
+            .ok_or_else(|| Error::input("the DiT returned no output for its one input"))
+    }
+
+    /// Several denoising passes (e.g. the guidance branches of a step) at once: each
+    /// block runs every pass before the next block, so streamed blocks are read once for
+    /// all of them. The results equal those of [`WanTransformer::forward`] per input.
+    ///
+    /// # Shapes
+    /// - per input as [`WanTransformer::forward`]; one output per input.
+    pub fn forward_many(&self, inputs: &[DitInput<'_>]) -> Result<Vec<Tensor<5>>> {
+        self.run(inputs, |_, _| {})
+    }
+
+    fn run(
+        &self,
+        inputs: &[DitInput<'_>],
+        mut observe: impl FnMut(usize, &[Tensor<3>]),
+    ) -> Result<Vec<Tensor<5>>> {
+        let mut prepared = Vec::with_capacity(inputs.len());
+        let mut hidden = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let (x, p) =
+                self.prepare(input.x.clone(), input.timestep.clone(), input.text.clone())?;
+            self.check_extras(input.extras, x.dims()[0])?;
+            hidden.push(x);
+            prepared.push(p);
         }
-        Ok(self.head(h, p.temb, p.grid))
+        let none = BlockExtras::default();
+        self.for_each_block(|i, block| {
+            hidden = std::mem::take(&mut hidden)
+                .into_iter()
+                .zip(inputs.iter().zip(&prepared))
+                .map(|(h, (input, p))| {
+                    let extra = input.extras.get(i).unwrap_or(&none);
+                    block.forward(h, p.text.clone(), p.timestep_proj.clone(), &p.rope, extra)
+                })
+                .collect();
+            observe(i, &hidden);
+            Ok(())
+        })?;
+        Ok(hidden
+            .into_iter()
+            .zip(prepared)
+            .map(|(h, p)| self.head(h, p.temb, p.grid))
+            .collect())
     }
 
     /// Lynx's reference pass: runs the plain model on the reference latents at t = 0 and
@@ -170,26 +302,64 @@ impl WanTransformer {
     /// # Shapes
     /// - `x` `[B, C, F, H, W]`, `text` `[B, L, text_dim]` → per block `[B, N, dim]`.
     pub fn reference_features(&self, x: Tensor<5>, text: Tensor<3>) -> Result<Vec<Tensor<3>>> {
-        let b = x.dims()[0];
-        let t = Tensor::<1>::zeros([b], (&x.device(), DType::F32));
-        let p = self.prepare(x, t, text)?;
-        let mut features = Vec::with_capacity(self.blocks.len());
-        let mut h = p.x;
-        let last = self.blocks.len().saturating_sub(1);
-        for (i, block) in self.blocks.iter().enumerate() {
-            let m = block.modulation(p.timestep_proj.clone());
-            let n1 = block.norm1_modulated(&h, &m);
-            features.push(n1.clone());
-            if i < last {
-                let none = BlockExtras::default();
-                h = block.forward_from_norm1(h, n1, &m, p.text.clone(), &p.rope, &none);
-            }
+        let mut all = self.reference_features_many(&[(x, text)])?;
+        all.pop()
+            .ok_or_else(|| Error::input("the reference pass returned nothing for its one input"))
+    }
+
+    /// [`WanTransformer::reference_features`] for several `(latents, text)` inputs, each
+    /// block running all of them before the next (streamed blocks are read once).
+    ///
+    /// # Shapes
+    /// - per input as [`WanTransformer::reference_features`]; per input, per block
+    ///   `[B, N, dim]`.
+    pub fn reference_features_many(
+        &self,
+        inputs: &[(Tensor<5>, Tensor<3>)],
+    ) -> Result<Vec<Vec<Tensor<3>>>> {
+        let mut prepared = Vec::with_capacity(inputs.len());
+        let mut hidden = Vec::with_capacity(inputs.len());
+        for (x, text) in inputs {
+            let b = x.dims()[0];
+            let t = Tensor::<1>::zeros([b], (&x.device(), DType::F32));
+            let (x, p) = self.prepare(x.clone(), t, text.clone())?;
+            hidden.push(x);
+            prepared.push(p);
         }
+        let mut features: Vec<Vec<Tensor<3>>> = inputs
+            .iter()
+            .map(|_| Vec::with_capacity(self.num_layers()))
+            .collect();
+        let last = self.num_layers().saturating_sub(1);
+        let none = BlockExtras::default();
+        self.for_each_block(|i, block| {
+            hidden = std::mem::take(&mut hidden)
+                .into_iter()
+                .zip(prepared.iter().zip(features.iter_mut()))
+                .map(|(h, (p, out))| {
+                    let m = block.modulation(p.timestep_proj.clone());
+                    let n1 = block.norm1_modulated(&h, &m);
+                    out.push(n1.clone());
+                    if i < last {
+                        block.forward_from_norm1(h, n1, &m, p.text.clone(), &p.rope, &none)
+                    } else {
+                        h
+                    }
+                })
+                .collect();
+            Ok(())
+        })?;
         Ok(features)
     }
 
-    /// Checks inputs, embeds patches, timestep and text, builds the RoPE table.
-    fn prepare(&self, x: Tensor<5>, timestep: Tensor<1>, text: Tensor<3>) -> Result<Prepared> {
+    /// Checks inputs, embeds patches (the tokens `[B, N, dim]`, returned first),
+    /// timestep and text, builds the RoPE table.
+    fn prepare(
+        &self,
+        x: Tensor<5>,
+        timestep: Tensor<1>,
+        text: Tensor<3>,
+    ) -> Result<(Tensor<3>, Prepared)> {
         let cfg = &self.config;
         let [b, c, f, h, w] = x.dims();
         let [pt, ph, pw] = cfg.patch_size;
@@ -230,22 +400,24 @@ impl WanTransformer {
         let x = self.patch_embedding.forward(x.cast(self.dtype));
         let (temb, timestep_proj) = self.condition_embedder.time(timestep, self.dtype);
         let text = self.condition_embedder.text(text.cast(self.dtype));
-        Ok(Prepared {
+        Ok((
             x,
-            text,
-            temb,
-            timestep_proj,
-            rope,
-            grid,
-        })
+            Prepared {
+                text,
+                temb,
+                timestep_proj,
+                rope,
+                grid,
+            },
+        ))
     }
 
     fn check_extras(&self, extras: &[BlockExtras], batch: usize) -> Result<()> {
-        if !extras.is_empty() && extras.len() != self.blocks.len() {
+        if !extras.is_empty() && extras.len() != self.num_layers() {
             return Err(Error::input(format!(
                 "adapter inputs for {} blocks, the DiT has {}",
                 extras.len(),
-                self.blocks.len()
+                self.num_layers()
             )));
         }
         let dim = self.dim();

@@ -25,22 +25,30 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`pipeline`] | [`LynxPipeline`], [`PipelineOptions`], [`Generated`] |
+//! | [`pipeline`] | [`LynxPipeline`], [`Generated`] |
+//! | [`components`] | [`PipelineOptions`], and where each model's weights live ([`Offload`]) |
+//! | [`memory`] | [`MemoryPlan`]: what a run needs, before loading |
 //! | [`request`] | [`GenerateRequest`], [`Subject`], defaults, input checks |
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
 //! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors` |
+//! | [`synth`] | synthetic models: random weights in the released layouts, at the real sizes |
 
 #![warn(missing_docs)]
 
+mod budget;
+pub mod components;
 pub mod export;
+pub mod memory;
 pub mod noise;
 pub mod pipeline;
 pub mod request;
+pub mod synth;
 
 pub use export::Video;
 pub use lynx_adapters::Variant;
 pub use lynx_core::device::{parse_device, parse_dtype};
-pub use lynx_core::{Error, Result};
+pub use lynx_core::{Error, Offload, Result};
+pub use memory::MemoryPlan;
 pub use noise::NoiseSource;
 pub use pipeline::{Generated, GuidanceBatching, LynxPipeline, PipelineOptions, VariantDefaults};
 pub use request::{

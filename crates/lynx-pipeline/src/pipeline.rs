@@ -13,120 +13,35 @@
 //! 5. denoise: per step the `cond`, `uncond` and (Lynx full) `identity` DiT passes,
 //!    guidance, a scheduler step.
 //! 6. decode: the VAE, then the frames back to the host.
+//!
+//! Before loading, and before each generation, the memory the run needs is estimated and
+//! checked against what the device has ([`crate::memory`]); with offloading
+//! ([`PipelineOptions::offload`], [`crate::components`]) each component is on the device
+//! only while it runs, and the DiT's blocks can be streamed from the checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
-use lynx_adapters::{Conditions, LynxAdapters, ResamplerConfig, Variant};
+use lynx_adapters::{Conditions, LynxAdapters, Variant};
 use lynx_arcface::FaceAnalyzer;
-use lynx_core::device::to_host_f32;
-use lynx_core::{Error, Result};
-use lynx_dit::{BlockExtras, WanTransformer};
+use lynx_core::device::{check_dtype, to_host_f32};
+use lynx_core::{Error, Offload, Result};
+use lynx_dit::{BlockExtras, DitInput, WanTransformer};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler, SchedulerConfig, UniPcMultistep};
-use lynx_text::TextEncoder;
-use lynx_vae::WanVae;
+use lynx_vae::Tiling;
 
+use crate::budget;
+use crate::components::Components;
+pub use crate::components::{GuidanceBatching, PipelineOptions};
 use crate::export::Video;
+use crate::memory::{MemoryPlan, WeightSizes};
 use crate::noise::NoiseSource;
+pub use crate::request::VariantDefaults;
 use crate::request::{
     GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject,
 };
-
-/// How to load a [`LynxPipeline`].
-#[derive(Debug, Clone)]
-pub struct PipelineOptions {
-    /// Where everything runs.
-    pub device: Device,
-    /// dtype of the DiT, text encoder, adapters and VAE weights (norms stay f32;
-    /// latents and the sampler are always f32).
-    pub dtype: DType,
-    /// ArcFace IR-SE checkpoint (`.pth` or `.safetensors`), needed for photo subjects.
-    pub arcface: Option<PathBuf>,
-    /// RetinaFace checkpoint, needed for photos without given landmarks.
-    pub detector: Option<PathBuf>,
-    /// Head width of the Perceiver Resampler, which its file does not record
-    /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released adapters).
-    pub resampler_dim_head: usize,
-    /// Whether a step's guidance passes run as one batch.
-    pub guidance_batching: GuidanceBatching,
-}
-
-/// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GuidanceBatching {
-    /// Batched on GPUs, where one wide pass keeps the device busy; sequential on the CPU,
-    /// where a batch brings no speed (the GEMMs are as efficient at one sample) and
-    /// multiplies the activations' memory.
-    #[default]
-    Auto,
-    /// One DiT pass over `[cond, uncond, identity]` stacked along the batch (the
-    /// reference batches `[uncond, cond]` the same way).
-    Batched,
-    /// One DiT pass per branch, with the memory of one.
-    Sequential,
-}
-
-impl GuidanceBatching {
-    /// Whether to batch on `device`.
-    pub fn batched(self, device: &Device) -> bool {
-        match self {
-            GuidanceBatching::Auto => *device != Device::flex(),
-            GuidanceBatching::Batched => true,
-            GuidanceBatching::Sequential => false,
-        }
-    }
-}
-
-impl PipelineOptions {
-    /// f32 on `device`, no face models.
-    pub fn new(device: Device) -> Self {
-        Self {
-            device,
-            dtype: DType::F32,
-            arcface: None,
-            detector: None,
-            resampler_dim_head: ResamplerConfig::LYNX_DIM_HEAD,
-            guidance_batching: GuidanceBatching::Auto,
-        }
-    }
-}
-
-/// What a loaded model does by default, per variant (the reference's `infer.py` and
-/// `infer_lite.py`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VariantDefaults {
-    /// Frames per video: 81 (Lynx, plain Wan2.1), 121 (Lynx-lite).
-    pub frames: usize,
-    /// Frames per second of the written video: 16 (Lynx, Wan2.1), 24 (Lynx-lite).
-    pub fps: u32,
-    /// Identity guidance: 2.0 for Lynx; none for Lynx-lite and plain Wan2.1.
-    pub guidance_identity: Option<f64>,
-}
-
-impl VariantDefaults {
-    /// The defaults of `variant` (`None`: plain Wan2.1 text-to-video).
-    pub fn of(variant: Option<Variant>) -> Self {
-        match variant {
-            Some(Variant::Full) => Self {
-                frames: 81,
-                fps: 16,
-                guidance_identity: Some(2.0),
-            },
-            Some(Variant::Lite) => Self {
-                frames: 121,
-                fps: 24,
-                guidance_identity: None,
-            },
-            None => Self {
-                frames: 81,
-                fps: 16,
-                guidance_identity: None,
-            },
-        }
-    }
-}
 
 /// The generated video.
 #[derive(Debug, Clone)]
@@ -142,13 +57,10 @@ pub struct Generated {
 
 /// Lynx: Wan2.1 + the adapters of `lynx_full/` or `lynx_lite/` (or none: plain Wan2.1).
 pub struct LynxPipeline {
-    text: TextEncoder,
-    dit: WanTransformer,
-    vae: WanVae,
+    components: Components,
     scheduler: SchedulerConfig,
-    adapters: Option<LynxAdapters>,
-    face: Option<FaceAnalyzer>,
-    device: Device,
+    /// The weights' sizes, for each generation's memory check.
+    weights: WeightSizes,
     guidance_batching: GuidanceBatching,
 }
 
@@ -161,6 +73,23 @@ struct Plan {
     /// Whether the text guidance runs at all (`g > 1`, as diffusers' pipelines decide).
     use_cfg: bool,
     ref_scale: f64,
+    /// Whether Lynx's reference pass runs (full, with a subject).
+    reference: bool,
+}
+
+/// The prompt embeddings of a run.
+struct Prompts {
+    prompt: Tensor<3>,
+    negative: Tensor<3>,
+    /// Lynx's reference prompt, when the reference pass runs.
+    reference: Option<Tensor<3>>,
+}
+
+/// The subject, ready for the DiT: face embedding `[1, 1, E]` and, for Lynx full, the
+/// reference latents of the face and of the mid-grey image.
+struct SubjectInputs {
+    face: Tensor<3>,
+    latents: Option<(Tensor<5>, Tensor<5>)>,
 }
 
 /// The conditioning of one DiT pass.
@@ -211,6 +140,12 @@ impl LynxPipeline {
     /// folder (`base_dir`), and the adapters from `adapter_dir`: `lynx_full/` or
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
     /// `adapter_dir` the pipeline is plain Wan2.1 text-to-video.
+    ///
+    /// First the weights are sized from the checkpoints' headers and checked against the
+    /// memory budget for the smallest run (one frame of 16×16): a model that cannot be
+    /// held fails here with [`Error::Memory`], before anything is read. With
+    /// [`PipelineOptions::offload`] the components are only checked now and loaded when
+    /// they run.
     pub fn from_pretrained(
         base_dir: impl AsRef<Path>,
         adapter_dir: Option<&Path>,
@@ -218,65 +153,66 @@ impl LynxPipeline {
     ) -> Result<Self> {
         let base = base_dir.as_ref();
         check_model_folder(base)?;
-        let (device, dtype) = (&options.device, options.dtype);
-        lynx_core::device::check_dtype(device, dtype)?;
+        check_dtype(&options.device, options.dtype)?;
         let variant = adapter_dir.map(Variant::detect).transpose()?;
         let scheduler = SchedulerConfig::load(base.join("scheduler"))?;
         scheduler.check_unipc()?;
-        let text = TextEncoder::from_pretrained(
-            base.join("text_encoder"),
-            base.join("tokenizer"),
-            device,
-            dtype,
-        )?;
-        let dit = WanTransformer::from_pretrained(base.join("transformer"), device, dtype)?;
-        let vae = WanVae::from_pretrained(base.join("vae"), device, dtype)?;
-        let adapters = match (adapter_dir, variant) {
-            (Some(dir), Some(_)) => Some(LynxAdapters::from_dir(
-                dir,
-                &dit,
-                options.resampler_dim_head,
-                device,
-                dtype,
-            )?),
-            _ => None,
-        };
-        let face = match &options.arcface {
-            None if options.detector.is_some() => {
-                return Err(Error::input(
-                    "a face detector was given without an ArcFace checkpoint; give both",
-                ));
-            }
-            None => None,
-            Some(arcface) => {
-                let arcface = lynx_arcface::load_arcface(arcface, device, None)?;
-                let detector = match &options.detector {
-                    Some(d) => Some(lynx_arcface::load_retinaface(d, device)?),
-                    None => None,
-                };
-                Some(FaceAnalyzer::new(arcface, detector))
-            }
-        };
+        let mut smallest = GenerateRequest::new("");
+        (smallest.frames, smallest.height, smallest.width) = (Some(1), 16, 16);
+        smallest.negative_prompt = String::new();
+        let plan = Self::check_memory(base, adapter_dir, &options, &smallest)?;
+        let guidance_batching = options.guidance_batching;
+        let components = Components::load(base, adapter_dir, options, variant)?;
         Ok(Self {
-            text,
-            dit,
-            vae,
+            components,
             scheduler,
-            adapters,
-            face,
-            device: device.clone(),
-            guidance_batching: options.guidance_batching,
+            weights: plan.weights,
+            guidance_batching,
         })
+    }
+
+    /// The memory a generation of `request` needs with these models and options (the
+    /// weights sized from the checkpoints' headers, nothing read), per phase.
+    pub fn plan_memory(
+        base_dir: impl AsRef<Path>,
+        adapter_dir: Option<&Path>,
+        options: &PipelineOptions,
+        request: &GenerateRequest,
+    ) -> Result<MemoryPlan> {
+        let base = base_dir.as_ref();
+        check_model_folder(base)?;
+        budget::plan(base, adapter_dir, options, request)
+    }
+
+    /// [`LynxPipeline::plan_memory`], checked against the budget
+    /// ([`PipelineOptions::memory_budget`], else what the device has available): the
+    /// plan when it fits, else [`Error::Memory`] with both figures in GB and the dtype
+    /// and offload settings that would fit. No check on GPUs without a budget.
+    pub fn check_memory(
+        base_dir: impl AsRef<Path>,
+        adapter_dir: Option<&Path>,
+        options: &PipelineOptions,
+        request: &GenerateRequest,
+    ) -> Result<MemoryPlan> {
+        let base = base_dir.as_ref();
+        check_model_folder(base)?;
+        budget::check(base, adapter_dir, options, request)
+    }
+
+    /// Checks that `base_dir` is a diffusers Wan2.1 folder (its five parts present),
+    /// before anything is read from it.
+    pub fn check_model_folder(base_dir: impl AsRef<Path>) -> Result<()> {
+        check_model_folder(base_dir.as_ref())
     }
 
     /// The device everything runs on.
     pub fn device(&self) -> &Device {
-        &self.device
+        self.components.device()
     }
 
     /// The loaded Lynx variant; `None` for plain Wan2.1.
     pub fn variant(&self) -> Option<Variant> {
-        self.adapters.as_ref().map(LynxAdapters::variant)
+        self.components.variant()
     }
 
     /// The defaults of the loaded variant.
@@ -284,19 +220,30 @@ impl LynxPipeline {
         VariantDefaults::of(self.variant())
     }
 
-    /// The adapters, if loaded.
+    /// Where the weights live between uses.
+    pub fn offload(&self) -> Offload {
+        self.components.options().offload
+    }
+
+    /// The adapters, if loaded and resident (`None` when offloading).
     pub fn adapters(&self) -> Option<&LynxAdapters> {
-        self.adapters.as_ref()
+        self.components.resident().2
     }
 
-    /// The VAE (e.g. to turn on tiling with [`WanVae::set_tiling`]).
-    pub fn vae_mut(&mut self) -> &mut WanVae {
-        &mut self.vae
+    /// The DiT, when resident (`None` when offloading).
+    pub fn dit(&self) -> Option<&WanTransformer> {
+        self.components.resident().0
     }
 
-    /// The face models, if loaded.
+    /// Spatial tiling of the VAE decode ([`lynx_vae::WanVae::set_tiling`]), for every
+    /// later generation.
+    pub fn set_vae_tiling(&mut self, tiling: Option<Tiling>) -> Result<()> {
+        self.components.set_vae_tiling(tiling)
+    }
+
+    /// The face models, if loaded and resident (`None` when offloading).
     pub fn face_analyzer(&self) -> Option<&FaceAnalyzer> {
-        self.face.as_ref()
+        self.components.resident().3
     }
 
     /// Chooses how the guidance passes run (see [`GuidanceBatching`]).
@@ -316,12 +263,17 @@ impl LynxPipeline {
 
     fn run(&self, mut req: GenerateRequest, trace: bool) -> Result<Generated> {
         let plan = self.check_inputs(&req)?;
-        let (prompt, negative) = self.encode_prompts(&req)?;
-        let conditions = self.prepare_subject(&req, &plan)?;
-        let branches = self.branches(prompt, negative, conditions, &plan);
-        let (scheduler, latents) = self.prepare_latents(&req, &plan)?;
+        self.check_run_memory(&req)?;
+        let prompts = self.encode_prompts(&req, &plan)?;
+        let subject = self.prepare_subject(&req, &plan)?;
+        let dit = self.components.dit()?;
+        let conditions = self.condition(&dit, subject, prompts.reference.as_ref(), &req, &plan)?;
+        let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
+        let (scheduler, latents) = self.prepare_latents(&dit, &req, &plan)?;
         let (latents, steps) =
-            self.denoise(&mut req, &plan, &branches, scheduler, latents, trace)?;
+            self.denoise(&dit, &mut req, &plan, &branches, scheduler, latents, trace)?;
+        drop((branches, dit));
+        self.components.release();
         let frames = self.decode(latents)?;
         let [f, h, w, _] = frames.dims();
         Ok(Generated {
@@ -334,6 +286,14 @@ impl LynxPipeline {
             frames,
             latents_per_step: steps,
         })
+    }
+
+    /// The memory check of one generation (see [`budget::check_run`]).
+    fn check_run_memory(&self, req: &GenerateRequest) -> Result<()> {
+        let c = &self.components;
+        let (base, adapters) = (c.base(), c.adapter_dir());
+        let tokenizer = c.text().tokenizer();
+        budget::check_run(base, adapters, c.options(), req, &self.weights, tokenizer)
     }
 
     /// Step 1: sizes and counts, and what the loaded variant accepts; fills its defaults.
@@ -355,49 +315,62 @@ impl LynxPipeline {
                 )));
             }
         }
-        let identity = match req.guidance_identity {
-            IdentityGuidance::Default => defaults.guidance_identity,
-            IdentityGuidance::Off => None,
-            IdentityGuidance::Scale(g) => Some(g),
-        }
-        // Without a subject the identity pass would repeat the unconditional one.
-        .filter(|_| req.subject.is_some());
+        let identity = req.identity_guidance(variant);
         Ok(Plan {
             frames: req.frames.unwrap_or(defaults.frames),
-            batched: self.guidance_batching.batched(&self.device),
+            batched: self.guidance_batching.batched(self.device()),
             guidance: Guidance::new(req.guidance, identity),
             use_cfg: req.guidance > 1.0,
             ref_scale: req.ref_scale.unwrap_or(1.0),
+            reference: variant == Some(Variant::Full) && req.subject.is_some(),
         })
     }
 
-    /// Step 2: the prompt and the negative prompt, cleaned as the Wan pipeline cleans them.
-    fn encode_prompts(&self, req: &GenerateRequest) -> Result<(Tensor<3>, Tensor<3>)> {
-        Ok((
-            self.text.encode(&req.prompt, true)?,
-            self.text.encode(&req.negative_prompt, true)?,
-        ))
+    /// Step 2: the prompt and the negative prompt, cleaned as the Wan pipeline cleans them,
+    /// and, when Lynx's reference pass runs, its prompt (not cleaned): in one pass of the
+    /// text encoder, whose weights are then free to go (the embeddings stay cached).
+    fn encode_prompts(&self, req: &GenerateRequest, plan: &Plan) -> Result<Prompts> {
+        let mut wanted = vec![
+            (req.prompt.as_str(), true),
+            (req.negative_prompt.as_str(), true),
+        ];
+        if plan.reference {
+            wanted.push((REFERENCE_PROMPT, false));
+        }
+        let mut embeddings = self.components.text().encode_all(&wanted)?.into_iter();
+        self.components.release();
+        let mut next = || {
+            embeddings.next().ok_or_else(|| {
+                Error::input("the text encoder returned fewer embeddings than prompts")
+            })
+        };
+        Ok(Prompts {
+            prompt: next()?,
+            negative: next()?,
+            reference: if plan.reference { Some(next()?) } else { None },
+        })
     }
 
-    /// Step 3: the adapters' per-block inputs for the subject, conditional and unconditional.
-    fn prepare_subject(&self, req: &GenerateRequest, plan: &Plan) -> Result<Option<Conditions>> {
+    /// Step 3a: the subject's face embedding `[1, 1, E]` and, for Lynx full, the VAE
+    /// latents of its aligned face and of the mid-grey image (the face models and the
+    /// VAE run here, before the DiT is needed).
+    fn prepare_subject(&self, req: &GenerateRequest, plan: &Plan) -> Result<Option<SubjectInputs>> {
         let Some(subject) = &req.subject else {
             return Ok(None);
         };
-        let adapters = self.adapters.as_ref().ok_or_else(|| {
-            Error::input(
+        if self.variant().is_none() {
+            return Err(Error::input(
                 "a subject was given but no adapters are loaded (pass the lynx_full/ or \
                  lynx_lite/ folder)",
-            )
-        })?;
-        let needs_crop = adapters.uses_reference();
+            ));
+        }
         let (embedding, aligned) = match subject {
             Subject::Prepared {
                 aligned_face,
                 embedding,
             } => (embedding.clone(), aligned_face.clone()),
             Subject::Photo { image, landmarks } => {
-                let face = self.face.as_ref().ok_or_else(|| {
+                let face = self.components.face()?.ok_or_else(|| {
                     Error::input(
                         "a photo subject needs the ArcFace checkpoint (PipelineOptions::arcface)",
                     )
@@ -406,19 +379,15 @@ impl LynxPipeline {
                 (prepared.embedding, Some(prepared.aligned_256_extended))
             }
         };
-        let (d, want) = (embedding.len(), adapters.embedding_dim());
-        if d != want {
-            return Err(Error::input(format!(
-                "the face embedding has {d} values, the ID-adapter takes {want}"
-            )));
-        }
+        self.components.release();
+        let d = embedding.len();
         let face = Tensor::<3>::from_data(
             TensorData::new(embedding, [1, 1, d]),
-            (&self.device, DType::F32),
+            (self.device(), DType::F32),
         );
-        let features = match (needs_crop, aligned) {
+        let latents = match (plan.reference, aligned) {
             (false, _) => None,
-            (true, Some(aligned)) => Some(self.reference_features(&aligned, &req.noise)?),
+            (true, Some(aligned)) => Some(self.reference_latents(&aligned, &req.noise)?),
             (true, None) => {
                 return Err(Error::input(
                     "Lynx (full) needs the aligned 256×256 face crop for its Ref-adapter: \
@@ -426,19 +395,16 @@ impl LynxPipeline {
                 ));
             }
         };
-        let features = features.as_ref().map(|(c, u)| (c.as_slice(), u.as_slice()));
-        adapters
-            .conditions(face, req.ip_scale, features, plan.ref_scale)
-            .map(Some)
+        Ok(Some(SubjectInputs { face, latents }))
     }
 
-    /// The reference pass for the aligned face and for the all-zero (mid-grey) image,
-    /// each with the VAE sampling noise the reference draws for it.
-    fn reference_features(
+    /// The VAE latents of the aligned face and of the all-zero (mid-grey) image, each
+    /// sampled with the noise the reference draws for it.
+    fn reference_latents(
         &self,
         aligned: &RgbImage,
         noise: &NoiseSource,
-    ) -> Result<(Vec<Tensor<3>>, Vec<Tensor<3>>)> {
+    ) -> Result<(Tensor<5>, Tensor<5>)> {
         let (w, h) = aligned.dimensions();
         let (w, h) = (w as usize, h as usize);
         if w % 8 != 0 || h % 8 != 0 {
@@ -446,28 +412,73 @@ impl LynxPipeline {
                 "the aligned face is {w}×{h}; the VAE needs sides divisible by 8 (the crop is 256×256)"
             )));
         }
+        let device = self.device();
         // [H, W, 3] u8 → [1, 3, 1, H, W] in [-1, 1]
         let pixels: Vec<f32> = aligned
             .as_raw()
             .iter()
             .map(|&v| v as f32 / 255.0 * 2.0 - 1.0)
             .collect();
-        let image = Tensor::<3>::from_data(
-            TensorData::new(pixels, [h, w, 3]),
-            (&self.device, DType::F32),
-        )
-        .permute([2, 0, 1])
-        .unsqueeze_dims::<5>(&[0, 2]);
-        let ref_text = self.text.encode(REFERENCE_PROMPT, false)?;
-        let features = |img: Tensor<5>| -> Result<Vec<Tensor<3>>> {
-            let dist = self.vae.encode(img)?;
-            let eps = noise.ref_eps(dist.mean.dims(), self.vae.dtype(), &self.device)?;
-            let z = self.vae.normalize(dist.sample(eps)?)?;
-            self.dit.reference_features(z, ref_text.clone())
+        let image =
+            Tensor::<3>::from_data(TensorData::new(pixels, [h, w, 3]), (device, DType::F32))
+                .permute([2, 0, 1])
+                .unsqueeze_dims::<5>(&[0, 2]);
+        let vae = self.components.vae()?;
+        let latents = |img: Tensor<5>| -> Result<Tensor<5>> {
+            let dist = vae.encode(img)?;
+            let eps = noise.ref_eps(dist.mean.dims(), vae.dtype(), device)?;
+            vae.normalize(dist.sample(eps)?)
         };
-        let cond = features(image.clone())?;
-        let uncond = features(image.zeros_like())?;
+        let cond = latents(image.clone())?;
+        let uncond = latents(image.zeros_like())?;
+        drop(vae);
+        self.components.release();
         Ok((cond, uncond))
+    }
+
+    /// Step 3b: with the DiT, the reference pass over the subject's latents (Lynx full)
+    /// and the adapters' per-block inputs, conditional and unconditional.
+    fn condition(
+        &self,
+        dit: &WanTransformer,
+        subject: Option<SubjectInputs>,
+        ref_text: Option<&Tensor<3>>,
+        req: &GenerateRequest,
+        plan: &Plan,
+    ) -> Result<Option<Conditions>> {
+        let Some(subject) = subject else {
+            return Ok(None);
+        };
+        let features = match (subject.latents, ref_text) {
+            (Some((c, u)), Some(text)) => {
+                let mut f = dit
+                    .reference_features_many(&[(c, text.clone()), (u, text.clone())])?
+                    .into_iter();
+                match (f.next(), f.next()) {
+                    (Some(c), Some(u)) => Some((c, u)),
+                    _ => return Err(Error::input("the reference pass returned too few features")),
+                }
+            }
+            _ => None,
+        };
+        let Some(adapters) = self.components.adapters(dit)? else {
+            return Err(Error::input(
+                "a subject was given but no adapters are loaded (pass the lynx_full/ or \
+                 lynx_lite/ folder)",
+            ));
+        };
+        let (d, want) = (subject.face.dims()[2], adapters.embedding_dim());
+        if d != want {
+            return Err(Error::input(format!(
+                "the face embedding has {d} values, the ID-adapter takes {want}"
+            )));
+        }
+        let features = features.as_ref().map(|(c, u)| (c.as_slice(), u.as_slice()));
+        let conditions =
+            adapters.conditions(subject.face, req.ip_scale, features, plan.ref_scale)?;
+        drop(adapters);
+        self.components.release();
+        Ok(Some(conditions))
     }
 
     /// The passes of a step, named.
@@ -508,6 +519,7 @@ impl LynxPipeline {
     /// `[1, C, (F − 1)/4 + 1, H/8, W/8]`.
     fn prepare_latents(
         &self,
+        dit: &WanTransformer,
         req: &GenerateRequest,
         plan: &Plan,
     ) -> Result<(Box<dyn Scheduler>, Tensor<5>)> {
@@ -518,19 +530,22 @@ impl LynxPipeline {
         scheduler.set_timesteps(req.steps)?;
         let shape = [
             1,
-            self.dit.config().in_channels,
+            dit.config().in_channels,
             (plan.frames - 1) / 4 + 1,
             req.height / 8,
             req.width / 8,
         ];
-        let latents = req.noise.initial_latents(shape, &self.device)?;
+        let latents = req.noise.initial_latents(shape, self.device())?;
         Ok((scheduler, latents))
     }
 
     /// Step 5: the guided denoising loop; returns the final latents and, when `trace` is
-    /// set, the latents after every step.
+    /// set, the latents after every step. The passes of a step run together
+    /// ([`WanTransformer::forward_many`]), so streamed blocks are read once per step.
+    #[allow(clippy::too_many_arguments)]
     fn denoise(
         &self,
+        dit: &WanTransformer,
         req: &mut GenerateRequest,
         plan: &Plan,
         branches: &Branches,
@@ -551,33 +566,52 @@ impl LynxPipeline {
             }
             let timestep = Tensor::<1>::from_data(
                 TensorData::new(vec![t as f32], [1]),
-                (&self.device, DType::F32),
+                (self.device(), DType::F32),
             );
-            let pass = |b: &Branch| {
-                self.dit
-                    .forward(latents.clone(), timestep.clone(), b.text.clone(), &b.extras)
-            };
-            let pred = match (&branches.stacked, plan.use_cfg) {
-                (Some(stacked), _) => {
-                    // One pass over [cond, uncond, identity]; the text is stacked already.
-                    let k = stacked.text.dims()[0];
-                    let out = self.dit.forward(
-                        Tensor::cat(vec![latents.clone(); k], 0),
-                        timestep.clone(),
-                        stacked.text.clone(),
-                        &stacked.extras,
-                    )?;
-                    let part = |i: usize| out.clone().narrow(0, i, 1);
-                    let identity = (k == 3).then(|| part(2));
-                    plan.guidance.combine(part(0), part(1), identity)
+            let missing = || Error::input("the DiT returned fewer outputs than passes");
+            let pred = if let Some(stacked) = &branches.stacked {
+                // One pass over [cond, uncond, identity]; the text is stacked already.
+                let k = stacked.text.dims()[0];
+                let input = DitInput {
+                    x: Tensor::cat(vec![latents.clone(); k], 0),
+                    timestep: timestep.clone(),
+                    text: stacked.text.clone(),
+                    extras: &stacked.extras,
+                };
+                let out = dit
+                    .forward_many(std::slice::from_ref(&input))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(missing)?;
+                drop(input);
+                let part = |i: usize| out.clone().narrow(0, i, 1);
+                let identity = (k == 3).then(|| part(2));
+                plan.guidance.combine(part(0), part(1), identity)
+            } else {
+                let mut branches_run = vec![&branches.cond];
+                if plan.use_cfg {
+                    branches_run.push(&branches.uncond);
+                    branches_run.extend(branches.identity.as_ref());
                 }
-                (None, true) => {
-                    let cond = pass(&branches.cond)?;
-                    let uncond = pass(&branches.uncond)?;
-                    let identity = branches.identity.as_ref().map(pass).transpose()?;
+                let inputs: Vec<DitInput<'_>> = branches_run
+                    .iter()
+                    .map(|b| DitInput {
+                        x: latents.clone(),
+                        timestep: timestep.clone(),
+                        text: b.text.clone(),
+                        extras: &b.extras,
+                    })
+                    .collect();
+                let mut out = dit.forward_many(&inputs)?.into_iter();
+                drop(inputs);
+                let cond = out.next().ok_or_else(missing)?;
+                if plan.use_cfg {
+                    let uncond = out.next().ok_or_else(missing)?;
+                    let identity = out.next();
                     plan.guidance.combine(cond, uncond, identity)
+                } else {
+                    cond
                 }
-                (None, false) => pass(&branches.cond)?,
             };
             latents = scheduler.step(pred, t, latents)?;
             if trace {
@@ -596,8 +630,11 @@ impl LynxPipeline {
 
     /// Step 6: latents → frames `[F, H, W, 3]` in `[0, 1]`.
     fn decode(&self, latents: Tensor<5>) -> Result<Tensor<4>> {
-        let z = self.vae.denormalize(latents)?;
-        let video = self.vae.decode(z)?.clamp(-1.0, 1.0) * 0.5 + 0.5;
+        let vae = self.components.vae()?;
+        let z = vae.denormalize(latents)?;
+        let video = vae.decode(z)?.clamp(-1.0, 1.0) * 0.5 + 0.5;
+        drop(vae);
+        self.components.release();
         // [1, 3, F, H, W] → [F, H, W, 3]
         Ok(video.squeeze_dim::<4>(0).permute([1, 2, 3, 0]))
     }

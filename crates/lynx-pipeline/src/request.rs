@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use image::RgbImage;
+use lynx_adapters::Variant;
 use lynx_arcface::Landmarks;
 use lynx_core::{Error, Result};
 
@@ -159,6 +160,18 @@ impl GenerateRequest {
         }
     }
 
+    /// The identity guidance of this request for `variant`: asked for, or the variant's
+    /// default; none without a subject (the identity pass would repeat the
+    /// unconditional one).
+    pub fn identity_guidance(&self, variant: Option<Variant>) -> Option<f64> {
+        match self.guidance_identity {
+            IdentityGuidance::Default => VariantDefaults::of(variant).guidance_identity,
+            IdentityGuidance::Off => None,
+            IdentityGuidance::Scale(g) => Some(g),
+        }
+        .filter(|_| self.subject.is_some())
+    }
+
     /// Checks sizes and counts, with messages that say what would work.
     pub fn validate(&self) -> Result<()> {
         if let Some(frames) = self.frames {
@@ -198,6 +211,41 @@ impl GenerateRequest {
             }
         }
         Ok(())
+    }
+}
+
+/// What a loaded model does by default, per variant (the reference's `infer.py` and
+/// `infer_lite.py`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VariantDefaults {
+    /// Frames per video: 81 (Lynx, plain Wan2.1), 121 (Lynx-lite).
+    pub frames: usize,
+    /// Frames per second of the written video: 16 (Lynx, Wan2.1), 24 (Lynx-lite).
+    pub fps: u32,
+    /// Identity guidance: 2.0 for Lynx; none for Lynx-lite and plain Wan2.1.
+    pub guidance_identity: Option<f64>,
+}
+
+impl VariantDefaults {
+    /// The defaults of `variant` (`None`: plain Wan2.1 text-to-video).
+    pub fn of(variant: Option<Variant>) -> Self {
+        match variant {
+            Some(Variant::Full) => Self {
+                frames: 81,
+                fps: 16,
+                guidance_identity: Some(2.0),
+            },
+            Some(Variant::Lite) => Self {
+                frames: 121,
+                fps: 24,
+                guidance_identity: None,
+            },
+            None => Self {
+                frames: 81,
+                fps: 16,
+                guidance_identity: None,
+            },
+        }
     }
 }
 

@@ -1,10 +1,13 @@
 //! The UMT5 encoder stack (transformers `UMT5EncoderModel`: `UMT5Stack` of
 //! `UMT5Block`s, each `UMT5LayerSelfAttention` then `UMT5LayerFF`, pre-norm residual).
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use lynx_core::Loader;
 use lynx_core::nn::RmsNorm;
+use lynx_core::weights::for_each_layer;
+use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
 
 use crate::attention::{Umt5Attention, relative_position_buckets};
 use crate::config::Umt5Config;
@@ -82,20 +85,46 @@ impl Umt5Block {
 
 /// The UMT5 encoder: token embedding, blocks, final RMS norm.
 ///
+/// Resident ([`Umt5Encoder::load`]): every weight on the device. Streamed
+/// ([`Umt5Encoder::load_streamed`]): only the final norm is; each forward reads the
+/// embedding rows of its tokens and the blocks one at a time from the memory-mapped
+/// checkpoint ([`LayerStream`]), so the 256k × 4096 table and the 24 XXL blocks are
+/// never on the device together. Both compute the same numbers.
+///
 /// # Shapes
 /// - `shared`: `[vocab_size, d_model]`
 /// - input ids and mask: `[batch, seq]`; output: `[batch, seq, d_model]`
 #[derive(Module, Debug)]
 pub struct Umt5Encoder {
-    /// The token embedding (`shared.weight`).
-    shared: Param<Tensor<2>>,
-    /// `encoder.block`
+    /// The token embedding (`shared.weight`), when resident.
+    shared: Option<Param<Tensor<2>>>,
+    /// `encoder.block`, when resident.
     block: Vec<Umt5Block>,
+    /// Embedding rows and blocks read per forward, when streamed.
+    #[module(skip)]
+    stream: Option<Umt5Stream>,
     /// `encoder.final_layer_norm`
     final_layer_norm: RmsNorm,
     relative_attention_num_buckets: usize,
     relative_attention_max_distance: usize,
+    /// The weights' dtype.
+    #[module(skip)]
+    dtype: DType,
 }
+
+/// Where a streamed encoder reads its weights.
+#[derive(Debug, Clone)]
+struct Umt5Stream {
+    /// The checkpoint, for the embedding rows.
+    ckpt: Arc<Checkpoint>,
+    /// The key of the embedding table.
+    shared_key: String,
+    /// `encoder.block.N`, one at a time.
+    blocks: LayerStream<Umt5Block>,
+}
+
+/// One forward's input: ids and an optional mask, `[batch, seq]` each.
+pub type EncoderInput = (Tensor<2, Int>, Option<Tensor<2, Int>>);
 
 impl Umt5Encoder {
     /// Loads a transformers `UMT5EncoderModel` state dict (`text_encoder/model*.safetensors`)
@@ -110,8 +139,69 @@ impl Umt5Encoder {
     /// A full encoder–decoder checkpoint also loads: `decoder.*` and `lm_head.*` are
     /// ignored.
     pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+        let shared_key = Self::shared_key(w);
+        let enc = w.sub("encoder");
+        Self {
+            shared: Some(
+                w.sub(shared_key)
+                    .param("weight", [cfg.vocab_size, cfg.d_model]),
+            ),
+            block: (0..cfg.num_layers)
+                .map(|i| Umt5Block::load(&enc.sub("block").sub(i), cfg))
+                .collect(),
+            stream: None,
+            final_layer_norm: Self::final_norm(w, cfg),
+            relative_attention_num_buckets: cfg.relative_attention_num_buckets,
+            relative_attention_max_distance: cfg.relative_attention_max_distance,
+            dtype: w.dtype(),
+        }
+    }
+
+    /// [`Umt5Encoder::load`] with the embedding table and the blocks left in `ckpt` (the
+    /// checkpoint `w` reads): their keys and shapes are checked now, and each forward
+    /// reads the rows of its tokens and the blocks one at a time.
+    pub fn load_streamed(w: &Loader, cfg: &Umt5Config, ckpt: Arc<Checkpoint>) -> Self {
+        let shared_key = Self::shared_key(w);
+        let check = w.validating();
+        drop(
+            check
+                .sub(shared_key)
+                .tensor::<2>("weight", [cfg.vocab_size, cfg.d_model]),
+        );
+        let (blocks, check) = (
+            w.sub("encoder").sub("block"),
+            check.sub("encoder").sub("block"),
+        );
+        for i in 0..cfg.num_layers {
+            drop(Umt5Block::load(&check.sub(i), cfg));
+        }
+        let prefixes = (0..cfg.num_layers)
+            .map(|i| blocks.key(&i.to_string()))
+            .collect();
+        let layer_cfg = cfg.clone();
+        let layers = LayerStream::new(ckpt.clone(), prefixes, w.device(), w.dtype(), move |l| {
+            Umt5Block::load(l, &layer_cfg)
+        });
+        Self {
+            shared: None,
+            block: Vec::new(),
+            stream: Some(Umt5Stream {
+                ckpt,
+                shared_key: w.sub(shared_key).key("weight"),
+                blocks: layers,
+            }),
+            final_layer_norm: Self::final_norm(w, cfg),
+            relative_attention_num_buckets: cfg.relative_attention_num_buckets,
+            relative_attention_max_distance: cfg.relative_attention_max_distance,
+            dtype: w.dtype(),
+        }
+    }
+
+    /// The embedding's key prefix: `shared`, or its tied copy when only that is stored;
+    /// marks the other copy and a decoder as deliberately unused.
+    fn shared_key(w: &Loader) -> &'static str {
         // transformers ties `encoder.embed_tokens` to `shared`; files hold one or both.
-        let shared_key = if w.has("shared.weight") || !w.has("encoder.embed_tokens.weight") {
+        let key = if w.has("shared.weight") || !w.has("encoder.embed_tokens.weight") {
             w.ignore("encoder.embed_tokens.weight");
             "shared"
         } else {
@@ -119,27 +209,25 @@ impl Umt5Encoder {
         };
         w.ignore("decoder.");
         w.ignore("lm_head.");
-        let enc = w.sub("encoder");
-        Self {
-            shared: w
-                .sub(shared_key)
-                .param("weight", [cfg.vocab_size, cfg.d_model]),
-            block: (0..cfg.num_layers)
-                .map(|i| Umt5Block::load(&enc.sub("block").sub(i), cfg))
-                .collect(),
-            final_layer_norm: RmsNorm::load(
-                &enc.sub("final_layer_norm"),
-                cfg.d_model,
-                cfg.layer_norm_epsilon,
-            ),
-            relative_attention_num_buckets: cfg.relative_attention_num_buckets,
-            relative_attention_max_distance: cfg.relative_attention_max_distance,
-        }
+        key
+    }
+
+    fn final_norm(w: &Loader, cfg: &Umt5Config) -> RmsNorm {
+        RmsNorm::load(
+            &w.sub("encoder").sub("final_layer_norm"),
+            cfg.d_model,
+            cfg.layer_norm_epsilon,
+        )
     }
 
     /// The model's weight dtype.
     pub fn dtype(&self) -> DType {
-        self.shared.val().dtype()
+        self.dtype
+    }
+
+    /// Whether the embedding and the blocks are read from the checkpoint per forward.
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// The last hidden state (transformers `last_hidden_state`), in the model dtype.
@@ -149,27 +237,77 @@ impl Umt5Encoder {
     ///
     /// # Shapes
     /// - `ids`, `mask` `[batch, seq]` → `[batch, seq, d_model]`.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Result<Tensor<3>> {
+        let mut out = self.forward_many(&[(ids, mask)])?;
+        out.pop()
+            .ok_or_else(|| Error::input("the text encoder returned nothing for its one input"))
+    }
+
+    /// [`Umt5Encoder::forward`] for several inputs, each block running all of them before
+    /// the next (a streamed encoder reads its blocks once for all).
+    ///
+    /// # Shapes
+    /// - per input as [`Umt5Encoder::forward`]; one output per input.
+    pub fn forward_many(&self, inputs: &[EncoderInput]) -> Result<Vec<Tensor<3>>> {
+        let dtype = self.dtype;
+        let mut hidden = Vec::with_capacity(inputs.len());
+        let mut extras = Vec::with_capacity(inputs.len());
+        for (ids, mask) in inputs {
+            let [batch, seq] = ids.dims();
+            let device = ids.device();
+            hidden.push(to_dtype(self.embed(ids.clone())?, residual_dtype(dtype)));
+            let buckets = relative_position_buckets(
+                seq,
+                self.relative_attention_num_buckets,
+                self.relative_attention_max_distance,
+            );
+            let buckets =
+                Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), &device);
+            let mask_bias = mask.clone().map(|m| {
+                // 0 for tokens, the dtype's lowest value for padding (transformers'
+                // extended attention mask).
+                (m.equal_elem(0).float().cast(dtype) * lowest(dtype)).reshape([batch, 1, 1, seq])
+            });
+            extras.push((buckets, mask_bias));
+        }
+        let stream = self.stream.as_ref().map(|s| &s.blocks);
+        for_each_layer(&self.block, stream, |_, block| {
+            hidden = std::mem::take(&mut hidden)
+                .into_iter()
+                .zip(&extras)
+                .map(|(x, (buckets, bias))| block.forward(x, buckets.clone(), bias.clone(), dtype))
+                .collect();
+            Ok(())
+        })?;
+        Ok(hidden
+            .into_iter()
+            .map(|x| to_dtype(self.final_layer_norm.forward(x), dtype))
+            .collect())
+    }
+
+    /// The embedding rows of `ids`: a lookup in the resident table, or the rows read
+    /// from the checkpoint.
+    fn embed(&self, ids: Tensor<2, Int>) -> Result<Tensor<3>> {
+        if let Some(table) = &self.shared {
+            return Ok(burn::tensor::module::embedding(table.val(), ids));
+        }
+        let Some(stream) = &self.stream else {
+            return Err(Error::input("the text encoder has no embedding table"));
+        };
         let [batch, seq] = ids.dims();
         let device = ids.device();
-        let dtype = self.dtype();
-        let x = burn::tensor::module::embedding(self.shared.val(), ids);
-        let mut x = to_dtype(x, residual_dtype(dtype));
-        let buckets = relative_position_buckets(
-            seq,
-            self.relative_attention_num_buckets,
-            self.relative_attention_max_distance,
-        );
-        let buckets = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), &device);
-        let mask_bias = mask.map(|m| {
-            // 0 for tokens, the dtype's lowest value for padding (transformers'
-            // extended attention mask).
-            (m.equal_elem(0).float().cast(dtype) * lowest(dtype)).reshape([batch, 1, 1, seq])
-        });
-        for block in &self.block {
-            x = block.forward(x, buckets.clone(), mask_bias.clone(), dtype);
-        }
-        to_dtype(self.final_layer_norm.forward(x), dtype)
+        let rows: Vec<usize> = ids
+            .try_into_data()
+            .map_err(|e| Error::read_back(&device, "the token ids", e))?
+            .convert::<i64>()
+            .iter::<i64>()
+            .map(|id| usize::try_from(id).unwrap_or(usize::MAX))
+            .collect();
+        let data = stream
+            .ckpt
+            .read_rows(&stream.shared_key, &rows, self.dtype)?;
+        let d = data.shape()[1];
+        Ok(Tensor::<2>::from_data(data, (&device, self.dtype)).reshape([batch, seq, d]))
     }
 }
 

@@ -49,6 +49,6 @@ pub mod tokenizer;
 pub use cache::EmbeddingCache;
 pub use clean::prompt_clean;
 pub use config::{Activation, Umt5Config};
-pub use encoder::Umt5Encoder;
+pub use encoder::{EncoderInput, Umt5Encoder};
 pub use text_encoder::{TextEncoder, postprocess};
 pub use tokenizer::{MAX_SEQUENCE_LENGTH, Tokenizer, Tokens};

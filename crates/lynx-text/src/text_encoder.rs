@@ -2,24 +2,47 @@
 //! (diffusers 0.33.1 `pipelines/wan/pipeline_wan.py`, `_get_t5_prompt_embeds`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use lynx_core::{Error, Result, load_module};
+use lynx_core::{Checkpoint, Error, Offload, Result, load_module};
 
 use crate::cache::EmbeddingCache;
 use crate::clean::prompt_clean;
 use crate::config::Umt5Config;
-use crate::encoder::Umt5Encoder;
+use crate::encoder::{EncoderInput, Umt5Encoder};
 use crate::tokenizer::{Tokenizer, Tokens};
 
 /// Tokenizer, UMT5 encoder and an [`EmbeddingCache`].
+///
+/// Where the encoder's weights live is chosen at loading
+/// ([`TextEncoder::from_pretrained_offloaded`]):
+///
+/// | [`Offload`] | weights |
+/// |---|---|
+/// | `None` | on the device from loading on |
+/// | `Model` | loaded by each [`TextEncoder::encode_all`] that misses the cache, dropped when it returns |
+/// | `Blocks` | in the memory-mapped checkpoint: each forward reads its tokens' embedding rows and the layers one at a time |
+///
+/// The embeddings are the same in every case, and the cache keeps them whatever the
+/// weights do, so a pipeline encodes its prompts once and then holds only those.
 #[derive(Debug)]
 pub struct TextEncoder {
     tokenizer: Tokenizer,
-    model: Umt5Encoder,
+    weights: Weights,
     config: Umt5Config,
     device: Device,
+    dtype: DType,
     cache: EmbeddingCache,
+}
+
+/// Where the encoder's weights are.
+#[derive(Debug)]
+enum Weights {
+    /// On the device (resident, or streamed: only the final norm on the device).
+    Loaded(Box<Umt5Encoder>),
+    /// In the checkpoint folder, loaded whole for each batch of prompts.
+    OnDemand(PathBuf),
 }
 
 impl TextEncoder {
@@ -37,11 +60,45 @@ impl TextEncoder {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::from_pretrained_offloaded(text_encoder, tokenizer, device, dtype, Offload::None)
+    }
+
+    /// [`TextEncoder::from_pretrained`] with the weights kept where `offload` says (see
+    /// the type's docs). Every key and shape is checked now in every case.
+    pub fn from_pretrained_offloaded(
+        text_encoder: impl AsRef<Path>,
+        tokenizer: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+        offload: Offload,
+    ) -> Result<Self> {
         let dir = resolve_text_encoder_dir(text_encoder.as_ref());
         let config = Umt5Config::load(dir.join("config.json"))?;
         let tokenizer = Tokenizer::from_pretrained(tokenizer)?;
-        let model = load_module(&dir, device, dtype, |w| Ok(Umt5Encoder::load(w, &config)))?;
-        Ok(Self::new(tokenizer, model, config, device))
+        let weights = match offload {
+            Offload::None => Weights::Loaded(Box::new(load_module(&dir, device, dtype, |w| {
+                Ok(Umt5Encoder::load(w, &config))
+            })?)),
+            Offload::Model => {
+                Checkpoint::open(&dir)?
+                    .measure(device, dtype, |w| Ok(Umt5Encoder::load(w, &config)))?;
+                Weights::OnDemand(dir)
+            }
+            Offload::Blocks => {
+                let ckpt = Arc::new(Checkpoint::open(&dir)?);
+                Weights::Loaded(Box::new(ckpt.build(device, dtype, |w| {
+                    Ok(Umt5Encoder::load_streamed(w, &config, ckpt.clone()))
+                })?))
+            }
+        };
+        Ok(Self {
+            tokenizer,
+            weights,
+            config,
+            device: device.clone(),
+            dtype,
+            cache: EmbeddingCache::new(),
+        })
     }
 
     /// [`TextEncoder::from_pretrained`] with both parts from one Wan diffusers folder.
@@ -58,7 +115,8 @@ impl TextEncoder {
     ) -> Self {
         Self {
             tokenizer,
-            model,
+            dtype: model.dtype(),
+            weights: Weights::Loaded(Box::new(model)),
             config,
             device: device.clone(),
             cache: EmbeddingCache::new(),
@@ -70,9 +128,12 @@ impl TextEncoder {
         &self.tokenizer
     }
 
-    /// The UMT5 encoder.
-    pub fn model(&self) -> &Umt5Encoder {
-        &self.model
+    /// The UMT5 encoder, unless it is loaded only while encoding ([`Offload::Model`]).
+    pub fn model(&self) -> Option<&Umt5Encoder> {
+        match &self.weights {
+            Weights::Loaded(m) => Some(m.as_ref()),
+            Weights::OnDemand(_) => None,
+        }
     }
 
     /// The encoder's config.
@@ -87,7 +148,7 @@ impl TextEncoder {
 
     /// The weight dtype, which is also the dtype of the embeddings.
     pub fn dtype(&self) -> DType {
-        self.model.dtype()
+        self.dtype
     }
 
     /// The embeddings computed so far.
@@ -100,21 +161,65 @@ impl TextEncoder {
         self.tokenizer.tokenize(prompt)
     }
 
+    /// Runs `f` with the encoder: the loaded one, or one loaded for the call and dropped
+    /// after it.
+    fn with_model<R>(&self, f: impl FnOnce(&Umt5Encoder) -> Result<R>) -> Result<R> {
+        match &self.weights {
+            Weights::Loaded(m) => f(m),
+            Weights::OnDemand(dir) => {
+                let model = load_module(dir, &self.device, self.dtype, |w| {
+                    Ok(Umt5Encoder::load(w, &self.config))
+                })?;
+                let out = f(&model);
+                drop(model);
+                self.device.memory_cleanup();
+                out
+            }
+        }
+    }
+
     /// The encoder's last hidden state for `ids` with attention `mask` (1 = token),
     /// padded rows included, as transformers returns it.
     ///
     /// # Shapes
     /// - `ids`, `mask`: `[batch, seq]`; output: `[batch, seq, d_model]`
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Tensor<3> {
-        self.model.forward(ids, mask)
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Result<Tensor<3>> {
+        self.with_model(|m| m.forward(ids, mask))
     }
 
     /// The embedding of `prompt`, cleaned first when `clean` is set, as the DiT takes
     /// it: `[1, max_len, d_model]` (512 rows), the tokens' rows followed by zeros.
     /// Remembered per `(prompt, clean)`; see [`TextEncoder::encode_uncached`].
     pub fn encode(&self, prompt: &str, clean: bool) -> Result<Tensor<3>> {
-        self.cache
-            .get_or_try_insert(prompt, clean, || self.encode_uncached(prompt, clean))
+        let mut out = self.encode_all(&[(prompt, clean)])?;
+        out.pop()
+            .ok_or_else(|| Error::input("the text encoder returned nothing for its one prompt"))
+    }
+
+    /// [`TextEncoder::encode`] for several `(prompt, clean)` pairs at once: those not in
+    /// the cache go through the encoder together (weights loaded or streamed once for
+    /// all of them), then all come from the cache.
+    pub fn encode_all(&self, prompts: &[(&str, bool)]) -> Result<Vec<Tensor<3>>> {
+        let mut missing: Vec<(&str, bool)> = Vec::new();
+        for &(p, c) in prompts {
+            if self.cache.get(p, c).is_none() && !missing.contains(&(p, c)) {
+                missing.push((p, c));
+            }
+        }
+        if !missing.is_empty() {
+            let embeddings = self.encode_uncached_all(&missing)?;
+            for (&(p, c), e) in missing.iter().zip(embeddings) {
+                self.cache.get_or_try_insert(p, c, || Ok(e))?;
+            }
+        }
+        prompts
+            .iter()
+            .map(|&(p, c)| {
+                self.cache
+                    .get(p, c)
+                    .ok_or_else(|| Error::input(format!("the embedding of `{p}` was not kept")))
+            })
+            .collect()
     }
 
     /// [`TextEncoder::encode`] without the cache.
@@ -123,19 +228,32 @@ impl TextEncoder {
     /// positions, but padded keys are masked out of every attention and padded rows
     /// are zeroed afterwards, so they cannot change the result.
     pub fn encode_uncached(&self, prompt: &str, clean: bool) -> Result<Tensor<3>> {
-        let text = if clean {
-            prompt_clean(prompt)
-        } else {
-            prompt.to_string()
-        };
-        let tokens = self.tokenizer.tokenize(&text)?;
-        let ids: Vec<i64> = tokens.ids[..tokens.len]
-            .iter()
-            .map(|&v| i64::from(v))
-            .collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len]), &self.device);
-        let hidden = self.model.forward(ids, None);
-        Ok(pad_rows(hidden, self.tokenizer.max_len()))
+        let mut out = self.encode_uncached_all(&[(prompt, clean)])?;
+        out.pop()
+            .ok_or_else(|| Error::input("the text encoder returned nothing for its one prompt"))
+    }
+
+    /// [`TextEncoder::encode_uncached`] for several prompts, in one pass of the encoder.
+    fn encode_uncached_all(&self, prompts: &[(&str, bool)]) -> Result<Vec<Tensor<3>>> {
+        let mut inputs: Vec<EncoderInput> = Vec::with_capacity(prompts.len());
+        for &(prompt, clean) in prompts {
+            let text = if clean {
+                prompt_clean(prompt)
+            } else {
+                prompt.to_string()
+            };
+            let tokens = self.tokenizer.tokenize(&text)?;
+            let ids: Vec<i64> = tokens.ids[..tokens.len]
+                .iter()
+                .map(|&v| i64::from(v))
+                .collect();
+            let ids =
+                Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len]), &self.device);
+            inputs.push((ids, None));
+        }
+        let hidden = self.with_model(|m| m.forward_many(&inputs))?;
+        let max_len = self.tokenizer.max_len();
+        Ok(hidden.into_iter().map(|h| pad_rows(h, max_len)).collect())
     }
 }
 

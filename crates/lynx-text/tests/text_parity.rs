@@ -71,7 +71,7 @@ fn parity_encoder_hidden_states() {
             TensorData::new(fixture_ints(&format!("raw_mask_{i}")), [1, 512]),
             &device,
         );
-        let out = enc.forward(ids, Some(mask));
+        let out = enc.forward(ids, Some(mask)).unwrap();
         let want: Tensor<3> = fixture_tensor(&fx, &format!("raw_hidden_{i}"), &device);
         assert_close(&format!("raw_hidden_{i}"), &out, &want, 1e-4);
     }

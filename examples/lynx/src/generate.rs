@@ -11,7 +11,8 @@ use lynx_pipeline::lynx_core::device::to_host_f32;
 use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
 use lynx_pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, GenerateRequest, IdentityGuidance,
-    LynxPipeline, NoiseSource, PipelineOptions, SamplerKind, Subject, Variant, parse_device,
+    LynxPipeline, NoiseSource, Offload, PipelineOptions, SamplerKind, Subject, Variant,
+    parse_device,
 };
 
 use crate::bundled;
@@ -39,6 +40,27 @@ impl From<DtypeArg> for burn::tensor::DType {
             DtypeArg::F32 => Self::F32,
             DtypeArg::Bf16 => Self::BF16,
             DtypeArg::F16 => Self::F16,
+        }
+    }
+}
+
+/// Offload settings, as `--offload` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OffloadArg {
+    /// Everything on the device.
+    None,
+    /// Each component on the device only while it runs.
+    Model,
+    /// As `model`, and blocks streamed from the checkpoint.
+    Blocks,
+}
+
+impl From<OffloadArg> for Offload {
+    fn from(o: OffloadArg) -> Self {
+        match o {
+            OffloadArg::None => Self::None,
+            OffloadArg::Model => Self::Model,
+            OffloadArg::Blocks => Self::Blocks,
         }
     }
 }
@@ -133,6 +155,15 @@ pub struct GenerateArgs {
     /// Model dtype.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
+    /// Where weights live between uses: `none` (all on the device), `model` (each
+    /// component loaded when it runs), `blocks` (also the DiT's and text encoder's blocks
+    /// read one at a time from the checkpoint).
+    #[arg(long, value_enum, default_value_t = OffloadArg::None)]
+    pub offload: OffloadArg,
+    /// Memory the run may use, in GB [default: what the device has available; GPUs
+    /// report none, so no check there without it].
+    #[arg(long)]
+    pub memory_budget: Option<f64>,
     /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
     /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
     #[arg(long)]
@@ -173,6 +204,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     options.dtype = args.dtype.into();
     options.arcface = args.arcface.clone();
     options.detector = args.detector.clone();
+    options.offload = args.offload.into();
+    options.memory_budget = args.memory_budget.map(|g| (g * 1e9) as u64);
     if let Some(d) = args
         .resampler_dim_head
         .or(bundled_model.then_some(TINY_DIM_HEAD))
@@ -223,15 +256,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     request.noise = noise;
 
-    eprintln!("loading {} and {}", model.display(), adapters.display());
-    let start = Instant::now();
-    let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
-    let variant = pipe.variant().unwrap_or(Variant::Full);
-    eprintln!(
-        "loaded {} in {:.1}s",
-        variant.name(),
-        start.elapsed().as_secs_f64()
-    );
+    LynxPipeline::check_model_folder(&model)?;
+    let variant = Variant::detect(&adapters)?;
     if variant == Variant::Lite {
         if args.guidance_identity.is_some() {
             bail!("--guidance-identity: Lynx-lite has no identity guidance (it runs plain CFG)");
@@ -241,6 +267,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     request.subject = Some(subject(&args, bundled_model, variant)?);
+
+    // The memory check before anything is loaded: fails at once when the run cannot fit.
+    let plan = LynxPipeline::check_memory(&model, Some(&adapters), &options, &request)?;
+    eprintln!("{plan}");
+    eprintln!("loading {} and {}", model.display(), adapters.display());
+    let start = Instant::now();
+    let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
+    eprintln!(
+        "loaded {} in {:.1}s (offload {})",
+        variant.name(),
+        start.elapsed().as_secs_f64(),
+        pipe.offload().name()
+    );
     let bar = indicatif::ProgressBar::new(request.steps as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
@@ -268,6 +307,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         generated.video.height,
         start.elapsed().as_secs_f64()
     );
+    if let Some(peak) = lynx_pipeline::lynx_core::device::peak_resident_memory() {
+        eprintln!(
+            "peak resident memory {} (estimated {})",
+            lynx_pipeline::memory::gb(peak),
+            lynx_pipeline::memory::gb(plan.peak())
+        );
+    }
     if bundled_model {
         eprintln!(
             "note: the bundled model has tiny random weights, so this video is noise; \

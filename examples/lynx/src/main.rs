@@ -2,12 +2,14 @@
 //!
 //! - `lynx generate`: photo (or aligned face + embedding) + prompt → video.
 //! - `lynx embed-face`: photo or aligned crop → ArcFace embedding (`.safetensors`).
+//! - `lynx synth-model`: a synthetic model (random weights, released layout, real sizes).
 //!
 //! With no model flags, `generate` runs the tiny random-weight model bundled for tests
 //! (`tests/fixtures/`), so a fresh clone makes a (noise) video at once.
 
 mod embed;
 mod generate;
+mod synth;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Compute the ArcFace identity embedding of a face.
     EmbedFace(embed::EmbedArgs),
+    /// Write a synthetic model: random weights in the released layout, at the real sizes.
+    SynthModel(synth::SynthArgs),
 }
 
 /// A file of the test fixtures bundled in this repository.
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate(args) => generate::run(*args),
         Command::EmbedFace(args) => embed::run(args),
+        Command::SynthModel(args) => synth::run(args),
     }
 }

@@ -7,6 +7,11 @@
 //! so it costs no memory), so that one [`Loader::finish`] — called by
 //! [`Checkpoint::build`](super::Checkpoint::build) — reports every problem of a
 //! checkpoint at once, and no caller ever sees a tensor of the wrong shape.
+//!
+//! A [validating](Loader::validating) loader does all of that without reading: every
+//! read is checked and counted ([`Loader::bytes`]) and answered with a placeholder. It
+//! sizes a model before loading it ([`Checkpoint::measure`](super::Checkpoint::measure)),
+//! and checks the blocks a model will read later, one at a time ([`super::LayerStream`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -26,6 +31,8 @@ struct LoadState {
     missing: Vec<String>,
     mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
     errors: Vec<Error>,
+    /// Bytes of the tensors read (or, validating, that would have been read).
+    bytes: u64,
 }
 
 impl LoadState {
@@ -43,6 +50,8 @@ pub struct Loader<'a> {
     dtype: DType,
     prefix: String,
     state: Rc<RefCell<LoadState>>,
+    /// Check and count reads without reading.
+    validate: bool,
 }
 
 impl std::fmt::Debug for Loader<'_> {
@@ -51,6 +60,7 @@ impl std::fmt::Debug for Loader<'_> {
             .field("checkpoint", &self.ckpt.path())
             .field("prefix", &self.prefix)
             .field("dtype", &self.dtype)
+            .field("validate", &self.validate)
             .finish()
     }
 }
@@ -63,7 +73,40 @@ impl<'a> Loader<'a> {
             dtype,
             prefix: String::new(),
             state: Rc::new(RefCell::new(LoadState::default())),
+            validate: false,
         }
+    }
+
+    /// This loader moved to `prefix` (a key prefix without the trailing dot; `""` is
+    /// the root).
+    pub(super) fn at(self, prefix: &str) -> Self {
+        Loader {
+            prefix: prefix.to_string(),
+            ..self
+        }
+    }
+
+    /// A loader at the same place, sharing the record of used and missing keys, whose
+    /// reads are checked and counted but not done: each hands back a broadcast view of
+    /// zeros of the tensor's shape. For the parts of a model that are read later
+    /// (streamed blocks), so that loading still checks every key of the file once.
+    pub fn validating(&self) -> Loader<'a> {
+        Loader {
+            validate: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this loader checks and counts without reading.
+    pub fn is_validating(&self) -> bool {
+        self.validate
+    }
+
+    /// Bytes of the tensors read so far through this loader and every loader sharing its
+    /// record (its `sub`s, its parent): the device memory of the weights, in the dtypes
+    /// they were read in. Validating loaders count what they would have read.
+    pub fn bytes(&self) -> u64 {
+        self.state.borrow().bytes
     }
 
     /// The checkpoint behind this loader.
@@ -189,21 +232,29 @@ impl<'a> Loader<'a> {
         dtype: DType,
     ) -> Tensor<D> {
         let key = self.key(name);
-        let placeholder = || {
-            // A broadcast view: no memory however large the requested shape.
+        // A broadcast view: no memory however large the shape.
+        let zeros = |s: Option<[usize; D]>| {
             let zeros = Tensor::<D>::zeros([1; D], (&self.device, dtype));
-            match shape {
+            match s {
                 Some(s) => zeros.expand(s),
                 None => zeros,
             }
         };
+        let count = |s: &[usize]| {
+            let n: usize = s.iter().product();
+            self.state.borrow_mut().bytes += (n * dtype.size()) as u64;
+        };
         if let (Some(std), Some(shape)) = (self.ckpt.synthetic_std(), shape) {
+            count(&shape);
+            if self.validate {
+                return zeros(Some(shape));
+            }
             let dist = Distribution::Normal(0.0, std);
             return Tensor::<D>::random(shape, dist, &self.device).cast(dtype);
         }
         let Some(found) = self.ckpt.shape(&key).map(<[usize]>::to_vec) else {
             self.state.borrow_mut().missing.push(key);
-            return placeholder();
+            return zeros(shape);
         };
         self.state.borrow_mut().used.insert(key.clone());
         let rank_ok = found.len() == D;
@@ -213,17 +264,21 @@ impl<'a> Loader<'a> {
                 .borrow_mut()
                 .mismatched
                 .push((key, expected, found));
-            return placeholder();
+            return zeros(shape);
+        }
+        count(&found);
+        if self.validate {
+            return zeros(<[usize; D]>::try_from(found).ok());
         }
         if self.state.borrow().failed() {
             // The module will be dropped: spare the reading and the memory.
-            return placeholder();
+            return zeros(shape);
         }
         match self.ckpt.tensor::<D>(&key, &self.device, dtype) {
             Ok(t) => t,
             Err(e) => {
                 self.state.borrow_mut().errors.push(e);
-                placeholder()
+                zeros(shape)
             }
         }
     }

@@ -11,17 +11,26 @@
 //! the PyTorch attribute names, each read is shape-checked against the header before any
 //! byte is read and converted from f32/f16/bf16/f64 to the model's dtype, and every
 //! missing, unused and mis-shaped key is reported in one error.
+//!
+//! Reading converts as it copies and releases the file's pages from the process as it
+//! goes (see [`Checkpoint::read_as`]), so loading holds the weights once, never the file
+//! beside them. [`Checkpoint::measure`] runs a loader without reading anything: the
+//! same checks, and the bytes the module would take. [`LayerStream`] hands a model's
+//! blocks out one at a time, read from the checkpoint when needed ([`Offload::Blocks`]).
 
 mod loader;
+mod read;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, bf16, f16};
 use memmap2::Mmap;
 
 pub use loader::Loader;
+pub use stream::{LayerStream, Offload, for_each_layer};
 
 use crate::error::{Error, Result};
 
@@ -167,19 +176,102 @@ impl Checkpoint {
         self.entries.get(key).map(|e| self.files[e.file].path())
     }
 
-    /// Reads `key` in the dtype the file stores it in.
-    pub fn read(&self, key: &str) -> Result<TensorData> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+    fn entry(&self, key: &str) -> Result<&Entry> {
+        self.entries.get(key).ok_or_else(|| Error::MissingKey {
             path: self.path.clone(),
             key: key.to_string(),
-        })?;
-        let (start, end) = entry.range;
-        let bytes = self.files[entry.file].mmap[start..end].to_vec();
+        })
+    }
+
+    /// Reads `key` in the dtype the file stores it in.
+    pub fn read(&self, key: &str) -> Result<TensorData> {
+        let entry = self.entry(key)?;
+        let bytes = read::copy_bytes(&self.files[entry.file].mmap, entry.range);
         Ok(TensorData::from_bytes_vec(
             bytes,
             entry.shape.clone(),
             entry.dtype,
         ))
+    }
+
+    /// Reads the float tensor `key` converted to `dtype` (f32, f16 or bf16), in one pass
+    /// over the file: the converted tensor is the only copy made, and the file's pages
+    /// are released from the process as they are copied.
+    pub fn read_as(&self, key: &str, dtype: DType) -> Result<TensorData> {
+        let entry = self.entry(key)?;
+        self.check_float(key, entry)?;
+        let numel = entry.shape.iter().product();
+        self.convert(entry, [entry.range], numel, entry.shape.clone(), dtype)
+    }
+
+    /// Reads rows `rows` (in that order, repeats allowed) of the 2-D float tensor `key`
+    /// as a `[rows.len(), columns]` tensor of `dtype`, touching only those rows of the
+    /// file: an embedding lookup without loading the table.
+    pub fn read_rows(&self, key: &str, rows: &[usize], dtype: DType) -> Result<TensorData> {
+        let entry = self.entry(key)?;
+        self.check_float(key, entry)?;
+        let path = self.files[entry.file].path();
+        let &[n, cols] = entry.shape.as_slice() else {
+            return Err(Error::Shape {
+                path: path.to_path_buf(),
+                key: key.into(),
+                expected: vec![0, 0],
+                found: entry.shape.clone(),
+            });
+        };
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(Error::input(format!(
+                "row {bad} of `{key}` in {} asked for; it has {n} rows",
+                path.display()
+            )));
+        }
+        let row_bytes = cols * read::float_size(entry.dtype).unwrap_or(0);
+        let start = entry.range.0;
+        let ranges = rows
+            .iter()
+            .map(|&r| (start + r * row_bytes, start + (r + 1) * row_bytes));
+        self.convert(
+            entry,
+            ranges,
+            rows.len() * cols,
+            vec![rows.len(), cols],
+            dtype,
+        )
+    }
+
+    /// Copies `ranges` of `entry`'s file, converted to `dtype`, into one tensor.
+    fn convert(
+        &self,
+        entry: &Entry,
+        ranges: impl IntoIterator<Item = (usize, usize)>,
+        numel: usize,
+        shape: Vec<usize>,
+        dtype: DType,
+    ) -> Result<TensorData> {
+        fn gather<T: read::Target + burn::tensor::Element>(
+            mmap: &Mmap,
+            ranges: impl IntoIterator<Item = (usize, usize)>,
+            from: DType,
+            numel: usize,
+            shape: Vec<usize>,
+        ) -> TensorData {
+            let mut out = Vec::<T>::with_capacity(numel);
+            for range in ranges {
+                read::copy_converted(mmap, range, from, &mut out);
+            }
+            TensorData::new(out, shape)
+        }
+        let mmap = &self.files[entry.file].mmap;
+        Ok(match dtype {
+            DType::F32 => gather::<f32>(mmap, ranges, entry.dtype, numel, shape),
+            DType::BF16 => gather::<bf16>(mmap, ranges, entry.dtype, numel, shape),
+            DType::F16 => gather::<f16>(mmap, ranges, entry.dtype, numel, shape),
+            other => {
+                return Err(Error::input(format!(
+                    "tensors are read as f32, f16 or bf16, not {other:?}"
+                )));
+            }
+        })
     }
 
     /// Reads `key` onto `device` as a float tensor of `dtype`, checking its rank.
@@ -189,10 +281,7 @@ impl Checkpoint {
         device: &Device,
         dtype: DType,
     ) -> Result<Tensor<D>> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
-            path: self.path.clone(),
-            key: key.to_string(),
-        })?;
+        let entry = self.entry(key)?;
         if entry.shape.len() != D {
             return Err(Error::Shape {
                 path: self.files[entry.file].path().to_path_buf(),
@@ -201,10 +290,9 @@ impl Checkpoint {
                 found: entry.shape.clone(),
             });
         }
-        self.check_float(key, entry)?;
-        let data = self.read(key)?;
+        let data = self.read_as(key, dtype)?;
         Ok(Tensor::from_data(
-            data.convert_dtype(dtype),
+            data,
             TensorCreationOptions::new(device.clone()).with_dtype(dtype),
         ))
     }
@@ -221,11 +309,53 @@ impl Checkpoint {
         dtype: DType,
         load: impl FnOnce(&Loader<'_>) -> Result<M>,
     ) -> Result<M> {
+        self.build_at("", device, dtype, load)
+    }
+
+    /// [`Checkpoint::build`] for the sub-module under `prefix` (keys `prefix.*`; all
+    /// keys for `""`): `load` gets a loader at `prefix`, and only keys under it are
+    /// checked for use. How one block of a model is read on its own.
+    pub fn build_at<M>(
+        &self,
+        prefix: &str,
+        device: &Device,
+        dtype: DType,
+        load: impl FnOnce(&Loader<'_>) -> Result<M>,
+    ) -> Result<M> {
         crate::device::check_dtype(device, dtype)?;
-        let loader = Loader::new(self, device, dtype);
+        let loader = Loader::new(self, device, dtype).at(prefix);
         let module = load(&loader)?;
         loader.finish()?;
         Ok(module)
+    }
+
+    /// Runs `load` as [`Checkpoint::build`] does, without reading any tensor: the same
+    /// checks of keys and shapes, and the bytes the module's weights would take on the
+    /// device in `dtype` (tensors kept in f32 counted as such). Costs no memory: every
+    /// read hands back a broadcast view of zeros.
+    pub fn measure<M>(
+        &self,
+        device: &Device,
+        dtype: DType,
+        load: impl FnOnce(&Loader<'_>) -> Result<M>,
+    ) -> Result<u64> {
+        self.measure_at("", device, dtype, load)
+    }
+
+    /// [`Checkpoint::measure`] for the sub-module under `prefix`.
+    pub fn measure_at<M>(
+        &self,
+        prefix: &str,
+        device: &Device,
+        dtype: DType,
+        load: impl FnOnce(&Loader<'_>) -> Result<M>,
+    ) -> Result<u64> {
+        crate::device::check_dtype(device, dtype)?;
+        let loader = Loader::new(self, device, dtype).at(prefix).validating();
+        drop(load(&loader)?);
+        let bytes = loader.bytes();
+        loader.finish()?;
+        Ok(bytes)
     }
 
     /// Whether any key starts with `prefix`.

@@ -1,0 +1,153 @@
+//! The memory check of a run: its [`MemoryPlan`] from the request and the options,
+//! compared with the budget ([`PipelineOptions::memory_budget`], else what the device has
+//! available), with the settings that would fit when it does not.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::DType;
+use lynx_adapters::Variant;
+use lynx_core::device::available_memory;
+use lynx_core::{Offload, Result};
+use lynx_text::{Tokenizer, prompt_clean};
+
+use crate::components::PipelineOptions;
+use crate::memory::{MemoryPlan, RUNTIME_BYTES, RunSize, WeightSizes};
+use crate::request::{GenerateRequest, REFERENCE_PROMPT, VariantDefaults};
+
+/// The plan of `request` on the models of `base` and `adapter_dir` with `options`: the
+/// weights sized from the headers (every key and shape checked), nothing read.
+pub(crate) fn plan(
+    base: &Path,
+    adapter_dir: Option<&Path>,
+    options: &PipelineOptions,
+    request: &GenerateRequest,
+) -> Result<MemoryPlan> {
+    let variant = adapter_dir.map(Variant::detect).transpose()?;
+    let tokenizer = Tokenizer::from_pretrained(base.join("tokenizer"))?;
+    let run = run_size(request, variant, &tokenizer)?;
+    let weights = measure(base, adapter_dir, options, options.dtype)?;
+    Ok(MemoryPlan::new(weights, options.offload, run))
+}
+
+/// [`plan`], checked against the budget; see [`MemoryPlan::check`].
+pub(crate) fn check(
+    base: &Path,
+    adapter_dir: Option<&Path>,
+    options: &PipelineOptions,
+    request: &GenerateRequest,
+) -> Result<MemoryPlan> {
+    let plan = plan(base, adapter_dir, options, request)?;
+    let budget = options
+        .memory_budget
+        .or_else(|| available_memory(&options.device));
+    if let Some(budget) = budget
+        && plan.peak() > budget
+    {
+        let alternatives = alternatives(base, adapter_dir, options, request)?;
+        plan.check(budget, &alternatives)?;
+    }
+    Ok(plan)
+}
+
+/// The check of a generation on a loaded pipeline (`weights` as measured at loading):
+/// against the budget; or, without one, the peak beyond what the process already holds
+/// (itself and its resident weights) against what the device has left.
+pub(crate) fn check_run(
+    base: &Path,
+    adapter_dir: Option<&Path>,
+    options: &PipelineOptions,
+    request: &GenerateRequest,
+    weights: &WeightSizes,
+    tokenizer: &Tokenizer,
+) -> Result<()> {
+    let (budget, already_held) = match options.memory_budget {
+        Some(b) => (b, false),
+        None => match available_memory(&options.device) {
+            Some(available) => (available, true),
+            None => return Ok(()),
+        },
+    };
+    let variant = adapter_dir.map(Variant::detect).transpose()?;
+    let run = run_size(request, variant, tokenizer)?;
+    let plan = MemoryPlan::new(weights.clone(), options.offload, run);
+    let budget = if already_held {
+        budget + RUNTIME_BYTES + plan.resident()
+    } else {
+        budget
+    };
+    if plan.peak() > budget {
+        plan.check(budget, &alternatives(base, adapter_dir, options, request)?)?;
+    }
+    Ok(())
+}
+
+/// The weights in `dtype`, with the face models of `options`.
+fn measure(
+    base: &Path,
+    adapter_dir: Option<&Path>,
+    options: &PipelineOptions,
+    dtype: DType,
+) -> Result<WeightSizes> {
+    let face: Vec<&Path> = [&options.arcface, &options.detector]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    WeightSizes::measure(base, adapter_dir, &face, &options.device, dtype)
+}
+
+/// What a memory plan needs to know of a request.
+fn run_size(req: &GenerateRequest, variant: Option<Variant>, tok: &Tokenizer) -> Result<RunSize> {
+    let reference = variant == Some(Variant::Full) && req.subject.is_some();
+    let mut prompts = vec![
+        prompt_clean(&req.prompt),
+        prompt_clean(&req.negative_prompt),
+    ];
+    if reference {
+        prompts.push(REFERENCE_PROMPT.to_string());
+    }
+    let mut text_tokens = 1;
+    for p in &prompts {
+        text_tokens = text_tokens.max(tok.tokenize(p)?.len);
+    }
+    let passes = match (req.guidance > 1.0, req.identity_guidance(variant)) {
+        (false, _) => 1,
+        (true, None) => 2,
+        (true, Some(_)) => 3,
+    };
+    Ok(RunSize {
+        frames: req.frames.unwrap_or(VariantDefaults::of(variant).frames),
+        height: req.height,
+        width: req.width,
+        passes,
+        reference,
+        text_tokens,
+        prompts: prompts.len(),
+    })
+}
+
+/// Plans of the same request in the other dtype and offload settings (bf16 where the
+/// device has it), for the advice of a failed check.
+fn alternatives(
+    base: &Path,
+    adapter_dir: Option<&Path>,
+    options: &PipelineOptions,
+    request: &GenerateRequest,
+) -> Result<Vec<MemoryPlan>> {
+    let mut dtypes = vec![options.dtype];
+    if options.dtype == DType::F32 && options.device.supports_dtype(DType::BF16) {
+        dtypes.push(DType::BF16);
+    }
+    let mut plans = Vec::new();
+    for dtype in dtypes {
+        for offload in [Offload::None, Offload::Model, Offload::Blocks] {
+            if dtype == options.dtype && offload == options.offload {
+                continue;
+            }
+            let mut o = options.clone();
+            (o.dtype, o.offload) = (dtype, offload);
+            plans.push(plan(base, adapter_dir, &o, request)?);
+        }
+    }
+    Ok(plans)
+}

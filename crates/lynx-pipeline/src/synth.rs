@@ -1,0 +1,552 @@
+//! Synthetic checkpoints: random weights in exactly the released file layout and at the
+//! real sizes, to exercise loading, memory and speed without the real weights.
+//!
+//! Writes, under an output folder:
+//! - `Wan2.1-T2V-{14B,1.3B}-Diffusers/` as `Wan-AI/Wan2.1-T2V-*-Diffusers` on the Hub:
+//!   `model_index.json`, `scheduler/scheduler_config.json`, `text_encoder/` (UMT5-XXL
+//!   encoder, transformers shards + `model.safetensors.index.json`), `tokenizer/` (copied
+//!   from a given folder: the real tokenizer cannot be made here), `transformer/`
+//!   (`WanTransformer3DModel`, diffusers shards + index) and `vae/` (`AutoencoderKLWan`);
+//! - `lynx_full/` as `ByteDance/lynx`: `resampler.safetensors`, `ip_layers.safetensors`
+//!   (with `registers`), `ref_layers.safetensors`;
+//! - `lynx_lite/` (optional): `resampler.safetensors`, `ip_layers.safetensors`.
+//!
+//! Every file list is derived from one description per model ([`spec`] sizes →
+//! [`layout`] state dicts → shards, index and `config.json`); [`plan`] computes every
+//! file's exact size without writing anything. Tensors are streamed to disk in chunks of
+//! a few MB through [`SafetensorsWriter`](lynx_core::safetensors_io::SafetensorsWriter).
+//!
+//! [`subject`] writes a random face embedding and aligned face to run Lynx full with.
+
+pub mod fill;
+pub mod json;
+pub mod layout;
+pub mod shard;
+pub mod spec;
+pub mod subject;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use layout::{Init, Param};
+pub use spec::{DitSpec, LiteSpec, ModelSpec, Preset, ResamplerSpec, TextSpec, VaeSpec};
+
+use fill::{CHUNK_ELEMS, Xoshiro256pp, fill_chunk};
+use lynx_core::safetensors_io::{Dtype, Layout, SafetensorsWriter, TensorSpec};
+use lynx_core::{Error, Result};
+
+/// The dtype every synthetic weight is written in. (The released Wan2.1 Diffusers
+/// checkpoints are all `F32`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightDtype {
+    /// bfloat16: half the size of the release.
+    BF16,
+    /// float32, as released.
+    F32,
+}
+
+impl WeightDtype {
+    /// The safetensors dtype.
+    pub fn dtype(self) -> Dtype {
+        match self {
+            WeightDtype::BF16 => Dtype::BF16,
+            WeightDtype::F32 => Dtype::F32,
+        }
+    }
+
+    /// The name `config.json`'s `torch_dtype` uses.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            WeightDtype::BF16 => "bfloat16",
+            WeightDtype::F32 => "float32",
+        }
+    }
+}
+
+/// The part of the model set a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    /// `model_index.json`.
+    ModelIndex,
+    /// `scheduler/`.
+    Scheduler,
+    /// `text_encoder/`.
+    TextEncoder,
+    /// `tokenizer/`.
+    Tokenizer,
+    /// `transformer/`.
+    Transformer,
+    /// `vae/`.
+    Vae,
+    /// `lynx_full/`.
+    LynxFull,
+    /// `lynx_lite/`.
+    LynxLite,
+}
+
+impl Component {
+    /// Folder-like name (`"text_encoder"`, `"lynx_full"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::ModelIndex => "model_index",
+            Component::Scheduler => "scheduler",
+            Component::TextEncoder => "text_encoder",
+            Component::Tokenizer => "tokenizer",
+            Component::Transformer => "transformer",
+            Component::Vae => "vae",
+            Component::LynxFull => "lynx_full",
+            Component::LynxLite => "lynx_lite",
+        }
+    }
+}
+
+/// Choices beyond the preset and the dtype.
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
+    /// Seed of all random values.
+    pub seed: u64,
+    /// Folder whose files are copied into `tokenizer/` (e.g. the tiny fixture's
+    /// tokenizer); `None` writes only the README.
+    pub tokenizer_dir: Option<PathBuf>,
+    /// Whether to write `lynx_lite/` (when the spec has one).
+    pub lite: bool,
+    /// Caps the DiT's blocks and the text encoder's layers at this many (the adapters
+    /// follow the DiT): the real widths at a fraction of the size, to check per-block
+    /// memory and loading without writing the whole model.
+    pub layers: Option<usize>,
+}
+
+impl Default for SynthOptions {
+    fn default() -> Self {
+        Self {
+            seed: 1234,
+            tokenizer_dir: None,
+            lite: true,
+            layers: None,
+        }
+    }
+}
+
+impl SynthOptions {
+    /// `spec` with [`SynthOptions::layers`] applied.
+    pub fn apply(&self, spec: &ModelSpec) -> ModelSpec {
+        let mut spec = spec.clone();
+        if let Some(n) = self.layers {
+            spec.dit.num_layers = spec.dit.num_layers.min(n);
+            spec.text.num_layers = spec.text.num_layers.min(n);
+        }
+        spec
+    }
+}
+
+#[derive(Debug)]
+enum Content {
+    Text(String),
+    Copy(PathBuf),
+    Tensors { layout: Layout, inits: Vec<Init> },
+}
+
+/// One file of a [`Plan`].
+#[derive(Debug)]
+pub struct PlannedFile {
+    /// Path relative to the output folder.
+    pub path: PathBuf,
+    /// What it belongs to.
+    pub component: Component,
+    /// Exact size in bytes.
+    pub bytes: u64,
+    content: Content,
+}
+
+impl PlannedFile {
+    /// The tensors of a `.safetensors` file, in file order (empty for other files).
+    pub fn tensors(&self) -> &[TensorSpec] {
+        match &self.content {
+            Content::Tensors { layout, .. } => layout.tensors(),
+            _ => &[],
+        }
+    }
+}
+
+/// Every file a model set consists of, with exact sizes; nothing written yet.
+#[derive(Debug)]
+pub struct Plan {
+    /// The sizes planned for.
+    pub spec: ModelSpec,
+    /// The weights' dtype.
+    pub dtype: WeightDtype,
+    /// Seed of all random values.
+    pub seed: u64,
+    /// The files, in writing order.
+    pub files: Vec<PlannedFile>,
+}
+
+impl Plan {
+    /// Sum of all file sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Bytes per component.
+    pub fn component_bytes(&self) -> BTreeMap<Component, u64> {
+        let mut m = BTreeMap::new();
+        for f in &self.files {
+            *m.entry(f.component).or_default() += f.bytes;
+        }
+        m
+    }
+}
+
+const TOKENIZER_README: &str = "\
+This tokenizer folder belongs to a SYNTHETIC model written by lynx-rs (random weights in
+the layout of Wan-AI/Wan2.1-T2V-*-Diffusers). The real UMT5 tokenizer (spiece.model,
+tokenizer.json, 256384 tokens) cannot be made offline; the files here, if any, are copied
+from a small test tokenizer. Token ids it produces are valid rows of the synthetic
+`shared.weight`, but the text encoding is meaningless.
+";
+
+/// Adds the `.safetensors` shards (and index) of one model to `files`.
+fn sharded(
+    files: &mut Vec<PlannedFile>,
+    dir: &Path,
+    prefix: &str,
+    component: Component,
+    params: Vec<Param>,
+    dtype: Dtype,
+    max_shard: u64,
+) -> Result<()> {
+    let sizes: Vec<u64> = params
+        .iter()
+        .map(|p| p.numel() * dtype.size() as u64)
+        .collect();
+    let shards = shard::split(&sizes, max_shard);
+    let names = shard::shard_names(prefix, shards.len());
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let mut weight_map = BTreeMap::new();
+    for (members, name) in shards.iter().zip(&names) {
+        let group: Vec<&Param> = members.iter().map(|&i| &params[i]).collect();
+        for p in &group {
+            weight_map.insert(p.key.clone(), name.clone());
+        }
+        files.push(tensor_file(
+            dir.join(name),
+            component,
+            &group,
+            dtype,
+            Some(&metadata),
+        )?);
+    }
+    if shards.len() > 1 {
+        let text = shard::index_json(sizes.iter().sum(), &weight_map);
+        let path = dir.join(format!("{prefix}.safetensors.index.json"));
+        files.push(text_file(path, component, text));
+    }
+    Ok(())
+}
+
+fn tensor_file(
+    path: PathBuf,
+    component: Component,
+    params: &[&Param],
+    dtype: Dtype,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<PlannedFile> {
+    let specs = params
+        .iter()
+        .map(|p| TensorSpec::new(p.key.clone(), dtype, &p.shape))
+        .collect();
+    let layout = Layout::new(specs, metadata)?;
+    let by_key: HashMap<&str, Init> = params.iter().map(|p| (p.key.as_str(), p.init)).collect();
+    let inits = layout
+        .tensors()
+        .iter()
+        .map(|t| by_key[t.name.as_str()])
+        .collect();
+    Ok(PlannedFile {
+        path,
+        component,
+        bytes: layout.file_len(),
+        content: Content::Tensors { layout, inits },
+    })
+}
+
+fn text_file(path: PathBuf, component: Component, text: String) -> PlannedFile {
+    PlannedFile {
+        path,
+        component,
+        bytes: text.len() as u64,
+        content: Content::Text(text),
+    }
+}
+
+/// Plans every file of `spec` in `dtype`: paths relative to the output folder, exact
+/// sizes, contents. Reads only the tokenizer folder's listing.
+pub fn plan(spec: &ModelSpec, dtype: WeightDtype, opts: &SynthOptions) -> Result<Plan> {
+    use Component as C;
+    let spec = &opts.apply(spec);
+    let dt = dtype.dtype();
+    let mut files = Vec::new();
+    let wan = PathBuf::from(&spec.wan_folder);
+    let dit_dim = spec.dit.dim();
+    let blocks = spec.dit.num_layers;
+
+    files.push(text_file(
+        wan.join("model_index.json"),
+        C::ModelIndex,
+        json::dumps(&json::model_index(spec)),
+    ));
+    files.push(text_file(
+        wan.join("scheduler/scheduler_config.json"),
+        C::Scheduler,
+        json::dumps(&json::scheduler(spec.flow_shift)),
+    ));
+
+    let te = wan.join("text_encoder");
+    let te_config = json::text_encoder(&spec.text, dtype.torch_name());
+    files.push(text_file(
+        te.join("config.json"),
+        C::TextEncoder,
+        json::dumps(&te_config),
+    ));
+    let te_params = layout::umt5_encoder(&spec.text);
+    sharded(
+        &mut files,
+        &te,
+        "model",
+        C::TextEncoder,
+        te_params,
+        dt,
+        spec.text_max_shard,
+    )?;
+
+    let tok = wan.join("tokenizer");
+    if let Some(src) = &opts.tokenizer_dir {
+        let entries = std::fs::read_dir(src).map_err(|e| Error::io(src, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(src, e))?;
+            let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e))?;
+            if meta.is_file() && entry.file_name() != "README.txt" {
+                names.push((entry.file_name(), meta.len()));
+            }
+        }
+        names.sort();
+        for (name, len) in names {
+            files.push(PlannedFile {
+                path: tok.join(&name),
+                component: C::Tokenizer,
+                bytes: len,
+                content: Content::Copy(src.join(&name)),
+            });
+        }
+    }
+    files.push(text_file(
+        tok.join("README.txt"),
+        C::Tokenizer,
+        TOKENIZER_README.into(),
+    ));
+
+    let tr = wan.join("transformer");
+    let tr_config = json::dumps(&json::transformer(&spec.dit));
+    files.push(text_file(tr.join("config.json"), C::Transformer, tr_config));
+    let tr_params = layout::dit(&spec.dit);
+    let prefix = "diffusion_pytorch_model";
+    sharded(
+        &mut files,
+        &tr,
+        prefix,
+        C::Transformer,
+        tr_params,
+        dt,
+        spec.dit_max_shard,
+    )?;
+
+    let vae = wan.join("vae");
+    let vae_config = json::dumps(&json::vae(&spec.vae));
+    files.push(text_file(vae.join("config.json"), C::Vae, vae_config));
+    let vae_params = layout::vae(&spec.vae);
+    sharded(
+        &mut files,
+        &vae,
+        prefix,
+        C::Vae,
+        vae_params,
+        dt,
+        spec.vae_max_shard,
+    )?;
+
+    let full = PathBuf::from("lynx_full");
+    let r = &spec.resampler;
+    let adapters = [
+        ("resampler", layout::resampler(r)),
+        (
+            "ip_layers",
+            layout::ip_layers(blocks, dit_dim, r.output_dim, spec.n_registers),
+        ),
+        ("ref_layers", layout::ref_layers(blocks, dit_dim)),
+    ];
+    for (name, params) in adapters {
+        let group: Vec<&Param> = params.iter().collect();
+        let path = full.join(format!("{name}.safetensors"));
+        files.push(tensor_file(path, C::LynxFull, &group, dt, None)?);
+    }
+
+    if let (true, Some(lite)) = (opts.lite, &spec.lite) {
+        let dir = PathBuf::from("lynx_lite");
+        let adapters = [
+            ("resampler", layout::resampler(&lite.resampler)),
+            ("ip_layers", layout::lite_ip_layers(lite, blocks, dit_dim)),
+        ];
+        for (name, params) in adapters {
+            let group: Vec<&Param> = params.iter().collect();
+            let path = dir.join(format!("{name}.safetensors"));
+            files.push(tensor_file(path, C::LynxLite, &group, dt, None)?);
+        }
+    }
+
+    Ok(Plan {
+        spec: spec.clone(),
+        dtype,
+        seed: opts.seed,
+        files,
+    })
+}
+
+/// Where a write stands, passed to the progress callback after every chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The file being written (under the output folder).
+    pub file: &'a Path,
+    /// Bytes of it written so far.
+    pub file_done: u64,
+    /// Its size.
+    pub file_total: u64,
+    /// Bytes of the whole plan written so far.
+    pub done: u64,
+    /// Size of the whole plan.
+    pub total: u64,
+}
+
+/// One written file.
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    /// Path under the output folder.
+    pub path: PathBuf,
+    /// What it belongs to.
+    pub component: Component,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What [`write_plan`] wrote and how fast.
+#[derive(Debug, Clone)]
+pub struct SynthReport {
+    /// The output folder.
+    pub out_dir: PathBuf,
+    /// The files, in writing order.
+    pub files: Vec<WrittenFile>,
+    /// Sum of their sizes.
+    pub total_bytes: u64,
+    /// Wall time of the whole write.
+    pub elapsed: Duration,
+}
+
+impl SynthReport {
+    /// Write speed in MB/s (10^6 bytes per second).
+    pub fn mb_per_s(&self) -> f64 {
+        self.total_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Bytes per component.
+    pub fn component_bytes(&self) -> BTreeMap<Component, u64> {
+        let mut m = BTreeMap::new();
+        for f in &self.files {
+            *m.entry(f.component).or_default() += f.bytes;
+        }
+        m
+    }
+}
+
+/// Writes every file of `plan` under `out_dir` (existing files are replaced; each
+/// `.safetensors` file appears only once complete).
+pub fn write_plan(
+    plan: &Plan,
+    out_dir: &Path,
+    mut progress: impl FnMut(&Progress),
+) -> Result<SynthReport> {
+    let start = Instant::now();
+    let total = plan.total_bytes();
+    let mut done = 0u64;
+    let mut written = Vec::with_capacity(plan.files.len());
+    let mut buf = Vec::with_capacity(4 * CHUNK_ELEMS);
+    for f in &plan.files {
+        let path = out_dir.join(&f.path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        match &f.content {
+            Content::Text(text) => std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?,
+            Content::Copy(src) => {
+                std::fs::copy(src, &path).map_err(|e| Error::io(src, e))?;
+            }
+            Content::Tensors { layout, inits } => {
+                let mut w = SafetensorsWriter::create(&path, layout.clone())?;
+                let mut file_done = 8 + layout.header().len() as u64;
+                for (t, &init) in layout.tensors().iter().zip(inits) {
+                    w.begin_tensor(&t.name)?;
+                    let seed_name = format!("{}/{}", f.component.name(), t.name);
+                    let mut rng = Xoshiro256pp::for_tensor(plan.seed, &seed_name);
+                    let mut left = t.numel();
+                    while left > 0 {
+                        let n = left.min(CHUNK_ELEMS as u64) as usize;
+                        fill_chunk(&mut buf, n, init, t.dtype, &mut rng);
+                        w.write_bytes(&buf)?;
+                        left -= n as u64;
+                        file_done += buf.len() as u64;
+                        progress(&Progress {
+                            file: &path,
+                            file_done,
+                            file_total: f.bytes,
+                            done: done + file_done,
+                            total,
+                        });
+                    }
+                }
+                w.finish()?;
+            }
+        }
+        done += f.bytes;
+        progress(&Progress {
+            file: &path,
+            file_done: f.bytes,
+            file_total: f.bytes,
+            done,
+            total,
+        });
+        written.push(WrittenFile {
+            path,
+            component: f.component,
+            bytes: f.bytes,
+        });
+    }
+    Ok(SynthReport {
+        out_dir: out_dir.to_path_buf(),
+        files: written,
+        total_bytes: done,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Plans and writes `preset` in `dtype` under `out_dir`; `progress` is called after
+/// every chunk of a few MB.
+pub fn write_synthetic(
+    preset: Preset,
+    dtype: WeightDtype,
+    out_dir: &Path,
+    opts: &SynthOptions,
+    progress: impl FnMut(&Progress),
+) -> Result<SynthReport> {
+    let plan = plan(&preset.spec(), dtype, opts)?;
+    write_plan(&plan, out_dir, progress)
+}
