@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 
 struct Entry {
     file: usize,
-    dtype: DType,
+    /// `None` for dtypes burn has no element type for (sub-byte floats, complex).
+    dtype: Option<DType>,
     /// The dtype as the file names it, for error messages.
     file_dtype: String,
     shape: Vec<usize>,
@@ -173,13 +174,52 @@ impl Checkpoint {
             path: self.path.clone(),
             key: key.to_string(),
         })?;
+        let path = self.files[entry.file].path();
+        let dtype = entry.dtype.ok_or_else(|| Error::Dtype {
+            path: path.to_path_buf(),
+            key: key.into(),
+            dtype: entry.file_dtype.clone(),
+        })?;
         let (start, end) = entry.range;
-        let bytes = self.files[entry.file].mmap[start..end].to_vec();
-        Ok(TensorData::from_bytes_vec(
-            bytes,
+        // The readers check ranges against the file and sizes against shapes and dtypes;
+        // a mismatch here is still an error, not a panic.
+        let bytes = self.files[entry.file]
+            .mmap
+            .get(start..end)
+            .ok_or_else(|| {
+                Error::format(
+                    path,
+                    "checkpoint",
+                    format!("tensor `{key}` lies outside the file"),
+                )
+            })?
+            .to_vec();
+        TensorData::try_from_bytes(
+            burn::tensor::Bytes::from_bytes_vec(bytes),
             entry.shape.clone(),
-            entry.dtype,
-        ))
+            dtype,
+        )
+        .map_err(|e| Error::format(path, "checkpoint", format!("tensor `{key}`: {e:?}")))
+    }
+
+    /// Reads the float tensor `key` to the host as f32 values (row-major), whatever
+    /// float dtype the file stores; other dtypes are an [`Error::Dtype`].
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+        })?;
+        self.check_float(key, entry)?;
+        self.read(key)?
+            .convert_dtype(DType::F32)
+            .try_into_vec::<f32>()
+            .map_err(|e| {
+                Error::format(
+                    self.files[entry.file].path(),
+                    "tensor",
+                    format!("`{key}`: {e:?}"),
+                )
+            })
     }
 
     /// Reads `key` onto `device` as a float tensor of `dtype`, checking its rank.
@@ -243,7 +283,7 @@ impl Checkpoint {
 
     fn check_float(&self, key: &str, entry: &Entry) -> Result<()> {
         match entry.dtype {
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(()),
+            Some(DType::F32 | DType::F16 | DType::BF16 | DType::F64) => Ok(()),
             _ => Err(Error::Dtype {
                 path: self.files[entry.file].path().to_path_buf(),
                 key: key.into(),
@@ -408,23 +448,28 @@ fn describe_st_error(e: &safetensors::SafeTensorError) -> String {
     }
 }
 
-fn st_dtype(d: safetensors::Dtype) -> (DType, String) {
+fn st_dtype(d: safetensors::Dtype) -> (Option<DType>, String) {
     use safetensors::Dtype as S;
     let dtype = match d {
-        S::F32 => DType::F32,
-        S::F16 => DType::F16,
-        S::BF16 => DType::BF16,
-        S::F64 => DType::F64,
-        S::I64 => DType::I64,
-        S::I32 => DType::I32,
-        S::U8 => DType::U8,
-        S::BOOL => DType::Bool(burn::tensor::BoolStore::Native),
-        _ => DType::U8,
+        S::F32 => Some(DType::F32),
+        S::F16 => Some(DType::F16),
+        S::BF16 => Some(DType::BF16),
+        S::F64 => Some(DType::F64),
+        S::I64 => Some(DType::I64),
+        S::I32 => Some(DType::I32),
+        S::I16 => Some(DType::I16),
+        S::I8 => Some(DType::I8),
+        S::U64 => Some(DType::U64),
+        S::U32 => Some(DType::U32),
+        S::U16 => Some(DType::U16),
+        S::U8 => Some(DType::U8),
+        S::BOOL => Some(DType::Bool(burn::tensor::BoolStore::Native)),
+        _ => None,
     };
     (dtype, format!("{d:?}").to_lowercase())
 }
 
-fn pt_dtype(d: crate::pth::PthDtype) -> (DType, String) {
+fn pt_dtype(d: crate::pth::PthDtype) -> (Option<DType>, String) {
     use crate::pth::PthDtype as P;
     let dtype = match d {
         P::F32 => DType::F32,
@@ -438,7 +483,7 @@ fn pt_dtype(d: crate::pth::PthDtype) -> (DType, String) {
         P::U8 => DType::U8,
         P::Bool => DType::Bool(burn::tensor::BoolStore::Native),
     };
-    (dtype, d.name().to_string())
+    (Some(dtype), d.name().to_string())
 }
 
 /// Opens the checkpoint at `path` and builds a module from it with
