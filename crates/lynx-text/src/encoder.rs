@@ -3,8 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use lynx_core::Loader;
+use lynx_core::config::SizeCheck;
 use lynx_core::nn::RmsNorm;
+use lynx_core::{Loader, Result};
 
 use crate::attention::{Umt5Attention, relative_position_buckets};
 use crate::config::Umt5Config;
@@ -108,8 +109,9 @@ impl Umt5Encoder {
     /// | `encoder.final_layer_norm.weight` | final norm |
     ///
     /// A full encoder–decoder checkpoint also loads: `decoder.*` and `lm_head.*` are
-    /// ignored.
-    pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+    /// ignored. The config's sizes are checked against the checkpoint's shapes first
+    /// ([`SizeCheck`]).
+    pub fn load(w: &Loader, cfg: &Umt5Config) -> Result<Self> {
         // transformers ties `encoder.embed_tokens` to `shared`; files hold one or both.
         let shared_key = if w.has("shared.weight") || !w.has("encoder.embed_tokens.weight") {
             w.ignore("encoder.embed_tokens.weight");
@@ -119,8 +121,33 @@ impl Umt5Encoder {
         };
         w.ignore("decoder.");
         w.ignore("lm_head.");
+        let shared = format!("{shared_key}.weight");
+        let layer = "encoder.block.0.layer";
+        SizeCheck::new(&cfg.path, w)
+            .dim("vocab_size", cfg.vocab_size, &shared, 0)
+            .dim("d_model", cfg.d_model, &shared, 1)
+            .dim(
+                "num_heads × d_kv",
+                cfg.inner_dim(),
+                &format!("{layer}.0.SelfAttention.q.weight"),
+                0,
+            )
+            .dim(
+                "d_ff",
+                cfg.d_ff,
+                &format!("{layer}.1.DenseReluDense.wi_0.weight"),
+                0,
+            )
+            .dim(
+                "relative_attention_num_buckets",
+                cfg.relative_attention_num_buckets,
+                &format!("{layer}.0.SelfAttention.relative_attention_bias.weight"),
+                0,
+            )
+            .count("num_layers", cfg.num_layers, "encoder.block")
+            .finish()?;
         let enc = w.sub("encoder");
-        Self {
+        Ok(Self {
             shared: w
                 .sub(shared_key)
                 .param("weight", [cfg.vocab_size, cfg.d_model]),
@@ -134,7 +161,7 @@ impl Umt5Encoder {
             ),
             relative_attention_num_buckets: cfg.relative_attention_num_buckets,
             relative_attention_max_distance: cfg.relative_attention_max_distance,
-        }
+        })
     }
 
     /// The model's weight dtype.

@@ -40,7 +40,7 @@ impl TextEncoder {
         let dir = resolve_text_encoder_dir(text_encoder.as_ref());
         let config = Umt5Config::load(dir.join("config.json"))?;
         let tokenizer = Tokenizer::from_pretrained(tokenizer)?;
-        let model = load_module(&dir, device, dtype, |w| Ok(Umt5Encoder::load(w, &config)))?;
+        let model = load_module(&dir, device, dtype, |w| Umt5Encoder::load(w, &config))?;
         Ok(Self::new(tokenizer, model, config, device))
     }
 
