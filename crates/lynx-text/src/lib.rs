@@ -39,6 +39,7 @@
 
 pub mod attention;
 pub mod cache;
+mod charsmap;
 pub mod clean;
 pub mod config;
 pub mod encoder;
