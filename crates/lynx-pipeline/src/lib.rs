@@ -28,11 +28,15 @@
 //! | [`pipeline`] | [`LynxPipeline`], [`PipelineOptions`], [`Generated`] |
 //! | [`request`] | [`GenerateRequest`], [`Subject`], defaults, input checks |
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
-//! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors` |
+//! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors`, each written whole or not at all |
+//! | [`folder`] | the diffusers folder and its `model_index.json`, checked before loading |
+//! | [`inputs`] | face embeddings, recorded latents and noise read from files |
 
 #![warn(missing_docs)]
 
 pub mod export;
+pub mod folder;
+pub mod inputs;
 pub mod noise;
 pub mod pipeline;
 pub mod request;

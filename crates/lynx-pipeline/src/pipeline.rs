@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
 use lynx_adapters::{Conditions, LynxAdapters, ResamplerConfig, Variant};
-use lynx_arcface::FaceAnalyzer;
+use lynx_arcface::{DetectOptions, FaceAnalyzer, PreparedFace};
 use lynx_core::device::to_host_f32;
 use lynx_core::{Error, Result};
 use lynx_dit::{BlockExtras, WanTransformer};
@@ -29,6 +29,7 @@ use lynx_text::TextEncoder;
 use lynx_vae::WanVae;
 
 use crate::export::Video;
+use crate::folder::check_model_folder;
 use crate::noise::NoiseSource;
 use crate::request::{
     GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject,
@@ -44,8 +45,13 @@ pub struct PipelineOptions {
     pub dtype: DType,
     /// ArcFace IR-SE checkpoint (`.pth` or `.safetensors`), needed for photo subjects.
     pub arcface: Option<PathBuf>,
+    /// Units per stage of the ArcFace IR-SE backbone, needed only when two consecutive
+    /// stages have the same width (see [`lynx_arcface::ArcFaceConfig::from_checkpoint`]).
+    pub arcface_depths: Option<Vec<usize>>,
     /// RetinaFace checkpoint, needed for photos without given landmarks.
     pub detector: Option<PathBuf>,
+    /// Detection settings for photo subjects (score threshold, NMS, downscaling).
+    pub detect: DetectOptions,
     /// Head width of the Perceiver Resampler, which its file does not record
     /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released adapters).
     pub resampler_dim_head: usize,
@@ -58,7 +64,9 @@ impl PipelineOptions {
             device,
             dtype: DType::F32,
             arcface: None,
+            arcface_depths: None,
             detector: None,
+            detect: DetectOptions::default(),
             resampler_dim_head: ResamplerConfig::LYNX_DIM_HEAD,
         }
     }
@@ -109,6 +117,9 @@ pub struct Generated {
     /// Latents after each step, `[1, C, F', H/8, W/8]` (kept only when asked for with
     /// [`LynxPipeline::generate_with_trace`]).
     pub latents_per_step: Vec<Tensor<5>>,
+    /// For a photo subject: the detection, landmarks, both crops and the embedding the
+    /// adapters were given.
+    pub face: Option<PreparedFace>,
 }
 
 /// Lynx: Wan2.1 + the adapters of `lynx_full/` or `lynx_lite/` (or none: plain Wan2.1).
@@ -148,7 +159,8 @@ struct Branches {
 
 impl LynxPipeline {
     /// Loads tokenizer, text encoder, DiT, VAE and scheduler config from a diffusers Wan2.1
-    /// folder (`base_dir`), and the adapters from `adapter_dir`: `lynx_full/` or
+    /// folder (`base_dir`, checked first against its `model_index.json`, see
+    /// [`crate::folder::ModelIndex`]), and the adapters from `adapter_dir`: `lynx_full/` or
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
     /// `adapter_dir` the pipeline is plain Wan2.1 text-to-video.
     pub fn from_pretrained(
@@ -189,12 +201,15 @@ impl LynxPipeline {
             }
             None => None,
             Some(arcface) => {
-                let arcface = lynx_arcface::load_arcface(arcface, device, None)?;
+                let depths = options.arcface_depths.as_deref();
+                let arcface = lynx_arcface::load_arcface(arcface, device, depths)?;
                 let detector = match &options.detector {
                     Some(d) => Some(lynx_arcface::load_retinaface(d, device)?),
                     None => None,
                 };
-                Some(FaceAnalyzer::new(arcface, detector))
+                let mut analyzer = FaceAnalyzer::new(arcface, detector);
+                analyzer.options = options.detect;
+                Some(analyzer)
             }
         };
         Ok(Self {
@@ -251,7 +266,7 @@ impl LynxPipeline {
     fn run(&self, mut req: GenerateRequest, trace: bool) -> Result<Generated> {
         let plan = self.check_inputs(&req)?;
         let (prompt, negative) = self.encode_prompts(&req)?;
-        let conditions = self.prepare_subject(&req, &plan)?;
+        let (conditions, face) = self.prepare_subject(&req, &plan)?;
         let branches = self.branches(prompt, negative, conditions, &plan);
         let (scheduler, latents) = self.prepare_latents(&req, &plan)?;
         let (latents, steps) =
@@ -267,6 +282,7 @@ impl LynxPipeline {
             },
             frames,
             latents_per_step: steps,
+            face,
         })
     }
 
@@ -312,10 +328,15 @@ impl LynxPipeline {
         ))
     }
 
-    /// Step 3: the adapters' per-block inputs for the subject, conditional and unconditional.
-    fn prepare_subject(&self, req: &GenerateRequest, plan: &Plan) -> Result<Option<Conditions>> {
+    /// Step 3: the adapters' per-block inputs for the subject, conditional and
+    /// unconditional, and for a photo what the face models made of it.
+    fn prepare_subject(
+        &self,
+        req: &GenerateRequest,
+        plan: &Plan,
+    ) -> Result<(Option<Conditions>, Option<PreparedFace>)> {
         let Some(subject) = &req.subject else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let adapters = self.adapters.as_ref().ok_or_else(|| {
             Error::input(
@@ -324,11 +345,11 @@ impl LynxPipeline {
             )
         })?;
         let needs_crop = adapters.uses_reference();
-        let (embedding, aligned) = match subject {
+        let (embedding, aligned, prepared) = match subject {
             Subject::Prepared {
                 aligned_face,
                 embedding,
-            } => (embedding.clone(), aligned_face.clone()),
+            } => (embedding.clone(), aligned_face.clone(), None),
             Subject::Photo { image, landmarks } => {
                 let face = self.face.as_ref().ok_or_else(|| {
                     Error::input(
@@ -336,7 +357,8 @@ impl LynxPipeline {
                     )
                 })?;
                 let prepared = face.prepare(image, *landmarks)?;
-                (prepared.embedding, Some(prepared.aligned_256_extended))
+                let crop = prepared.aligned_256_extended.clone();
+                (prepared.embedding.clone(), Some(crop), Some(prepared))
             }
         };
         let (d, want) = (embedding.len(), adapters.embedding_dim());
@@ -360,9 +382,8 @@ impl LynxPipeline {
             }
         };
         let features = features.as_ref().map(|(c, u)| (c.as_slice(), u.as_slice()));
-        adapters
-            .conditions(face, req.ip_scale, features, plan.ref_scale)
-            .map(Some)
+        let conditions = adapters.conditions(face, req.ip_scale, features, plan.ref_scale)?;
+        Ok((Some(conditions), prepared))
     }
 
     /// The reference pass for the aligned face and for the all-zero (mid-grey) image,
@@ -515,34 +536,4 @@ impl LynxPipeline {
         // [1, 3, F, H, W] → [F, H, W, 3]
         Ok(video.squeeze_dim::<4>(0).permute([1, 2, 3, 0]))
     }
-}
-
-/// Checks that `base` is a diffusers Wan2.1 folder, naming what is missing.
-fn check_model_folder(base: &Path) -> Result<()> {
-    if !base.is_dir() {
-        return Err(Error::MissingFile {
-            path: base.to_path_buf(),
-            hint: "expected a diffusers Wan2.1 folder (with transformer/, vae/, \
-                   text_encoder/, tokenizer/, scheduler/)"
-                .into(),
-        });
-    }
-    for part in [
-        "transformer",
-        "vae",
-        "text_encoder",
-        "tokenizer",
-        "scheduler",
-    ] {
-        if !base.join(part).is_dir() {
-            return Err(Error::MissingFile {
-                path: base.join(part),
-                hint: format!(
-                    "{} is not a complete diffusers Wan2.1 folder",
-                    base.display()
-                ),
-            });
-        }
-    }
-    Ok(())
 }
