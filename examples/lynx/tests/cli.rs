@@ -365,3 +365,320 @@ fn user_errors_are_sentences() {
         assert!(err.contains("--features cuda"), "{err}");
     }
 }
+
+/// The flags of a photo run with the photo-path fixture's models and settings
+/// (`components/photo_pipeline.json`), writing into `dir`.
+fn photo_args(dir: &Path, threshold: &str) -> Vec<String> {
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("components/photo_pipeline.json")).unwrap(),
+    )
+    .unwrap();
+    let s = |k: &str| settings[k].to_string().trim_matches('"').to_string();
+    let comp = |k: &str| {
+        fixtures_dir()
+            .join("components")
+            .join(s(k))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let depths: Vec<String> = settings["arcface_depths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let threshold = if threshold.is_empty() {
+        s("conf_threshold")
+    } else {
+        threshold.into()
+    };
+    let model = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_full");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        adapters.to_str().unwrap(),
+        "--prompt",
+        &s("prompt"),
+        "--negative-prompt",
+        &s("negative_prompt"),
+        "--face",
+        &comp("photo"),
+        "--arcface",
+        &comp("arcface"),
+        "--arcface-depths",
+        &depths.join(","),
+        "--detector",
+        &comp("detector"),
+        "--detect-threshold",
+        &threshold,
+        "--detect-max-side",
+        "0",
+        "--frames",
+        &s("num_frames"),
+        "--height",
+        &s("height"),
+        "--width",
+        &s("width"),
+        "--steps",
+        &s("num_inference_steps"),
+        "--guidance",
+        &s("guidance_scale"),
+        "--guidance-identity",
+        &s("guidance_scale_i"),
+        "--ip-scale",
+        &s("ip_scale"),
+        "--ref-scale",
+        &s("ref_scale"),
+        "--resampler-dim-head",
+        &s("resampler_dim_head"),
+        "--device",
+        &device_arg(),
+        "--init-latents",
+        &p("latents.safetensors"),
+        "--ref-noise",
+        &p("eps.safetensors"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// The photo path through the CLI (`--face`, the detector, the face flags) against the
+/// reference chain of `components/photo_pipeline.safetensors`: each stage from the
+/// trace, then the frames. Named so CI's wgpu pass skips it (the library test
+/// `parity_photo_pipeline_end_to_end` runs there).
+#[test]
+fn parity_cli_end_to_end_photo() {
+    let dir = tmp("photo");
+    let fx = fixture("components/photo_pipeline.safetensors");
+    extract(
+        &fx,
+        "initial_latents",
+        "latents",
+        &dir.join("latents.safetensors"),
+    );
+    extract(&fx, "ref_vae_eps", "eps", &dir.join("eps.safetensors"));
+    let mut args = photo_args(&dir, "");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    args.extend([
+        "--trace".into(),
+        p("trace.safetensors"),
+        "--output".into(),
+        p("frames.safetensors"),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_lynx"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let device = test_device();
+    let trace = fixture_trace(&dir.join("trace.safetensors"));
+    let detection = trace.read_f32("detection").unwrap();
+    let want = fx.read_f32("detections").unwrap();
+    let err = |r: std::ops::Range<usize>| {
+        r.map(|k| (detection[k] - want[k]).abs())
+            .fold(0f32, f32::max)
+    };
+    assert_eq!(want.len(), 15, "the fixture photo has one face");
+    assert!(
+        err(0..4) <= 1e-2 && err(4..5) <= 1e-4 && err(5..15) <= 1e-2,
+        "{detection:?}"
+    );
+    let landmarks = trace.read_f32("landmarks").unwrap();
+    let want = fx.read_f32("landmarks").unwrap();
+    let lm = landmarks
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(lm <= 1e-2, "landmarks {landmarks:?} vs {want:?}");
+    for key in ["aligned_112", "aligned_256"] {
+        let (a, b) = (trace.read(key).unwrap(), fx.read(key).unwrap());
+        assert_eq!(a.shape(), b.shape());
+        let close = a
+            .as_bytes()
+            .iter()
+            .zip(b.as_bytes())
+            .filter(|(x, y)| x.abs_diff(**y) <= 2)
+            .count();
+        assert!(close as f64 >= 0.99 * b.as_bytes().len() as f64, "{key}");
+    }
+    let a: Tensor<1> = fixture_tensor(&trace, "embedding", &device);
+    let b: Tensor<1> = fixture_tensor(&fx, "embedding", &device);
+    assert_close("cli photo embedding", &a, &b, 1e-4);
+    for i in 0..4 {
+        let key = format!("latents_after_step_{i}");
+        let a: Tensor<5> = fixture_tensor(&trace, &key, &device);
+        let b: Tensor<5> = fixture_tensor(&fx, &key, &device);
+        assert_close(&format!("cli photo {key}"), &a, &b, 1e-3);
+    }
+    let frames = fixture_trace(&dir.join("frames.safetensors"));
+    let a: Tensor<4> = fixture_tensor(&frames, "frames", &device);
+    let b: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("cli photo frames", &a, &b, 1e-3);
+}
+
+/// Names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A photo without a face (nothing scores 0.99): the sentence, and no output at all —
+/// the subject fails after the output check and the model loading.
+#[test]
+fn generate_without_a_face_writes_nothing() {
+    let dir = tmp("noface");
+    let fx = fixture("components/photo_pipeline.safetensors");
+    extract(
+        &fx,
+        "initial_latents",
+        "latents",
+        &dir.join("latents.safetensors"),
+    );
+    extract(&fx, "ref_vae_eps", "eps", &dir.join("eps.safetensors"));
+    let mut args = photo_args(&dir, "0.99");
+    for out in ["video.mp4", "frames"] {
+        let target = dir.join(out).to_str().unwrap().to_string();
+        args.extend(["--output".into(), target]);
+        let run = Command::new(env!("CARGO_BIN_EXE_lynx"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains("no face found"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        args.truncate(args.len() - 2);
+    }
+    assert_eq!(listing(&dir), ["eps.safetensors", "latents.safetensors"]);
+}
+
+/// An output that cannot be written fails before the models load, in under a second.
+#[test]
+fn unwritable_outputs_fail_at_once() {
+    let dir = tmp("unwritable");
+    std::fs::create_dir(dir.join("mine")).unwrap();
+    std::fs::write(dir.join("mine/notes.txt"), b"x").unwrap();
+    let missing = dir.join("no/such/folder/video.mp4");
+    let cases = [
+        (missing.to_str().unwrap().to_string(), "does not exist"),
+        (
+            dir.join("video.avi").to_str().unwrap().to_string(),
+            "cannot write `.avi`",
+        ),
+        (dir.join("mine").to_str().unwrap().to_string(), "notes.txt"),
+    ];
+    for (output, want) in cases {
+        let start = std::time::Instant::now();
+        let out = lynx(&["generate", "--steps", "1", "--output", &output]);
+        let took = start.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{output}: {err}"
+        );
+        assert!(
+            !err.contains("loading"),
+            "{output}: the models were loaded first: {err}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{output}: took {took:?}"
+        );
+    }
+    let trace = dir.join("no/trace.safetensors");
+    let out = lynx(&[
+        "generate",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--output",
+        dir.join("v.gif").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(listing(&dir), ["mine"]);
+    assert_eq!(listing(&dir.join("mine")), ["notes.txt"]);
+}
+
+/// Ctrl-C (SIGINT) during sampling: the run stops at the next step boundary, exits with
+/// status 130 and writes nothing, neither the video nor the trace.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_generate_and_writes_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tmp("sigint");
+    let video = dir.join("video.gif");
+    let trace = dir.join("trace.safetensors");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lynx"))
+        .args([
+            "generate",
+            "--steps",
+            "2000",
+            "--sampler",
+            "euler",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--output",
+            video.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // Wait until the models are loaded: sampling starts right after.
+    while !seen.contains("loaded") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("lynx ended before loading: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("lynx did not stop within a minute of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        seen.contains("cancelled after") && seen.contains("nothing was written"),
+        "{seen}"
+    );
+    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+}

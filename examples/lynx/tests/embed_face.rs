@@ -195,3 +195,82 @@ fn embed_face_errors_are_sentences() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("depths"), "{err}");
 }
+
+/// facexlib's released models may be in PyTorch's legacy format, the detector with
+/// DataParallel's `module.` prefix: the same tensors give the same embedding.
+#[test]
+fn parity_embed_face_from_legacy_pth() {
+    let dir = tmp("legacy");
+    let crop = u8_image(&fixture("components/align.safetensors"), "aligned_112");
+    let png = dir.join("crop.png");
+    lynx_arcface::save_png(&crop, &png).unwrap();
+    let out_path = dir.join("emb.safetensors");
+    let out = lynx(&[
+        "embed-face",
+        "--arcface",
+        &components("arcface_ir_se_legacy.pth"),
+        "--arcface-depths",
+        "1,2,1,1",
+        "--aligned-face",
+        png.to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+        "--device",
+        &device_arg(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Tensor<2> = lynx_core::testing::fixture_tensor(
+        &fixture("components/arcface.safetensors"),
+        "embedding",
+        &test_device(),
+    );
+    assert_close("embed-face (legacy .pth)", &written(&out_path), &want, 1e-4);
+
+    // Detection with the legacy `module.` detector and the legacy ArcFace gives what the
+    // zip files give, from the photo of the RetinaFace fixture (its random weights
+    // score faces just above 0.5).
+    let run = |detector: &str, arcface: &str, name: &str| {
+        let path = dir.join(name);
+        let out = lynx(&[
+            "embed-face",
+            "--arcface",
+            &components(arcface),
+            "--arcface-depths",
+            "1,2,1,1",
+            "--face",
+            &components("photo.png"),
+            "--detector",
+            &components(detector),
+            "--detect-threshold",
+            "0.5",
+            "--detect-max-side",
+            "0",
+            "--output",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        written(&path)
+    };
+    let zip = run(
+        "retinaface_mobile0.25.pth",
+        "arcface_ir_se.pth",
+        "zip.safetensors",
+    );
+    let legacy = run(
+        "retinaface_mobile0.25_legacy_module.pth",
+        "arcface_ir_se_legacy.pth",
+        "legacy.safetensors",
+    );
+    assert_eq!(
+        zip.into_data().try_into_vec::<f32>().unwrap(),
+        legacy.into_data().try_into_vec::<f32>().unwrap()
+    );
+}
