@@ -217,6 +217,8 @@ pub struct Report {
     pub err: usize,
     /// The slowest case.
     pub slowest: Duration,
+    /// All cases together.
+    pub elapsed: Duration,
     /// Largest single allocation of any case, as a fraction of that case's bound.
     pub worst_alloc_fraction: f64,
     /// Descriptions of the failing cases.
@@ -319,6 +321,7 @@ impl Target {
             }
         }
         let watchdog = Watchdog::start(&self.name);
+        let started = Instant::now();
         let mut rng = Rng::new(seed ^ name_hash(&self.name));
         let mut report = Report {
             cases,
@@ -413,12 +416,14 @@ impl Target {
             }
         }
         watchdog.stop();
+        report.elapsed = started.elapsed();
         let _ = std::fs::remove_dir_all(&scratch);
         eprintln!(
-            "fuzz {}: {} cases, {} Ok, {} Err, slowest {:?}, largest single allocation {:.0}% \
-             of its bound, {} failures",
+            "fuzz {}: {} cases in {:.1} s, {} Ok, {} Err, slowest {:?}, largest single \
+             allocation {:.0}% of its bound, {} failures",
             self.name,
             report.cases,
+            report.elapsed.as_secs_f64(),
             report.ok,
             report.err,
             report.slowest,

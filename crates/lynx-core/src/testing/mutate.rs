@@ -17,7 +17,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -29,7 +29,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 
@@ -231,7 +231,8 @@ pub(crate) fn format_boundaries(format: Format, b: &[u8]) -> Vec<usize> {
             out.push(pos);
             while pos + 12 <= b.len() {
                 let len = u32::from_be_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-                out.extend([pos + 4, pos + 8]);
+                // Length, type, data (IHDR: width, then height at + 12).
+                out.extend([pos + 4, pos + 8, pos + 12]);
                 pos = pos.saturating_add(12).saturating_add(len);
                 out.push(pos.min(b.len()));
             }
@@ -239,7 +240,8 @@ pub(crate) fn format_boundaries(format: Format, b: &[u8]) -> Vec<usize> {
         Format::Jpeg => {
             for i in 0..b.len().saturating_sub(1) {
                 if b[i] == 0xff && b[i + 1] != 0 && b[i + 1] != 0xff {
-                    out.extend([i, i + 2, i + 4]);
+                    // Marker, segment length, and (in a frame header) height and width.
+                    out.extend([i, i + 2, i + 4, i + 5, i + 7]);
                 }
             }
         }
@@ -249,6 +251,14 @@ pub(crate) fn format_boundaries(format: Format, b: &[u8]) -> Vec<usize> {
             while pos + 8 <= b.len() {
                 let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
                 out.extend([pos + 4, pos + 8]);
+                // Sizes inside the payloads: a VP8 frame's tag and width/height, a
+                // VP8X canvas, a VP8L header.
+                match &b[pos..pos + 4] {
+                    b"VP8 " => out.extend([pos + 14, pos + 16]),
+                    b"VP8X" => out.extend([pos + 12, pos + 15]),
+                    b"VP8L" => out.push(pos + 9),
+                    _ => {}
+                }
                 pos = pos.saturating_add(8).saturating_add(len + (len & 1));
                 out.push(pos.min(b.len()));
             }
@@ -418,7 +428,7 @@ fn two_marks(rng: &mut Rng, marks: &[usize], within: &Range<usize>, len: usize) 
 fn mutate_bytes(rng: &mut Rng, s: &Shape<'_>, data: &mut Vec<u8>) -> String {
     let len = data.len();
     if len < 2 {
-        data.push(rng.next() as u8);
+        data.push(rng.next_u64() as u8);
         return "append a byte".into();
     }
     let hot = s.hot.start.min(len - 1)..s.hot.end.clamp(s.hot.start.min(len - 1) + 1, len);
@@ -494,7 +504,7 @@ fn mutate_bytes(rng: &mut Rng, s: &Shape<'_>, data: &mut Vec<u8>) -> String {
         7 => {
             let at = pos(rng);
             let n = 1 + rng.below(32);
-            let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             data.splice(at..at, junk);
             format!("insert {n} random bytes at {at}")
         }
