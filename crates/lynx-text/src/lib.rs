@@ -39,13 +39,13 @@
 
 pub mod attention;
 pub mod cache;
-mod charsmap;
 pub mod clean;
 pub mod config;
 pub mod encoder;
 pub mod ffn;
 pub mod text_encoder;
 pub mod tokenizer;
+mod tokenizer_check;
 
 pub use cache::EmbeddingCache;
 pub use clean::prompt_clean;

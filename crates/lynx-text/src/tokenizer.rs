@@ -76,9 +76,7 @@ impl Tokenizer {
         let bad = |e: &dyn std::fmt::Display| Error::format(path, "tokenizer.json", e);
         // What the `tokenizers` crate would panic on is refused here first.
         let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e))?;
-        if let Some(normalizer) = json.get("normalizer") {
-            crate::charsmap::check_normalizers(normalizer).map_err(|e| bad(&e))?;
-        }
+        crate::tokenizer_check::check(&json).map_err(|e| bad(&e))?;
         drop(json);
         let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(&e))?;
         // Padding and truncation are applied here, the same way whatever the file says.

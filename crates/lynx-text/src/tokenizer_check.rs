@@ -1,20 +1,79 @@
-//! Checks of a `tokenizer.json`'s SentencePiece `Precompiled` normalizer before the
-//! `tokenizers` crate sees it.
+//! Checks of a `tokenizer.json` before the `tokenizers` crate sees it, for what that
+//! crate would panic or overflow its stack on.
 //!
-//! `tokenizers` 0.22 builds that normalizer with `.expect("Precompiled")` (a corrupt
-//! `precompiled_charsmap` panics while loading), and normalizes through its double-array
-//! trie with unchecked indexing (a corrupt trie panics while encoding). So every
-//! `precompiled_charsmap` is decoded and walked here first: strict base64; a trie of
-//! whole `u32` units followed by UTF-8 replacement text; and for every unit a lookup can
-//! land on (the root and every unit that is not a value unit), the child block and the
-//! value unit it points to lie inside the trie, and a leaf's value is a character
-//! boundary of the replacement text. Those are exactly the reads the normalizer makes.
+//! - Nesting: the file is parsed (untagged enums buffered and replayed) recursively, so a
+//!   file nested a hundred levels deep overflows a thread's stack. Tokenizer files nest
+//!   a handful of levels; more than [`MAX_DEPTH`] is refused.
+//! - Unigram vocabulary pieces: `tokenizers` keeps them in a trie of one nested node
+//!   per byte, which it clones and drops recursively, so one piece of 100 000 bytes
+//!   overflows the stack. Pieces longer than [`MAX_PIECE`] bytes are refused
+//!   (SentencePiece's own limit on a piece is 512 characters).
+//! - The SentencePiece `Precompiled` normalizer: `tokenizers` 0.22 builds it with
+//!   `.expect("Precompiled")` (a corrupt `precompiled_charsmap` panics while loading),
+//!   and normalizes through its double-array trie with unchecked indexing (a corrupt
+//!   trie panics while encoding). So every `precompiled_charsmap` is decoded and walked
+//!   here first: strict base64; a trie of whole `u32` units followed by UTF-8
+//!   replacement text; and for every unit a lookup can land on (the root and every unit
+//!   that is not a value unit), the child block and the value unit it points to lie
+//!   inside the trie, and a leaf's value is a character boundary of the replacement
+//!   text. Those are exactly the reads the normalizer makes.
 
 use serde_json::Value;
 
+/// Deepest nesting of arrays and objects accepted (the Wan tokenizer's is 5).
+pub(crate) const MAX_DEPTH: usize = 16;
+
+/// Longest Unigram vocabulary piece accepted, in bytes.
+pub(crate) const MAX_PIECE: usize = 2048;
+
+/// Checks the parsed `tokenizer.json`; the error says what is wrong.
+pub(crate) fn check(json: &Value) -> Result<(), String> {
+    let depth = depth(json);
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "it nests {depth} levels deep (tokenizer files nest a handful; at most \
+             {MAX_DEPTH} are accepted)"
+        ));
+    }
+    if let Some(model) = json.get("model")
+        && model.get("type").and_then(Value::as_str) == Some("Unigram")
+        && let Some(Value::Array(vocab)) = model.get("vocab")
+    {
+        for (i, entry) in vocab.iter().enumerate() {
+            if let Some(piece) = entry.get(0).and_then(Value::as_str)
+                && piece.len() > MAX_PIECE
+            {
+                return Err(format!(
+                    "vocabulary piece {i} is {} bytes long (at most {MAX_PIECE} are accepted)",
+                    piece.len()
+                ));
+            }
+        }
+    }
+    match json.get("normalizer") {
+        Some(normalizer) => check_normalizers(normalizer),
+        None => Ok(()),
+    }
+}
+
+/// Nesting depth of arrays and objects, without recursion.
+fn depth(v: &Value) -> usize {
+    let mut stack = vec![(v, 0usize)];
+    let mut deepest = 0;
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|x| (x, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Checks every `Precompiled` normalizer under `normalizer` (the `normalizer` entry of
 /// a `tokenizer.json`, possibly a `Sequence`); the error says what is wrong.
-pub(crate) fn check_normalizers(normalizer: &Value) -> Result<(), String> {
+fn check_normalizers(normalizer: &Value) -> Result<(), String> {
     match normalizer {
         Value::Object(map) => {
             let tagged = map.get("type").and_then(Value::as_str) == Some("Precompiled");
@@ -109,7 +168,7 @@ fn offset(unit: usize) -> usize {
 /// end, unused bits zero. Stricter than any decoder the `tokenizers` crate may use.
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {
@@ -147,6 +206,15 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep: Value =
+            serde_json::from_str(&format!("{}{}", "[".repeat(20), "]".repeat(20))).unwrap();
+        assert!(check(&deep).unwrap_err().contains("20 levels"));
+        let shallow: Value = serde_json::from_str(r#"{"model": {"vocab": [["a", 1.0]]}}"#).unwrap();
+        check(&shallow).unwrap();
+    }
 
     #[test]
     fn base64_is_strict() {
