@@ -7,7 +7,9 @@
 //! cannot do better than about 1 000 : 1; JPEG and WebP photos stay far below) and
 //! [`MAX_DECODED_BYTES`] in all, each side at most [`MAX_SIDE`] pixels. The same bounds
 //! are handed to the decoders as `image::Limits`. A corrupt header or a decompression
-//! bomb is thus an error naming the file, not an allocation of gigabytes.
+//! bomb is thus an error naming the file, not an allocation of gigabytes. Lossy WebP
+//! frames are checked first for partition sizes that do not fit the file (the decoder
+//! would allocate them before reading).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -63,6 +65,9 @@ pub fn decode_rgb(bytes: &[u8], name: impl AsRef<Path>) -> Result<RgbImage> {
     let budget = (bytes.len() as u64)
         .saturating_mul(MAX_DECODED_PER_FILE_BYTE)
         .min(MAX_DECODED_BYTES);
+    if reader.format() == Some(ImageFormat::WebP) {
+        crate::webp_check::check_webp(bytes, budget).map_err(bad)?;
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);

@@ -38,6 +38,7 @@ pub mod landmarks;
 pub mod nn;
 pub mod retinaface;
 pub mod similarity;
+mod webp_check;
 
 use std::path::Path;
 
