@@ -242,7 +242,7 @@ fn fuzz_noise_files() {
             eps,
             Format::Safetensors,
         )])
-        .run(|dir| read_noise(dir));
+        .run(read_noise);
 }
 
 fn read_noise(dir: &Path) -> Result<()> {

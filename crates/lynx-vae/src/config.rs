@@ -183,8 +183,9 @@ impl VaeConfig {
         for i in 0..stages {
             first.push((n, dims[i + 1]));
             let per_block = 1 + usize::from(self.attn_scales.contains(&0.5f64.powi(i as i32)));
-            n = n.checked_add(self.num_res_blocks.checked_mul(per_block)?)?;
-            n += usize::from(i + 1 != stages);
+            n = n
+                .checked_add(self.num_res_blocks.checked_mul(per_block)?)?
+                .checked_add(usize::from(i + 1 != stages))?;
         }
         Some((n, first))
     }
