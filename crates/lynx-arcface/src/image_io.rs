@@ -108,17 +108,19 @@ pub fn save_png(image: &RgbImage, path: impl AsRef<Path>) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// A PNG header (signature + IHDR with a valid CRC) declaring `w`×`h` RGB pixels,
-    /// followed by nothing.
+    /// A PNG header (signature + IHDR) declaring `w`×`h` RGB pixels, then the start of
+    /// an empty IDAT chunk, where the decoder stops reading the header: no pixel data.
     fn png_header(w: u32, h: u32) -> Vec<u8> {
         let mut ihdr = b"IHDR".to_vec();
         ihdr.extend(w.to_be_bytes());
         ihdr.extend(h.to_be_bytes());
         ihdr.extend([8, 2, 0, 0, 0]);
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        out.extend(13u32.to_be_bytes());
-        out.extend(&ihdr);
-        out.extend(crc32(&ihdr).to_be_bytes());
+        for chunk in [ihdr, b"IDAT".to_vec()] {
+            out.extend((chunk.len() as u32 - 4).to_be_bytes());
+            out.extend(&chunk);
+            out.extend(crc32(&chunk).to_be_bytes());
+        }
         out
     }
 

@@ -280,7 +280,7 @@ mod tests {
             e.literal(1, 1);
             e.literal(p, 8);
         }
-        e.literal(0b0_101010_011, 10); // filter type, level, sharpness
+        e.literal(42 << 3 | 3, 10); // filter type 0, level 42, sharpness 3
         e.literal(0b11, 2); // loop filter deltas on, updated
         for _ in 0..8 {
             e.literal(1, 1);

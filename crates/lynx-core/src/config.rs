@@ -35,6 +35,19 @@ pub fn parse_json<T: DeserializeOwned>(text: &str, path: impl AsRef<Path>) -> Re
     })
 }
 
+/// What kind of JSON value `v` is, as a message says it (`"a string"`, `"null"`, …).
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Rejects a config option this crate does not implement, naming it.
 pub fn unsupported(
     path: impl AsRef<Path>,

@@ -16,14 +16,41 @@ fn aligned_face(ckpt: &lynx_core::Checkpoint) -> image::RgbImage {
     image::RgbImage::from_raw(w as u32, h as u32, data.as_bytes().to_vec()).unwrap()
 }
 
+/// The settings of a pipeline fixture, `components/{name}.json`.
+fn settings(name: &str) -> serde_json::Value {
+    let path = fixtures_dir().join(format!("components/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A request with a fixture's prompts, sizes, steps, guidance and ID scale.
+fn request(settings: &serde_json::Value) -> GenerateRequest {
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let mut req = GenerateRequest::new(s("prompt"));
+    req.negative_prompt = s("negative_prompt");
+    req.frames = Some(n("num_frames") as usize);
+    req.height = n("height") as usize;
+    req.width = n("width") as usize;
+    req.steps = n("num_inference_steps") as usize;
+    req.guidance = n("guidance_scale");
+    req.ip_scale = n("ip_scale");
+    req
+}
+
+/// [`request`] with Lynx full's identity guidance and Ref scale as well.
+fn full_request(settings: &serde_json::Value) -> GenerateRequest {
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let mut req = request(settings);
+    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
+    req.ref_scale = Some(n("ref_scale"));
+    req
+}
+
 #[test]
 fn parity_pipeline_end_to_end() {
     let device = test_device();
     let fx = fixture("components/pipeline.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/pipeline.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("pipeline");
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
     let mut options = PipelineOptions::new(device.clone());
@@ -44,18 +71,7 @@ fn parity_pipeline_end_to_end() {
         .convert_dtype(DType::F32)
         .try_to_vec::<f32>()
         .unwrap();
-    let s = |k: &str| settings[k].as_str().unwrap().to_string();
-    let n = |k: &str| settings[k].as_f64().unwrap();
-    let mut req = GenerateRequest::new(s("prompt"));
-    req.negative_prompt = s("negative_prompt");
-    req.frames = Some(n("num_frames") as usize);
-    req.height = n("height") as usize;
-    req.width = n("width") as usize;
-    req.steps = n("num_inference_steps") as usize;
-    req.guidance = n("guidance_scale");
-    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
-    req.ip_scale = n("ip_scale");
-    req.ref_scale = Some(n("ref_scale"));
+    let mut req = full_request(&settings);
     req.subject = Some(Subject::Prepared {
         aligned_face: Some(face),
         embedding,
@@ -169,10 +185,7 @@ fn plain_text_to_video_runs_and_cancels() {
 fn parity_lite_pipeline_end_to_end() {
     let device = test_device();
     let fx = fixture("components/lite_pipeline.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/lite_pipeline.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("lite_pipeline");
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_lite");
     let mut options = PipelineOptions::new(device.clone());
@@ -181,23 +194,14 @@ fn parity_lite_pipeline_end_to_end() {
     assert_eq!(pipe.variant(), Some(Variant::Lite));
     assert_eq!((pipe.defaults().frames, pipe.defaults().fps), (121, 24));
 
-    let s = |k: &str| settings[k].as_str().unwrap().to_string();
-    let n = |k: &str| settings[k].as_f64().unwrap();
     let embedding = fx
         .read("face_embedding")
         .unwrap()
         .convert_dtype(DType::F32)
         .try_into_vec::<f32>()
         .unwrap();
-    let request = || {
-        let mut req = GenerateRequest::new(s("prompt"));
-        req.negative_prompt = s("negative_prompt");
-        req.frames = Some(n("num_frames") as usize);
-        req.height = n("height") as usize;
-        req.width = n("width") as usize;
-        req.steps = n("num_inference_steps") as usize;
-        req.guidance = n("guidance_scale");
-        req.ip_scale = n("ip_scale");
+    let lite_request = || {
+        let mut req = request(&settings);
         req.subject = Some(Subject::Prepared {
             aligned_face: None,
             embedding: embedding.clone(),
@@ -210,7 +214,7 @@ fn parity_lite_pipeline_end_to_end() {
         req
     };
     let out = pipe
-        .generate_with_trace(request())
+        .generate_with_trace(lite_request())
         .expect("lite generation");
     for (i, latents) in out.latents_per_step.iter().enumerate() {
         let want: Tensor<5> = fixture_tensor(&fx, &format!("latents_after_step_{i}"), &device);
@@ -225,11 +229,11 @@ fn parity_lite_pipeline_end_to_end() {
     assert_close("lite frames", &out.frames, &want, 1e-3);
 
     // Full-only settings are refused with a sentence, not ignored.
-    let mut req = request();
+    let mut req = lite_request();
     req.guidance_identity = IdentityGuidance::Scale(2.0);
     let err = pipe.generate(req).unwrap_err().to_string();
     assert!(err.contains("Lynx-lite has no identity guidance"), "{err}");
-    let mut req = request();
+    let mut req = lite_request();
     req.ref_scale = Some(1.0);
     let err = pipe.generate(req).unwrap_err().to_string();
     assert!(err.contains("Lynx-lite has no Ref-adapter"), "{err}");
@@ -243,27 +247,13 @@ fn parity_seeded_pipeline_end_to_end() {
     let device = test_device();
     let inputs = fixture("components/pipeline.safetensors");
     let fx = fixture("components/pipeline_seeded.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/pipeline_seeded.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("pipeline_seeded");
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = 8;
     let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
-    let s = |k: &str| settings[k].as_str().unwrap().to_string();
-    let n = |k: &str| settings[k].as_f64().unwrap();
-    let mut req = GenerateRequest::new(s("prompt"));
-    req.negative_prompt = s("negative_prompt");
-    req.frames = Some(n("num_frames") as usize);
-    req.height = n("height") as usize;
-    req.width = n("width") as usize;
-    req.steps = n("num_inference_steps") as usize;
-    req.guidance = n("guidance_scale");
-    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
-    req.ip_scale = n("ip_scale");
-    req.ref_scale = Some(n("ref_scale"));
+    let mut req = full_request(&settings);
     req.subject = Some(Subject::Prepared {
         aligned_face: Some(aligned_face(&inputs)),
         embedding: inputs
@@ -295,10 +285,7 @@ fn crop_agreement(a: &[u8], b: &[u8]) -> (f64, u8) {
 fn parity_photo_pipeline_end_to_end() {
     let device = test_device();
     let fx = fixture("components/photo_pipeline.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/photo_pipeline.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("photo_pipeline");
     let s = |k: &str| settings[k].as_str().unwrap().to_string();
     let n = |k: &str| settings[k].as_f64().unwrap();
     let comp = fixtures_dir().join("components");
@@ -359,16 +346,7 @@ fn parity_photo_pipeline_end_to_end() {
     }
 
     // Stages 2–5 run inside the generation, which returns what it made of the photo.
-    let mut req = GenerateRequest::new(s("prompt"));
-    req.negative_prompt = s("negative_prompt");
-    req.frames = Some(n("num_frames") as usize);
-    req.height = n("height") as usize;
-    req.width = n("width") as usize;
-    req.steps = n("num_inference_steps") as usize;
-    req.guidance = n("guidance_scale");
-    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
-    req.ip_scale = n("ip_scale");
-    req.ref_scale = Some(n("ref_scale"));
+    let mut req = full_request(&settings);
     req.subject = Some(Subject::Photo {
         image: photo,
         landmarks: None,

@@ -18,6 +18,7 @@
 //!   inside the trie, and a leaf's value is a character boundary of the replacement
 //!   text. Those are exactly the reads the normalizer makes.
 
+use lynx_core::config::json_kind;
 use serde_json::Value;
 
 /// Deepest nesting of arrays and objects accepted (the Wan tokenizer's is 5).
@@ -56,15 +57,21 @@ pub(crate) fn check(json: &Value) -> Result<(), String> {
     }
 }
 
-/// Nesting depth of arrays and objects, without recursion.
+/// Nesting depth: the most arrays and objects on one path from the root (`[]` is 1,
+/// `[[1]]` is 2, a lone number 0), without recursion.
 fn depth(v: &Value) -> usize {
-    let mut stack = vec![(v, 0usize)];
+    let mut stack = vec![(v, 1usize)];
     let mut deepest = 0;
     while let Some((v, d)) = stack.pop() {
-        deepest = deepest.max(d);
         match v {
-            Value::Array(items) => stack.extend(items.iter().map(|x| (x, d + 1))),
-            Value::Object(map) => stack.extend(map.values().map(|x| (x, d + 1))),
+            Value::Array(items) => {
+                deepest = deepest.max(d);
+                stack.extend(items.iter().map(|x| (x, d + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(d);
+                stack.extend(map.values().map(|x| (x, d + 1)));
+            }
             _ => {}
         }
     }
@@ -83,7 +90,7 @@ fn check_normalizers(normalizer: &Value) -> Result<(), String> {
                     return Err(format!(
                         "the Precompiled normalizer's `precompiled_charsmap` is {}, not a \
                          base64 string",
-                        kind(other)
+                        json_kind(other)
                     ));
                 }
                 None if tagged => {
@@ -95,17 +102,6 @@ fn check_normalizers(normalizer: &Value) -> Result<(), String> {
         }
         Value::Array(items) => items.iter().try_for_each(check_normalizers),
         _ => Ok(()),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -212,6 +208,13 @@ mod tests {
         let deep: Value =
             serde_json::from_str(&format!("{}{}", "[".repeat(20), "]".repeat(20))).unwrap();
         assert!(check(&deep).unwrap_err().contains("20 levels"));
+        let limit: Value = serde_json::from_str(&format!(
+            "{}{}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        ))
+        .unwrap();
+        check(&limit).unwrap();
         let shallow: Value = serde_json::from_str(r#"{"model": {"vocab": [["a", 1.0]]}}"#).unwrap();
         check(&shallow).unwrap();
     }
