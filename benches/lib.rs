@@ -77,7 +77,7 @@ pub fn umt5_xxl_2_layers(device: &Device) -> Result<Umt5Encoder> {
             "is_gated_act": true, "model_type": "umt5"}"#,
         "bench: UMT5-XXL widths",
     )?;
-    Checkpoint::synthetic(STD).build(device, DType::F32, |w| Ok(Umt5Encoder::load(w, &config)))
+    Checkpoint::synthetic(STD).build(device, DType::F32, |w| Umt5Encoder::load(w, &config))
 }
 
 /// One block's adapter inputs stacked `k` times along the batch (as the pipeline's

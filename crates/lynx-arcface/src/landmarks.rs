@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use lynx_core::config::json_kind;
 use lynx_core::{Error, Result};
 use serde_json::Value;
 
@@ -38,7 +39,7 @@ impl Landmarks {
         let value: Value =
             serde_json::from_str(text).map_err(|e| format!("{e}; expected {EXPECTED}"))?;
         let Value::Array(points) = value else {
-            return Err(format!("expected {EXPECTED}, found {}", kind(&value)));
+            return Err(format!("expected {EXPECTED}, found {}", json_kind(&value)));
         };
         if points.len() != 5 {
             return Err(format!(
@@ -59,13 +60,16 @@ impl Landmarks {
                 other => {
                     return Err(format!(
                         "point {i} is {}, expected an [x, y] pair",
-                        kind(other)
+                        json_kind(other)
                     ));
                 }
             };
             for (j, c) in pair.iter().enumerate() {
                 let v = c.as_f64().ok_or_else(|| {
-                    format!("point {i} coordinate {j} is {}, expected a number", kind(c))
+                    format!(
+                        "point {i} coordinate {j} is {}, expected a number",
+                        json_kind(c)
+                    )
                 })?;
                 out[i][j] = v as f32;
             }
@@ -92,16 +96,5 @@ impl Landmarks {
     /// The points in f64.
     pub fn to_f64(&self) -> [[f64; 2]; 5] {
         self.0.map(|[x, y]| [f64::from(x), f64::from(y)])
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

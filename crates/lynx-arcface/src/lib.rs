@@ -38,6 +38,7 @@ pub mod landmarks;
 pub mod nn;
 pub mod retinaface;
 pub mod similarity;
+mod webp_check;
 
 use std::path::Path;
 
@@ -96,6 +97,8 @@ pub fn load_retinaface(path: impl AsRef<Path>, device: &Device) -> Result<Retina
 /// What the Lynx adapters need from one photo.
 #[derive(Debug, Clone)]
 pub struct PreparedFace {
+    /// The face the detector chose (the largest); `None` when landmarks were given.
+    pub detection: Option<Detection>,
     /// The five landmarks used, in photo pixels.
     pub landmarks: Landmarks,
     /// The 112×112 crop ArcFace saw.
@@ -169,14 +172,18 @@ impl FaceAnalyzer {
     /// Everything the adapters need from `photo`: landmarks (detected when not given),
     /// both crops and the embedding.
     pub fn prepare(&self, photo: &RgbImage, landmarks: Option<Landmarks>) -> Result<PreparedFace> {
-        let landmarks = match landmarks {
-            Some(l) => l,
-            None => self.landmarks(photo)?,
+        let (detection, landmarks) = match landmarks {
+            Some(l) => (None, l),
+            None => {
+                let d = self.detector()?.largest_face(photo, &self.options)?;
+                (Some(d), d.landmarks)
+            }
         };
         let aligned_112 = align_face(photo, &landmarks, ARCFACE_SIZE, false)?;
         let aligned_256_extended = align_face(photo, &landmarks, REF_FACE_SIZE, true)?;
         let embedding = self.embed_aligned(&aligned_112)?;
         Ok(PreparedFace {
+            detection,
             landmarks,
             aligned_112,
             aligned_256_extended,

@@ -43,6 +43,15 @@ fn parity_embedding_from_pth() {
     check(&model, "embedding (.pth)");
 }
 
+/// The same weights saved in PyTorch's legacy (pre-1.6, non-zip) format.
+#[test]
+fn parity_embedding_from_legacy_pth() {
+    let path = fixtures_dir().join("components/arcface_ir_se_legacy.pth");
+    let model =
+        load_arcface(path, &test_device(), Some(&depths())).unwrap_or_else(|e| panic!("{e}"));
+    check(&model, "embedding (legacy .pth)");
+}
+
 #[test]
 fn parity_embedding_from_safetensors() {
     let path = fixtures_dir().join("components/arcface_ir_se.safetensors");

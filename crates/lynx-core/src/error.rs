@@ -130,26 +130,27 @@ impl Error {
         }
     }
 
-    /// An [`Error::Format`] for `path`.
+    /// An [`Error::Format`] for `path`. A multi-line `reason` (as some decoders give)
+    /// is joined into one line.
     pub fn format(path: impl Into<PathBuf>, format: &'static str, reason: impl ToString) -> Self {
         Error::Format {
             path: path.into(),
             format,
-            reason: reason.to_string(),
+            reason: one_line(reason.to_string()),
         }
     }
 
-    /// An [`Error::Config`] for `path`.
+    /// An [`Error::Config`] for `path` (`reason` joined into one line).
     pub fn config(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
         Error::Config {
             path: path.into(),
-            reason: reason.to_string(),
+            reason: one_line(reason.to_string()),
         }
     }
 
-    /// An [`Error::Input`].
+    /// An [`Error::Input`] (`reason` joined into one line).
     pub fn input(reason: impl ToString) -> Self {
-        Error::Input(reason.to_string())
+        Error::Input(one_line(reason.to_string()))
     }
 
     /// An [`Error::Device`] for a failed read of `what` from `device` back to the host.
@@ -159,6 +160,18 @@ impl Error {
             reason: format!("reading {what} back to the host failed: {e:?}"),
         }
     }
+}
+
+/// `text` with its lines joined by `; ` (messages are one sentence each).
+fn one_line(text: String) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text;
+    }
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn format_key_report(

@@ -247,6 +247,30 @@ impl WanConfig {
         if self.eps.is_nan() || self.eps <= 0.0 {
             reject(unsupported(p, "eps", self.eps, "must be positive"));
         }
+        // Every width the model computes must fit a usize (the sizes are checked against
+        // the weights' shapes when the model is built).
+        let [pt, ph, pw] = self.patch_size;
+        let products = [
+            (
+                "num_attention_heads × attention_head_dim",
+                self.num_attention_heads
+                    .checked_mul(self.attention_head_dim),
+            ),
+            (
+                "in_channels × patch volume",
+                pt.checked_mul(ph)
+                    .and_then(|v| v.checked_mul(pw))
+                    .and_then(|v| v.checked_mul(self.in_channels.max(self.out_channels()))),
+            ),
+        ];
+        for (what, v) in products {
+            if v.is_none() {
+                reject(Error::config(
+                    p,
+                    format!("{what} overflows: the sizes are corrupt"),
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
+use lynx_core::config::SizeCheck;
 use lynx_core::nn::{LayerNorm, layer_norm_modulate};
 use lynx_core::weights::for_each_layer;
 use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result, load_module};
@@ -154,6 +155,54 @@ impl WanTransformer {
     ) -> Result<Self> {
         let dim = config.inner_dim();
         let out = config.out_channels() * config.patch_volume();
+        let embedder = "condition_embedder";
+        SizeCheck::new(&config.path, w)
+            .dim("heads × head_dim", dim, "scale_shift_table", 2)
+            .dim(
+                "in_channels",
+                config.in_channels,
+                "patch_embedding.weight",
+                1,
+            )
+            .dim(
+                "patch_size[0]",
+                config.patch_size[0],
+                "patch_embedding.weight",
+                2,
+            )
+            .dim(
+                "patch_size[1]",
+                config.patch_size[1],
+                "patch_embedding.weight",
+                3,
+            )
+            .dim(
+                "patch_size[2]",
+                config.patch_size[2],
+                "patch_embedding.weight",
+                4,
+            )
+            .dim("out_channels × patch volume", out, "proj_out.weight", 0)
+            .dim(
+                "text_dim",
+                config.text_dim,
+                &format!("{embedder}.text_embedder.linear_1.weight"),
+                1,
+            )
+            .dim(
+                "freq_dim",
+                config.freq_dim,
+                &format!("{embedder}.time_embedder.linear_1.weight"),
+                1,
+            )
+            .dim(
+                "ffn_dim",
+                config.ffn_dim,
+                "blocks.0.ffn.net.0.proj.weight",
+                0,
+            )
+            .count("num_layers", config.num_layers, "blocks")
+            .finish()?;
         Ok(Self {
             patch_embedding: PatchEmbedding::load(&w.sub("patch_embedding"), &config),
             condition_embedder: ConditionEmbedder::load(&w.sub("condition_embedder"), &config),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device};
 use lynx_adapters::{LynxAdapters, ResamplerConfig, Variant};
-use lynx_arcface::FaceAnalyzer;
+use lynx_arcface::{DetectOptions, FaceAnalyzer};
 use lynx_core::{Error, Offload, Result};
 use lynx_dit::WanTransformer;
 use lynx_text::TextEncoder;
@@ -30,8 +30,13 @@ pub struct PipelineOptions {
     pub dtype: DType,
     /// ArcFace IR-SE checkpoint (`.pth` or `.safetensors`), needed for photo subjects.
     pub arcface: Option<PathBuf>,
+    /// Units per stage of the ArcFace IR-SE backbone, needed only when two consecutive
+    /// stages have the same width (see [`lynx_arcface::ArcFaceConfig::from_checkpoint`]).
+    pub arcface_depths: Option<Vec<usize>>,
     /// RetinaFace checkpoint, needed for photos without given landmarks.
     pub detector: Option<PathBuf>,
+    /// Detection settings for photo subjects (score threshold, NMS, downscaling).
+    pub detect: DetectOptions,
     /// Head width of the Perceiver Resampler, which its file does not record
     /// ([`ResamplerConfig::LYNX_DIM_HEAD`] = 64 for the released adapters).
     pub resampler_dim_head: usize,
@@ -81,7 +86,9 @@ impl PipelineOptions {
             device,
             dtype: DType::F32,
             arcface: None,
+            arcface_depths: None,
             detector: None,
+            detect: DetectOptions::default(),
             resampler_dim_head: ResamplerConfig::LYNX_DIM_HEAD,
             offload: Offload::None,
             memory_budget: None,
@@ -314,11 +321,14 @@ impl Components {
             return Ok(None);
         };
         let device = &self.options.device;
-        let arcface = lynx_arcface::load_arcface(arcface, device, None)?;
+        let depths = self.options.arcface_depths.as_deref();
+        let arcface = lynx_arcface::load_arcface(arcface, device, depths)?;
         let detector = match &self.options.detector {
             Some(d) => Some(lynx_arcface::load_retinaface(d, device)?),
             None => None,
         };
-        Ok(Some(FaceAnalyzer::new(arcface, detector)))
+        let mut analyzer = FaceAnalyzer::new(arcface, detector);
+        analyzer.options = self.options.detect;
+        Ok(Some(analyzer))
     }
 }

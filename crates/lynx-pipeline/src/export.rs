@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use lynx_core::output::{StagedPath, check_writable};
 use lynx_core::safetensors_io::{self, Dtype};
 use lynx_core::{Error, Result};
 
@@ -36,59 +37,70 @@ impl Video {
         (0..self.frames).map(|i| self.frame_rgb8(i)).collect()
     }
 
-    /// Saves by the path's extension: `.mp4`, `.gif`, `.webp`, `.safetensors`, or — for
-    /// a path without extension or ending in `/` — a folder of `frame_NNNN.png`.
+    /// Saves by the path's extension: `.mp4`, `.gif`, `.webp`, `.safetensors`, `.png`
+    /// (one frame), or — for a path without extension, ending in `/`, or an existing
+    /// folder — a folder of `frame_NNNN.png`.
+    ///
+    /// Every format is written to a temporary sibling and renamed into place when
+    /// complete ([`StagedPath`]): on any error nothing appears at `path`, and what was
+    /// there is replaced only as a whole. [`check_output`] makes the same checks up
+    /// front.
     pub fn save(&self, path: impl AsRef<Path>, fps: u32) -> Result<()> {
         let path = path.as_ref();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let is_dir = path.to_str().is_some_and(|s| s.ends_with('/')) || path.is_dir();
-        match ext.as_deref() {
-            _ if is_dir => self.save_pngs(path),
-            Some("mp4") => self.save_mp4(path, fps),
-            Some("gif") => self.save_gif(path, fps),
-            Some("webp") => self.save_webp(path, fps),
-            Some("safetensors") => self.save_safetensors(path),
-            Some("png") if self.frames == 1 => self.save_png(path, 0),
-            None => self.save_pngs(path),
-            Some(other) => Err(Error::input(format!(
-                "cannot write `.{other}` ({}): use .mp4, .gif, .webp, .safetensors or a folder",
-                path.display()
-            ))),
+        match OutputKind::of(path, Some(self.frames))? {
+            OutputKind::Mp4 => self.save_mp4(path, fps),
+            OutputKind::Gif => self.save_gif(path, fps),
+            OutputKind::Webp => self.save_webp(path, fps),
+            OutputKind::Safetensors => self.save_safetensors(path),
+            OutputKind::Png => staged(path, |tmp| self.write_png(tmp, 0)),
+            OutputKind::PngFolder => self.save_pngs(path),
         }
     }
 
-    fn save_png(&self, path: &Path, i: usize) -> Result<()> {
-        image::save_buffer(
+    fn write_png(&self, path: &Path, i: usize) -> Result<()> {
+        image::save_buffer_with_format(
             path,
             &self.frame_rgb8(i),
             self.width as u32,
             self.height as u32,
             image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
         )
-        .map_err(|e| Error::format(path, "PNG", e))
+        .map_err(|e| match e {
+            image::ImageError::IoError(io) => Error::io(path, io),
+            other => Error::format(path, "PNG", other),
+        })
     }
 
-    /// One PNG per frame, `frame_0000.png`…, in folder `dir` (created).
+    /// One PNG per frame, `frame_0000.png`…, in the folder `dir`, which appears (or
+    /// replaces a previous frame folder) only when every frame is written.
     pub fn save_pngs(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        (0..self.frames).try_for_each(|i| self.save_png(&dir.join(format!("frame_{i:04}.png")), i))
+        check_frame_folder(dir)?;
+        staged(dir, |tmp| {
+            std::fs::create_dir(tmp).map_err(|e| Error::io(tmp, e))?;
+            (0..self.frames)
+                .try_for_each(|i| self.write_png(&tmp.join(format!("frame_{i:04}.png")), i))
+        })
     }
 
-    /// `frames`: `[F, H, W, 3]` f32.
+    /// `frames`: `[F, H, W, 3]` f32 (written whole or not at all).
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         let bytes: Vec<u8> = self.data.iter().flat_map(|x| x.to_le_bytes()).collect();
         let shape = [self.frames, self.height, self.width, 3];
         safetensors_io::save(path, &[("frames", Dtype::F32, &shape, &bytes)], None)
     }
 
-    /// Animated GIF, looping.
+    /// Animated GIF, looping (written whole or not at all).
     pub fn save_gif(&self, path: &Path, fps: u32) -> Result<()> {
+        staged(path, |tmp| self.write_gif(tmp, path, fps))
+    }
+
+    fn write_gif(&self, tmp: &Path, path: &Path, fps: u32) -> Result<()> {
         use image::codecs::gif::{GifEncoder, Repeat};
-        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+        // Encoded in memory, then written in one call whose errors are seen (a
+        // `BufWriter` dropped at the end would swallow a failed flush).
+        let mut bytes = Vec::new();
+        let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
         let err = |e: image::ImageError| Error::format(path, "GIF", e);
         enc.set_repeat(Repeat::Infinite).map_err(err)?;
         let delay = image::Delay::from_numer_denom_ms(1000, fps.max(1));
@@ -103,10 +115,12 @@ impl Video {
             enc.encode_frame(image::Frame::from_parts(buf, 0, 0, delay))
                 .map_err(err)?;
         }
-        Ok(())
+        drop(enc);
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(path, e))
     }
 
-    /// Animated WebP: each frame a lossless VP8L image in an `ANMF` chunk.
+    /// Animated WebP: each frame a lossless VP8L image in an `ANMF` chunk (written whole
+    /// or not at all).
     pub fn save_webp(&self, path: &Path, fps: u32) -> Result<()> {
         let duration = (1000 / fps.max(1)).min(0xFF_FFFF);
         let (w, h) = (self.width as u32, self.height as u32);
@@ -139,11 +153,18 @@ impl Video {
         out.extend_from_slice(&((chunks.len() + 4) as u32).to_le_bytes());
         out.extend_from_slice(b"WEBP");
         out.extend_from_slice(&chunks);
-        std::fs::write(path, out).map_err(|e| Error::io(path, e))
+        staged(path, |tmp| {
+            std::fs::write(tmp, out).map_err(|e| Error::io(path, e))
+        })
     }
 
-    /// H.264 in MP4 (OpenH264 encoder built from its bundled source).
+    /// H.264 in MP4 (OpenH264 encoder built from its bundled source; written whole or
+    /// not at all).
     pub fn save_mp4(&self, path: &Path, fps: u32) -> Result<()> {
+        staged(path, |tmp| self.write_mp4(tmp, path, fps))
+    }
+
+    fn write_mp4(&self, tmp: &Path, path: &Path, fps: u32) -> Result<()> {
         use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate};
         use openh264::formats::{RgbSliceU8, YUVBuffer};
         if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
@@ -190,7 +211,7 @@ impl Video {
             ));
         };
         let mp4 = |e: mp4::Error| Error::format(path, "MP4", e);
-        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let file = std::fs::File::create(tmp).map_err(|e| Error::io(path, e))?;
         let config = mp4::Mp4Config {
             major_brand: "isom".parse().expect("fourcc"),
             minor_version: 512,
@@ -232,6 +253,93 @@ impl Video {
         writer.write_end().map_err(mp4)?;
         writer.into_writer().flush().map_err(|e| Error::io(path, e))
     }
+}
+
+/// What [`Video::save`] writes for a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputKind {
+    Mp4,
+    Gif,
+    Webp,
+    Safetensors,
+    Png,
+    PngFolder,
+}
+
+impl OutputKind {
+    /// The kind for `path`; `frames`, when known, rules out `.png` for several frames.
+    fn of(path: &Path, frames: Option<usize>) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let is_dir = path.to_str().is_some_and(|s| s.ends_with('/')) || path.is_dir();
+        Ok(match ext.as_deref() {
+            _ if is_dir => Self::PngFolder,
+            None => Self::PngFolder,
+            Some("mp4") => Self::Mp4,
+            Some("gif") => Self::Gif,
+            Some("webp") => Self::Webp,
+            Some("safetensors") => Self::Safetensors,
+            Some("png") if frames == Some(1) => Self::Png,
+            Some("png") => {
+                return Err(Error::input(format!(
+                    "{} holds one frame; for a video of several frames give a folder \
+                     (a path without extension) for one PNG per frame",
+                    path.display()
+                )));
+            }
+            Some(other) => {
+                return Err(Error::input(format!(
+                    "cannot write `.{other}` ({}): use .mp4, .gif, .webp, .safetensors or a \
+                     folder",
+                    path.display()
+                )));
+            }
+        })
+    }
+}
+
+/// Checks, before a run, that [`Video::save`] can write a video of `frames` frames
+/// (`None`: not yet known, more than one) to `path`: a known format, a folder that
+/// exists and accepts files, nothing read-only in the way, and — for a PNG folder — no
+/// existing folder holding anything but frames (it would be replaced as a whole).
+pub fn check_output(path: impl AsRef<Path>, frames: Option<usize>) -> Result<()> {
+    let path = path.as_ref();
+    let kind = OutputKind::of(path, frames.or(Some(2)))?;
+    let folder = kind == OutputKind::PngFolder;
+    if folder {
+        check_frame_folder(path)?;
+    }
+    check_writable(path, folder)
+}
+
+/// An existing folder is replaced by a frame folder only if it holds nothing but
+/// `frame_*.png` files (an earlier output): anything else is the user's.
+fn check_frame_folder(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("frame_") && name.ends_with(".png")) {
+            return Err(Error::input(format!(
+                "the output folder {} holds {name}, which is not a frame of an earlier \
+                 output; give a new or empty folder",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes through a temporary sibling of `path` renamed into place once `write`
+/// succeeds; on failure the temporary is removed and `path` is untouched.
+fn staged(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let staged = StagedPath::new(path)?;
+    write(staged.path())?;
+    staged.commit()
 }
 
 fn push_chunk(out: &mut Vec<u8>, tag: &[u8; 4], payload: &[u8]) {
@@ -305,6 +413,62 @@ mod tests {
             width: w,
             data,
         }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("lynx-export-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn outputs_appear_whole_or_not_at_all() {
+        let dir = scratch("staged");
+        // H.264 refuses odd sizes midway: nothing is written, the older file stays.
+        std::fs::write(dir.join("v.mp4"), b"old").unwrap();
+        assert!(gradient(1, 15, 16).save(dir.join("v.mp4"), 16).is_err());
+        assert_eq!(std::fs::read(dir.join("v.mp4")).unwrap(), b"old");
+        // A frame folder replaces an earlier one as a whole: no stale frame remains.
+        gradient(3, 16, 16).save(dir.join("frames"), 16).unwrap();
+        gradient(2, 16, 16).save(dir.join("frames"), 16).unwrap();
+        assert!(dir.join("frames/frame_0001.png").is_file());
+        assert!(!dir.join("frames/frame_0002.png").exists());
+        // A folder holding the user's files is not replaced.
+        std::fs::create_dir(dir.join("mine")).unwrap();
+        std::fs::write(dir.join("mine/notes.txt"), b"x").unwrap();
+        let e = gradient(2, 16, 16).save(dir.join("mine"), 16).unwrap_err();
+        assert!(e.to_string().contains("notes.txt"), "{e}");
+        assert!(dir.join("mine/notes.txt").is_file());
+        // A single frame as .png; no temporary is left anywhere.
+        gradient(1, 16, 16).save(dir.join("one.png"), 16).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["frames", "mine", "one.png", "v.mp4"]);
+    }
+
+    #[test]
+    fn outputs_are_checked_before_the_run() {
+        let dir = scratch("check");
+        assert!(check_output(dir.join("v.mp4"), None).is_ok());
+        assert!(check_output(dir.join("frames"), None).is_ok());
+        assert!(check_output(dir.join("one.png"), Some(1)).is_ok());
+        for (path, frames, words) in [
+            (dir.join("v.avi"), None, "cannot write `.avi`"),
+            (dir.join("v.png"), None, "one frame"),
+            (dir.join("missing/v.mp4"), None, "does not exist"),
+        ] {
+            let e = check_output(&path, frames).unwrap_err().to_string();
+            assert!(e.contains(words), "{e}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "probes are gone"
+        );
     }
 
     #[test]

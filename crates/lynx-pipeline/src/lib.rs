@@ -30,7 +30,9 @@
 //! | [`memory`] | [`MemoryPlan`]: what a run needs, before loading |
 //! | [`request`] | [`GenerateRequest`], [`Subject`], defaults, input checks |
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
-//! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors` |
+//! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors`, each written whole or not at all |
+//! | [`folder`] | the diffusers folder and its `model_index.json`, checked before loading |
+//! | [`inputs`] | face embeddings, recorded latents and noise read from files |
 //! | [`synth`] | synthetic models: random weights in the released layouts, at the real sizes |
 
 #![warn(missing_docs)]
@@ -38,6 +40,8 @@
 mod budget;
 pub mod components;
 pub mod export;
+pub mod folder;
+pub mod inputs;
 pub mod memory;
 pub mod noise;
 pub mod pipeline;

@@ -164,7 +164,7 @@ impl WeightSizes {
         let te_dir = base.join("text_encoder");
         let text_cfg = Umt5Config::load(te_dir.join("config.json"))?;
         let te = Checkpoint::open(&te_dir)?;
-        let text_total = te.measure(device, dtype, |w| Ok(Umt5Encoder::load(w, &text_cfg)))?;
+        let text_total = te.measure(device, dtype, |w| Umt5Encoder::load(w, &text_cfg))?;
         let text_layer = te.measure_at("encoder.block.0", device, dtype, |w| {
             Ok(Umt5Block::load(w, &text_cfg))
         })?;

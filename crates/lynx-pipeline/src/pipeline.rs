@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
 use lynx_adapters::{Conditions, LynxAdapters, Variant};
-use lynx_arcface::FaceAnalyzer;
+use lynx_arcface::{FaceAnalyzer, PreparedFace};
 use lynx_core::device::{check_dtype, to_host_f32};
 use lynx_core::{Error, Offload, Result};
 use lynx_dit::{BlockExtras, DitInput, WanTransformer};
@@ -36,6 +36,7 @@ use crate::budget;
 use crate::components::Components;
 pub use crate::components::{GuidanceBatching, PipelineOptions};
 use crate::export::Video;
+use crate::folder::check_model_folder;
 use crate::memory::{MemoryPlan, WeightSizes};
 use crate::noise::NoiseSource;
 pub use crate::request::VariantDefaults;
@@ -53,6 +54,9 @@ pub struct Generated {
     /// Latents after each step, `[1, C, F', H/8, W/8]` (kept only when asked for with
     /// [`LynxPipeline::generate_with_trace`]).
     pub latents_per_step: Vec<Tensor<5>>,
+    /// For a photo subject: the detection, landmarks, both crops and the embedding the
+    /// adapters were given.
+    pub face: Option<PreparedFace>,
 }
 
 /// Lynx: Wan2.1 + the adapters of `lynx_full/` or `lynx_lite/` (or none: plain Wan2.1).
@@ -137,7 +141,8 @@ impl Branches {
 
 impl LynxPipeline {
     /// Loads tokenizer, text encoder, DiT, VAE and scheduler config from a diffusers Wan2.1
-    /// folder (`base_dir`), and the adapters from `adapter_dir`: `lynx_full/` or
+    /// folder (`base_dir`, checked first against its `model_index.json`, see
+    /// [`crate::folder::ModelIndex`]), and the adapters from `adapter_dir`: `lynx_full/` or
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
     /// `adapter_dir` the pipeline is plain Wan2.1 text-to-video.
     ///
@@ -202,7 +207,7 @@ impl LynxPipeline {
     /// Checks that `base_dir` is a diffusers Wan2.1 folder (its five parts present),
     /// before anything is read from it.
     pub fn check_model_folder(base_dir: impl AsRef<Path>) -> Result<()> {
-        check_model_folder(base_dir.as_ref())
+        check_model_folder(base_dir.as_ref()).map(|_| ())
     }
 
     /// The device everything runs on.
@@ -265,7 +270,7 @@ impl LynxPipeline {
         let plan = self.check_inputs(&req)?;
         self.check_run_memory(&req)?;
         let prompts = self.encode_prompts(&req, &plan)?;
-        let subject = self.prepare_subject(&req, &plan)?;
+        let (subject, face) = self.prepare_subject(&req, &plan)?;
         let dit = self.components.dit()?;
         let conditions = self.condition(&dit, subject, prompts.reference.as_ref(), &req, &plan)?;
         let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
@@ -285,6 +290,7 @@ impl LynxPipeline {
             },
             frames,
             latents_per_step: steps,
+            face,
         })
     }
 
@@ -353,10 +359,15 @@ impl LynxPipeline {
 
     /// Step 3a: the subject's face embedding `[1, 1, E]` and, for Lynx full, the VAE
     /// latents of its aligned face and of the mid-grey image (the face models and the
-    /// VAE run here, before the DiT is needed).
-    fn prepare_subject(&self, req: &GenerateRequest, plan: &Plan) -> Result<Option<SubjectInputs>> {
+    /// VAE run here, before the DiT is needed); for a photo also what the face models
+    /// made of it.
+    fn prepare_subject(
+        &self,
+        req: &GenerateRequest,
+        plan: &Plan,
+    ) -> Result<(Option<SubjectInputs>, Option<PreparedFace>)> {
         let Some(subject) = &req.subject else {
-            return Ok(None);
+            return Ok((None, None));
         };
         if self.variant().is_none() {
             return Err(Error::input(
@@ -364,11 +375,11 @@ impl LynxPipeline {
                  lynx_lite/ folder)",
             ));
         }
-        let (embedding, aligned) = match subject {
+        let (embedding, aligned, prepared) = match subject {
             Subject::Prepared {
                 aligned_face,
                 embedding,
-            } => (embedding.clone(), aligned_face.clone()),
+            } => (embedding.clone(), aligned_face.clone(), None),
             Subject::Photo { image, landmarks } => {
                 let face = self.components.face()?.ok_or_else(|| {
                     Error::input(
@@ -376,7 +387,8 @@ impl LynxPipeline {
                     )
                 })?;
                 let prepared = face.prepare(image, *landmarks)?;
-                (prepared.embedding, Some(prepared.aligned_256_extended))
+                let crop = prepared.aligned_256_extended.clone();
+                (prepared.embedding.clone(), Some(crop), Some(prepared))
             }
         };
         self.components.release();
@@ -395,7 +407,7 @@ impl LynxPipeline {
                 ));
             }
         };
-        Ok(Some(SubjectInputs { face, latents }))
+        Ok((Some(SubjectInputs { face, latents }), prepared))
     }
 
     /// The VAE latents of the aligned face and of the all-zero (mid-grey) image, each
@@ -638,34 +650,4 @@ impl LynxPipeline {
         // [1, 3, F, H, W] → [F, H, W, 3]
         Ok(video.squeeze_dim::<4>(0).permute([1, 2, 3, 0]))
     }
-}
-
-/// Checks that `base` is a diffusers Wan2.1 folder, naming what is missing.
-fn check_model_folder(base: &Path) -> Result<()> {
-    if !base.is_dir() {
-        return Err(Error::MissingFile {
-            path: base.to_path_buf(),
-            hint: "expected a diffusers Wan2.1 folder (with transformer/, vae/, \
-                   text_encoder/, tokenizer/, scheduler/)"
-                .into(),
-        });
-    }
-    for part in [
-        "transformer",
-        "vae",
-        "text_encoder",
-        "tokenizer",
-        "scheduler",
-    ] {
-        if !base.join(part).is_dir() {
-            return Err(Error::MissingFile {
-                path: base.join(part),
-                hint: format!(
-                    "{} is not a complete diffusers Wan2.1 folder",
-                    base.display()
-                ),
-            });
-        }
-    }
-    Ok(())
 }

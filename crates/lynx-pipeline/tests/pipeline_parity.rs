@@ -3,6 +3,7 @@
 //! Lynx's three-way guidance, then the VAE decode.
 
 use burn::tensor::{DType, Tensor};
+use lynx_arcface::DetectOptions;
 use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_pipeline::{
     Error, GenerateRequest, GuidanceBatching, IdentityGuidance, LynxPipeline, NoiseSource,
@@ -15,14 +16,41 @@ fn aligned_face(ckpt: &lynx_core::Checkpoint) -> image::RgbImage {
     image::RgbImage::from_raw(w as u32, h as u32, data.as_bytes().to_vec()).unwrap()
 }
 
+/// The settings of a pipeline fixture, `components/{name}.json`.
+fn settings(name: &str) -> serde_json::Value {
+    let path = fixtures_dir().join(format!("components/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A request with a fixture's prompts, sizes, steps, guidance and ID scale.
+fn request(settings: &serde_json::Value) -> GenerateRequest {
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let mut req = GenerateRequest::new(s("prompt"));
+    req.negative_prompt = s("negative_prompt");
+    req.frames = Some(n("num_frames") as usize);
+    req.height = n("height") as usize;
+    req.width = n("width") as usize;
+    req.steps = n("num_inference_steps") as usize;
+    req.guidance = n("guidance_scale");
+    req.ip_scale = n("ip_scale");
+    req
+}
+
+/// [`request`] with Lynx full's identity guidance and Ref scale as well.
+fn full_request(settings: &serde_json::Value) -> GenerateRequest {
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let mut req = request(settings);
+    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
+    req.ref_scale = Some(n("ref_scale"));
+    req
+}
+
 #[test]
 fn parity_pipeline_end_to_end() {
     let device = test_device();
     let fx = fixture("components/pipeline.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/pipeline.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("pipeline");
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
     let mut options = PipelineOptions::new(device.clone());
@@ -43,18 +71,7 @@ fn parity_pipeline_end_to_end() {
         .convert_dtype(DType::F32)
         .try_to_vec::<f32>()
         .unwrap();
-    let s = |k: &str| settings[k].as_str().unwrap().to_string();
-    let n = |k: &str| settings[k].as_f64().unwrap();
-    let mut req = GenerateRequest::new(s("prompt"));
-    req.negative_prompt = s("negative_prompt");
-    req.frames = Some(n("num_frames") as usize);
-    req.height = n("height") as usize;
-    req.width = n("width") as usize;
-    req.steps = n("num_inference_steps") as usize;
-    req.guidance = n("guidance_scale");
-    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
-    req.ip_scale = n("ip_scale");
-    req.ref_scale = Some(n("ref_scale"));
+    let mut req = full_request(&settings);
     req.subject = Some(Subject::Prepared {
         aligned_face: Some(face),
         embedding,
@@ -168,10 +185,7 @@ fn plain_text_to_video_runs_and_cancels() {
 fn parity_lite_pipeline_end_to_end() {
     let device = test_device();
     let fx = fixture("components/lite_pipeline.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/lite_pipeline.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("lite_pipeline");
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_lite");
     let mut options = PipelineOptions::new(device.clone());
@@ -180,23 +194,14 @@ fn parity_lite_pipeline_end_to_end() {
     assert_eq!(pipe.variant(), Some(Variant::Lite));
     assert_eq!((pipe.defaults().frames, pipe.defaults().fps), (121, 24));
 
-    let s = |k: &str| settings[k].as_str().unwrap().to_string();
-    let n = |k: &str| settings[k].as_f64().unwrap();
     let embedding = fx
         .read("face_embedding")
         .unwrap()
         .convert_dtype(DType::F32)
         .try_into_vec::<f32>()
         .unwrap();
-    let request = || {
-        let mut req = GenerateRequest::new(s("prompt"));
-        req.negative_prompt = s("negative_prompt");
-        req.frames = Some(n("num_frames") as usize);
-        req.height = n("height") as usize;
-        req.width = n("width") as usize;
-        req.steps = n("num_inference_steps") as usize;
-        req.guidance = n("guidance_scale");
-        req.ip_scale = n("ip_scale");
+    let lite_request = || {
+        let mut req = request(&settings);
         req.subject = Some(Subject::Prepared {
             aligned_face: None,
             embedding: embedding.clone(),
@@ -209,7 +214,7 @@ fn parity_lite_pipeline_end_to_end() {
         req
     };
     let out = pipe
-        .generate_with_trace(request())
+        .generate_with_trace(lite_request())
         .expect("lite generation");
     for (i, latents) in out.latents_per_step.iter().enumerate() {
         let want: Tensor<5> = fixture_tensor(&fx, &format!("latents_after_step_{i}"), &device);
@@ -224,11 +229,11 @@ fn parity_lite_pipeline_end_to_end() {
     assert_close("lite frames", &out.frames, &want, 1e-3);
 
     // Full-only settings are refused with a sentence, not ignored.
-    let mut req = request();
+    let mut req = lite_request();
     req.guidance_identity = IdentityGuidance::Scale(2.0);
     let err = pipe.generate(req).unwrap_err().to_string();
     assert!(err.contains("Lynx-lite has no identity guidance"), "{err}");
-    let mut req = request();
+    let mut req = lite_request();
     req.ref_scale = Some(1.0);
     let err = pipe.generate(req).unwrap_err().to_string();
     assert!(err.contains("Lynx-lite has no Ref-adapter"), "{err}");
@@ -242,27 +247,13 @@ fn parity_seeded_pipeline_end_to_end() {
     let device = test_device();
     let inputs = fixture("components/pipeline.safetensors");
     let fx = fixture("components/pipeline_seeded.safetensors");
-    let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("components/pipeline_seeded.json")).unwrap(),
-    )
-    .unwrap();
+    let settings = settings("pipeline_seeded");
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = 8;
     let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
-    let s = |k: &str| settings[k].as_str().unwrap().to_string();
-    let n = |k: &str| settings[k].as_f64().unwrap();
-    let mut req = GenerateRequest::new(s("prompt"));
-    req.negative_prompt = s("negative_prompt");
-    req.frames = Some(n("num_frames") as usize);
-    req.height = n("height") as usize;
-    req.width = n("width") as usize;
-    req.steps = n("num_inference_steps") as usize;
-    req.guidance = n("guidance_scale");
-    req.guidance_identity = IdentityGuidance::Scale(n("guidance_scale_i"));
-    req.ip_scale = n("ip_scale");
-    req.ref_scale = Some(n("ref_scale"));
+    let mut req = full_request(&settings);
     req.subject = Some(Subject::Prepared {
         aligned_face: Some(aligned_face(&inputs)),
         embedding: inputs
@@ -333,4 +324,147 @@ fn parity_batched_guidance_matches_sequential() {
             1e-5,
         );
     }
+}
+
+/// Fraction of `a`'s bytes within 2 levels of `b`'s, and the largest difference.
+fn crop_agreement(a: &[u8], b: &[u8]) -> (f64, u8) {
+    assert_eq!(a.len(), b.len());
+    let d: Vec<u8> = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).collect();
+    let within = d.iter().filter(|v| **v <= 2).count() as f64 / d.len() as f64;
+    (within, d.into_iter().max().unwrap_or(0))
+}
+
+/// The photo path end to end against the reference chain
+/// (`components/photo_pipeline.safetensors`): RetinaFace on the photo at its own size →
+/// the largest face's landmarks → both crops → ArcFace → Lynx full, checked at each
+/// stage as tightly as the component tests check it, and at the frames.
+#[test]
+fn parity_photo_pipeline_end_to_end() {
+    let device = test_device();
+    let fx = fixture("components/photo_pipeline.safetensors");
+    let settings = settings("photo_pipeline");
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    let n = |k: &str| settings[k].as_f64().unwrap();
+    let comp = fixtures_dir().join("components");
+    let mut options = PipelineOptions::new(device.clone());
+    options.resampler_dim_head = n("resampler_dim_head") as usize;
+    options.arcface = Some(comp.join(s("arcface")));
+    options.arcface_depths = Some(
+        settings["arcface_depths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect(),
+    );
+    options.detector = Some(comp.join(s("detector")));
+    assert!(settings["detect_at_original_size"].as_bool().unwrap());
+    options.detect = DetectOptions {
+        conf_threshold: n("conf_threshold") as f32,
+        nms_threshold: n("nms_threshold") as f32,
+        max_side: None,
+    };
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let adapters = fixtures_dir().join("lynx_full");
+    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    let photo = lynx_arcface::load_rgb(comp.join(s("photo"))).unwrap();
+    assert_eq!(photo.as_raw(), fx.read("photo_rgb").unwrap().as_bytes());
+
+    // Stage 1, detection: the reference's faces as a set. Its threshold sits in a gap of
+    // the scores wider than their tolerance, so no face is near it.
+    const SCORE_TOL: f64 = 1e-4;
+    assert!(n("threshold_margin") > SCORE_TOL);
+    let analyzer = pipe.face_analyzer().unwrap();
+    let found = analyzer
+        .detector()
+        .unwrap()
+        .detect(&photo, &analyzer.options)
+        .unwrap();
+    let want = fx.read_f32("detections").unwrap();
+    assert_eq!(found.len(), want.len() / 15, "{found:?}");
+    for row in want.chunks(15) {
+        let d = found
+            .iter()
+            .map(|d| d.to_row())
+            .min_by(|a, b| {
+                let dist = |r: &[f32; 15]| (0..4).map(|i| (r[i] - row[i]).abs()).sum::<f32>();
+                dist(a).total_cmp(&dist(b))
+            })
+            .unwrap();
+        let err = |r: std::ops::Range<usize>| r.map(|k| (d[k] - row[k]).abs()).fold(0f32, f32::max);
+        eprintln!(
+            "detection: box {:.2e} px, score {:.2e}, landmarks {:.2e} px",
+            err(0..4),
+            err(4..5),
+            err(5..15)
+        );
+        assert!(err(0..4) <= 1e-2 && err(5..15) <= 1e-2, "{d:?} vs {row:?}");
+        assert!(f64::from(err(4..5)) <= SCORE_TOL, "{d:?} vs {row:?}");
+    }
+
+    // Stages 2–5 run inside the generation, which returns what it made of the photo.
+    let mut req = full_request(&settings);
+    req.subject = Some(Subject::Photo {
+        image: photo,
+        landmarks: None,
+    });
+    req.noise = NoiseSource::seeded(0)
+        .with_initial_latents(fixture_tensor(&fx, "initial_latents", &device))
+        .with_ref_eps(fixture_tensor(&fx, "ref_vae_eps", &device));
+    let steps = req.steps;
+    let out = pipe
+        .generate_with_trace(req)
+        .expect("generation from a photo");
+    let face = out.face.as_ref().expect("a photo subject reports its face");
+
+    let want = fx.read_f32("landmarks").unwrap();
+    let got: Vec<f32> = face.landmarks.0.iter().flatten().copied().collect();
+    let lm = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("landmarks: max error {lm:.2e} px (tolerance 1e-2 px)");
+    assert!(lm <= 1e-2, "{got:?} vs {want:?}");
+    assert_eq!(face.detection.unwrap().landmarks, face.landmarks);
+    for (key, crop) in [
+        ("aligned_112", &face.aligned_112),
+        ("aligned_256", &face.aligned_256_extended),
+    ] {
+        let want = fx.read(key).unwrap();
+        assert_eq!(
+            [crop.height() as usize, crop.width() as usize, 3],
+            want.shape()[..]
+        );
+        let (within, max) = crop_agreement(crop.as_raw(), want.as_bytes());
+        eprintln!(
+            "{key}: {:.3}% within 2 levels, max diff {max}",
+            within * 100.0
+        );
+        assert!(
+            within >= 0.99,
+            "{key}: {:.3}% within 2 levels",
+            within * 100.0
+        );
+    }
+    let d = face.embedding.len();
+    let emb = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(face.embedding.clone(), [1, d]),
+        (&device, DType::F32),
+    );
+    let want: Tensor<1> = fixture_tensor(&fx, "embedding", &device);
+    assert_close("photo embedding", &emb, &want.unsqueeze(), 1e-4);
+
+    assert_eq!(out.latents_per_step.len(), steps);
+    for (i, latents) in out.latents_per_step.iter().enumerate() {
+        let want: Tensor<5> = fixture_tensor(&fx, &format!("latents_after_step_{i}"), &device);
+        assert_close(
+            &format!("photo latents_after_step_{i}"),
+            latents,
+            &want,
+            1e-3,
+        );
+    }
+    let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
+    assert_close("photo frames", &out.frames, &want, 1e-3);
 }

@@ -146,9 +146,9 @@ impl SchedulerConfig {
         if self.solver_order == 0 || self.solver_order > 3 {
             bad.push(format!("`solver_order` = {} (1 to 3)", self.solver_order));
         }
-        if self.flow_shift <= 0.0 {
+        if !(self.flow_shift > 0.0 && self.flow_shift.is_finite()) {
             bad.push(format!(
-                "`flow_shift` = {} (must be positive)",
+                "`flow_shift` = {} (must be positive and finite)",
                 self.flow_shift
             ));
         }

@@ -21,7 +21,7 @@ pub struct FlowMatchEuler {
 impl FlowMatchEuler {
     /// An Euler sampler with `shift` (Wan's `flow_shift`).
     pub fn new(num_train_timesteps: usize, shift: f64) -> Result<Self> {
-        if shift <= 0.0 || num_train_timesteps == 0 {
+        if !(shift > 0.0 && shift.is_finite()) || num_train_timesteps == 0 {
             return Err(Error::input(format!(
                 "flow shift must be positive and num_train_timesteps non-zero (got {shift}, {num_train_timesteps})"
             )));
@@ -35,9 +35,13 @@ impl FlowMatchEuler {
         })
     }
 
-    /// Takes `num_train_timesteps` and `flow_shift` from a scheduler config.
+    /// Takes `num_train_timesteps` and `flow_shift` from a scheduler config (errors
+    /// name the file).
     pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
-        Self::new(config.num_train_timesteps, config.flow_shift)
+        Self::new(config.num_train_timesteps, config.flow_shift).map_err(|e| match e {
+            Error::Input(reason) => Error::config(&config.path, reason),
+            other => other,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! `text_encoder/config.json` (transformers `UMT5Config`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lynx_core::config::{load_json, unsupported};
 use lynx_core::{Error, Result};
@@ -42,6 +42,8 @@ pub struct Umt5Config {
     pub layer_norm_epsilon: f64,
     /// Activation of the gated feed-forward block.
     pub activation: Activation,
+    /// The file this was read from, for error messages.
+    pub path: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +162,7 @@ impl Umt5Config {
             relative_attention_max_distance: raw.relative_attention_max_distance,
             layer_norm_epsilon: raw.layer_norm_epsilon,
             activation,
+            path: path.to_path_buf(),
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -176,6 +179,12 @@ impl Umt5Config {
         ];
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(Error::config(path, format!("`{name}` must be positive")));
+        }
+        if self.num_heads.checked_mul(self.d_kv).is_none() {
+            return Err(Error::config(
+                path,
+                "`num_heads` × `d_kv` overflows: the sizes are corrupt",
+            ));
         }
         // Bidirectional buckets: half per direction, half of those exact.
         if self.relative_attention_num_buckets < 4 {

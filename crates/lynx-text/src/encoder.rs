@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Int, Tensor, TensorData};
+use lynx_core::config::SizeCheck;
 use lynx_core::nn::RmsNorm;
 use lynx_core::weights::for_each_layer;
 use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
@@ -137,11 +138,13 @@ impl Umt5Encoder {
     /// | `encoder.final_layer_norm.weight` | final norm |
     ///
     /// A full encoder–decoder checkpoint also loads: `decoder.*` and `lm_head.*` are
-    /// ignored.
-    pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
+    /// ignored. The config's sizes are checked against the checkpoint's shapes first
+    /// ([`SizeCheck`]).
+    pub fn load(w: &Loader, cfg: &Umt5Config) -> Result<Self> {
         let shared_key = Self::shared_key(w);
+        Self::check_sizes(w, cfg, shared_key)?;
         let enc = w.sub("encoder");
-        Self {
+        Ok(Self {
             shared: Some(
                 w.sub(shared_key)
                     .param("weight", [cfg.vocab_size, cfg.d_model]),
@@ -154,14 +157,15 @@ impl Umt5Encoder {
             relative_attention_num_buckets: cfg.relative_attention_num_buckets,
             relative_attention_max_distance: cfg.relative_attention_max_distance,
             dtype: w.dtype(),
-        }
+        })
     }
 
     /// [`Umt5Encoder::load`] with the embedding table and the blocks left in `ckpt` (the
     /// checkpoint `w` reads): their keys and shapes are checked now, and each forward
     /// reads the rows of its tokens and the blocks one at a time.
-    pub fn load_streamed(w: &Loader, cfg: &Umt5Config, ckpt: Arc<Checkpoint>) -> Self {
+    pub fn load_streamed(w: &Loader, cfg: &Umt5Config, ckpt: Arc<Checkpoint>) -> Result<Self> {
         let shared_key = Self::shared_key(w);
+        Self::check_sizes(w, cfg, shared_key)?;
         let check = w.validating();
         drop(
             check
@@ -182,7 +186,7 @@ impl Umt5Encoder {
         let layers = LayerStream::new(ckpt.clone(), prefixes, w.device(), w.dtype(), move |l| {
             Umt5Block::load(l, &layer_cfg)
         });
-        Self {
+        Ok(Self {
             shared: None,
             block: Vec::new(),
             stream: Some(Umt5Stream {
@@ -194,7 +198,7 @@ impl Umt5Encoder {
             relative_attention_num_buckets: cfg.relative_attention_num_buckets,
             relative_attention_max_distance: cfg.relative_attention_max_distance,
             dtype: w.dtype(),
-        }
+        })
     }
 
     /// The embedding's key prefix: `shared`, or its tied copy when only that is stored;
@@ -210,6 +214,35 @@ impl Umt5Encoder {
         w.ignore("decoder.");
         w.ignore("lm_head.");
         key
+    }
+
+    /// The config's sizes against the checkpoint's shapes, all mismatches in one error.
+    fn check_sizes(w: &Loader, cfg: &Umt5Config, shared_key: &str) -> Result<()> {
+        let shared = format!("{shared_key}.weight");
+        let layer = "encoder.block.0.layer";
+        SizeCheck::new(&cfg.path, w)
+            .dim("vocab_size", cfg.vocab_size, &shared, 0)
+            .dim("d_model", cfg.d_model, &shared, 1)
+            .dim(
+                "num_heads × d_kv",
+                cfg.inner_dim(),
+                &format!("{layer}.0.SelfAttention.q.weight"),
+                0,
+            )
+            .dim(
+                "d_ff",
+                cfg.d_ff,
+                &format!("{layer}.1.DenseReluDense.wi_0.weight"),
+                0,
+            )
+            .dim(
+                "relative_attention_num_buckets",
+                cfg.relative_attention_num_buckets,
+                &format!("{layer}.0.SelfAttention.relative_attention_bias.weight"),
+                0,
+            )
+            .count("num_layers", cfg.num_layers, "encoder.block")
+            .finish()
     }
 
     fn final_norm(w: &Loader, cfg: &Umt5Config) -> RmsNorm {

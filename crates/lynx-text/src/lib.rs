@@ -45,6 +45,7 @@ pub mod encoder;
 pub mod ffn;
 pub mod text_encoder;
 pub mod tokenizer;
+mod tokenizer_check;
 
 pub use cache::EmbeddingCache;
 pub use clean::prompt_clean;

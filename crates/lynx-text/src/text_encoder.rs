@@ -77,17 +77,17 @@ impl TextEncoder {
         let tokenizer = Tokenizer::from_pretrained(tokenizer)?;
         let weights = match offload {
             Offload::None => Weights::Loaded(Box::new(load_module(&dir, device, dtype, |w| {
-                Ok(Umt5Encoder::load(w, &config))
+                Umt5Encoder::load(w, &config)
             })?)),
             Offload::Model => {
                 Checkpoint::open(&dir)?
-                    .measure(device, dtype, |w| Ok(Umt5Encoder::load(w, &config)))?;
+                    .measure(device, dtype, |w| Umt5Encoder::load(w, &config))?;
                 Weights::OnDemand(dir)
             }
             Offload::Blocks => {
                 let ckpt = Arc::new(Checkpoint::open(&dir)?);
                 Weights::Loaded(Box::new(ckpt.build(device, dtype, |w| {
-                    Ok(Umt5Encoder::load_streamed(w, &config, ckpt.clone()))
+                    Umt5Encoder::load_streamed(w, &config, ckpt.clone())
                 })?))
             }
         };
@@ -168,7 +168,7 @@ impl TextEncoder {
             Weights::Loaded(m) => f(m),
             Weights::OnDemand(dir) => {
                 let model = load_module(dir, &self.device, self.dtype, |w| {
-                    Ok(Umt5Encoder::load(w, &self.config))
+                    Umt5Encoder::load(w, &self.config)
                 })?;
                 let out = f(&model);
                 drop(model);

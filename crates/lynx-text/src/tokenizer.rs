@@ -73,8 +73,12 @@ impl Tokenizer {
             },
             _ => Error::io(path, e),
         })?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| Error::format(path, "tokenizer.json", e))?;
+        let bad = |e: &dyn std::fmt::Display| Error::format(path, "tokenizer.json", e);
+        // What the `tokenizers` crate would panic on is refused here first.
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e))?;
+        crate::tokenizer_check::check(&json).map_err(|e| bad(&e))?;
+        drop(json);
+        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(&e))?;
         // Padding and truncation are applied here, the same way whatever the file says.
         inner
             .with_truncation(None)

@@ -83,6 +83,66 @@ fn malformed_tokenizer_json_is_a_format_error() {
     );
 }
 
+/// What the `tokenizers` crate would panic or overflow its stack on is refused with a
+/// sentence first; a long but sane vocabulary piece still loads, in a thread with the
+/// default 2 MiB stack (the test threads' size).
+#[test]
+fn hostile_tokenizer_files_are_refused() {
+    let dir = tmp("hostile-tokenizer");
+    let original: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir().join("tokenizer/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let write = |name: &str, v: &serde_json::Value| {
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_string(v).unwrap()).unwrap();
+        p
+    };
+    let with_piece = |n: usize| {
+        let mut v = original.clone();
+        v["model"]["vocab"][150][0] = serde_json::Value::String("a".repeat(n));
+        v
+    };
+    let long = write("long.json", &with_piece(2048));
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let t = Tokenizer::from_file(&long, 64).unwrap();
+            let copy = t.clone();
+            copy.tokenize(&"a".repeat(3000)).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let too_long = write("too_long.json", &with_piece(100_000));
+    let e = Tokenizer::from_file(&too_long, 64).unwrap_err().to_string();
+    assert!(
+        e.contains("too_long.json") && e.contains("piece 150"),
+        "{e}"
+    );
+
+    let mut v = original.clone();
+    let map = &mut v["normalizer"]["normalizers"][0]["precompiled_charsmap"];
+    let mut b64 = map.as_str().unwrap().to_string();
+    b64.replace_range(8..12, "////");
+    *map = serde_json::Value::String(b64);
+    let e = Tokenizer::from_file(write("charsmap.json", &v), 64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("charsmap.json") && e.contains("precompiled_charsmap"),
+        "{e}"
+    );
+
+    let mut v = original.clone();
+    v["added_tokens"][0]["content"] =
+        serde_json::from_str(&format!("{}{}", "[".repeat(100), "]".repeat(100))).unwrap();
+    let e = Tokenizer::from_file(write("deep.json", &v), 64)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("deep.json") && e.contains("nests"), "{e}");
+}
+
 #[test]
 fn empty_prompt_is_the_end_token_alone() {
     let tok = Tokenizer::from_pretrained(model_dir()).unwrap();

@@ -94,6 +94,24 @@ impl VaeConfig {
                 "`base_dim` and `z_dim` must be positive",
             ));
         }
+        if self.dim_mult.len() > 16 {
+            return Err(unsupported(
+                path,
+                "dim_mult",
+                &self.dim_mult,
+                "more than 16 stages (Wan2.1 has 4): the config is corrupt",
+            ));
+        }
+        if self
+            .dim_mult
+            .iter()
+            .any(|m| m.checked_mul(self.base_dim).is_none())
+        {
+            return Err(Error::config(
+                path,
+                "`base_dim` × `dim_mult` overflows: the sizes are corrupt",
+            ));
+        }
         if self.dim_mult.len() < 2 || self.dim_mult.contains(&0) {
             return Err(unsupported(
                 path,
@@ -151,6 +169,25 @@ impl VaeConfig {
             .chain(self.dim_mult.iter().copied())
             .map(|m| self.base_dim * m)
             .collect()
+    }
+
+    /// The encoder's `down_blocks` for this config: per stage `num_res_blocks` residual
+    /// blocks (each followed by an attention block at the scales of `attn_scales`), and
+    /// a resampler between stages. Returns the number of blocks and, per stage, the
+    /// index of its first residual block and its width; `None` if a count overflows.
+    pub fn encoder_layout(&self) -> Option<(usize, Vec<(usize, usize)>)> {
+        let dims = self.dims();
+        let stages = self.dim_mult.len();
+        let mut first = Vec::with_capacity(stages);
+        let mut n = 0usize;
+        for i in 0..stages {
+            first.push((n, dims[i + 1]));
+            let per_block = 1 + usize::from(self.attn_scales.contains(&0.5f64.powi(i as i32)));
+            n = n
+                .checked_add(self.num_res_blocks.checked_mul(per_block)?)?
+                .checked_add(usize::from(i + 1 != stages))?;
+        }
+        Some((n, first))
     }
 
     /// Pixels per latent along height and width (8 in Wan2.1).

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use lynx_core::config::SizeCheck;
 use lynx_core::{Checkpoint, Error, Loader, Result};
 
 use crate::config::VaeConfig;
@@ -115,6 +116,30 @@ impl WanVae {
     /// Builds the VAE of `config` from the state dict under `w` (keys in the type's docs).
     pub fn load(w: &Loader, config: VaeConfig) -> Result<Self> {
         config.check()?;
+        let (blocks, stages) = config.encoder_layout().ok_or_else(|| {
+            Error::config(
+                &config.path,
+                "`num_res_blocks` overflows: the config is corrupt",
+            )
+        })?;
+        let mut check = SizeCheck::new(&config.path, w)
+            .dim("base_dim", config.base_dim, "encoder.conv_in.weight", 0)
+            .dim(
+                "2 × z_dim",
+                config.z_dim.saturating_mul(2),
+                "quant_conv.weight",
+                0,
+            )
+            .count(
+                "num_res_blocks, dim_mult, attn_scales",
+                blocks,
+                "encoder.down_blocks",
+            );
+        for (i, (block, width)) in stages.into_iter().enumerate() {
+            let key = format!("encoder.down_blocks.{block}.conv1.weight");
+            check = check.dim(&format!("base_dim × dim_mult[{i}]"), width, &key, 0);
+        }
+        check.finish()?;
         let z = config.z_dim;
         let device = w.device();
         let stat = |v: &[f64]| {

@@ -8,18 +8,17 @@ use clap::Args;
 use lynx_pipeline::lynx_arcface::{
     FaceAnalyzer, Landmarks, load_arcface, load_retinaface, load_rgb,
 };
+use lynx_pipeline::lynx_core::output::check_writable;
 use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
 use lynx_pipeline::parse_device;
+
+use crate::face::FaceFlags;
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// ArcFace IR-SE checkpoint (facexlib `recognition_arcface_ir_se50.pth` or .safetensors).
     #[arg(long)]
     pub arcface: PathBuf,
-    /// Units per stage of the IR-SE backbone (e.g. 3,4,14,3). Read from the checkpoint
-    /// unless two consecutive stages have the same width.
-    #[arg(long, value_delimiter = ',')]
-    pub arcface_depths: Option<Vec<usize>>,
     /// A photo: the face is detected (--detector) or taken from --landmarks.
     #[arg(long, conflicts_with = "aligned_face")]
     pub face: Option<PathBuf>,
@@ -29,13 +28,8 @@ pub struct EmbedArgs {
     /// RetinaFace checkpoint (facexlib `detection_Resnet50_Final.pth`).
     #[arg(long, requires = "face")]
     pub detector: Option<PathBuf>,
-    /// Scale photos whose longer side exceeds this many pixels down before detection
-    /// (0: detect at the original size).
-    #[arg(long, default_value_t = 1280)]
-    pub detect_max_side: u32,
-    /// Minimum face score of the detector.
-    #[arg(long, default_value_t = 0.8)]
-    pub detect_threshold: f32,
+    #[command(flatten)]
+    pub face_flags: FaceFlags,
     /// An aligned 112×112 ArcFace crop.
     #[arg(long)]
     pub aligned_face: Option<PathBuf>,
@@ -48,14 +42,15 @@ pub struct EmbedArgs {
 
 pub fn run(args: EmbedArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let arcface = load_arcface(&args.arcface, &device, args.arcface_depths.as_deref())?;
+    check_writable(&args.output, false)?;
+    let depths = args.face_flags.arcface_depths.as_deref();
+    let arcface = load_arcface(&args.arcface, &device, depths)?;
     let detector = match &args.detector {
         Some(p) => Some(load_retinaface(p, &device)?),
         None => None,
     };
     let mut analyzer = FaceAnalyzer::new(arcface, detector);
-    analyzer.options.max_side = (args.detect_max_side > 0).then_some(args.detect_max_side);
-    analyzer.options.conf_threshold = args.detect_threshold;
+    analyzer.options = args.face_flags.detect_options();
     let embedding = match (&args.face, &args.aligned_face) {
         (Some(photo), None) => {
             let image = load_rgb(photo)?;

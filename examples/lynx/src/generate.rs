@@ -2,20 +2,26 @@
 //! prompt → video.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use lynx_pipeline::export::check_output;
+use lynx_pipeline::inputs::{read_embedding, read_latents, read_ref_noise};
 use lynx_pipeline::lynx_arcface::{Landmarks, load_rgb};
 use lynx_pipeline::lynx_core::device::to_host_f32;
+use lynx_pipeline::lynx_core::output::check_writable;
 use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
 use lynx_pipeline::{
-    DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, GenerateRequest, IdentityGuidance,
-    LynxPipeline, NoiseSource, Offload, PipelineOptions, SamplerKind, Subject, Variant,
-    parse_device,
+    DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, Error, GenerateRequest, Generated,
+    IdentityGuidance, LynxPipeline, NoiseSource, Offload, PipelineOptions, SamplerKind, Subject,
+    Variant, parse_device,
 };
 
 use crate::bundled;
+use crate::face::FaceFlags;
 
 /// Frames, height, width and steps the bundled tiny model runs with by default (its
 /// parity fixture's).
@@ -109,6 +115,8 @@ pub struct GenerateArgs {
     /// RetinaFace checkpoint (facexlib `detection_Resnet50_Final.pth`).
     #[arg(long, conflicts_with = "landmarks")]
     pub detector: Option<PathBuf>,
+    #[command(flatten)]
+    pub face_flags: FaceFlags,
     /// JSON array of five [x, y] pixel points: left eye, right eye, nose, mouth corners.
     #[arg(long, requires = "face")]
     pub landmarks: Option<PathBuf>,
@@ -177,14 +185,17 @@ pub struct GenerateArgs {
     /// The sampler.
     #[arg(long, value_enum, default_value_t = SamplerArg::Unipc)]
     pub sampler: SamplerArg,
-    /// .mp4, .gif, .webp, .safetensors, or a folder for PNGs.
+    /// .mp4, .gif, .webp, .safetensors, or a folder for PNGs; checked before the models
+    /// load, written to a temporary name and renamed when complete.
     #[arg(long, default_value = "lynx.mp4")]
     pub output: PathBuf,
     /// Frames per second of the video [default: the variant's, 16 for Lynx, 24 for
     /// Lynx-lite].
     #[arg(long)]
     pub fps: Option<u32>,
-    /// Also write the latents after every step (keys `latents_after_step_i`).
+    /// Also write the latents after every step (keys `latents_after_step_i`) and, for a
+    /// photo, what the face models made of it (`detection`, `landmarks`, `aligned_112`,
+    /// `aligned_256`, `embedding`), as .safetensors.
     #[arg(long)]
     pub trace: Option<PathBuf>,
 }
@@ -203,9 +214,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut options = PipelineOptions::new(device.clone());
     options.dtype = args.dtype.into();
     options.arcface = args.arcface.clone();
+    options.arcface_depths = args.face_flags.arcface_depths.clone();
     options.detector = args.detector.clone();
     options.offload = args.offload.into();
     options.memory_budget = args.memory_budget.map(|g| (g * 1e9) as u64);
+    options.detect = args.face_flags.detect_options();
     if let Some(d) = args
         .resampler_dim_head
         .or(bundled_model.then_some(TINY_DIM_HEAD))
@@ -242,6 +255,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     request.ref_scale = args.ref_scale;
     request.sampler = args.sampler.into();
     request.validate()?;
+    // Before anything slow: an output that cannot be written fails now.
+    check_output(&args.output, request.frames)?;
+    if let Some(trace) = &args.trace {
+        check_writable(trace, false)?;
+    }
     let seed = u64::try_from(args.seed).unwrap_or_else(|_| {
         let seed = NoiseSource::random_seed();
         eprintln!("seed: {seed} (drawn at random; pass --seed {seed} to replay)");
@@ -249,12 +267,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     });
     let mut noise = NoiseSource::seeded(seed);
     if let Some(p) = &args.init_latents {
-        noise = noise.with_initial_latents(read_tensor::<5>(p, "latents", &device)?);
+        noise = noise.with_initial_latents(read_latents(p, &device)?);
     }
     if let Some(p) = &args.ref_noise {
-        noise = noise.with_ref_eps(read_tensor::<5>(p, "eps", &device)?);
+        noise = noise.with_ref_eps(read_ref_noise(p, &device)?);
     }
     request.noise = noise;
+    let cancel = cancel_on_signals()?;
+    request.cancel = Some(cancel.clone());
 
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
@@ -288,17 +308,26 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     );
     let on_step = bar.clone();
     request.on_step = Some(Box::new(move |_| on_step.inc(1)));
+    let steps = request.steps;
     let generated = if args.trace.is_some() {
         pipe.generate_with_trace(request)?
     } else {
         pipe.generate(request)?
     };
     bar.finish();
-    if let Some(trace) = &args.trace {
-        write_trace(trace, &generated.latents_per_step)?;
+    if cancel.load(Ordering::SeqCst) {
+        // Interrupted while decoding, after the last step: still nothing is written.
+        return Err(Error::Cancelled {
+            done: steps,
+            total: steps,
+        }
+        .into());
     }
     let fps = args.fps.unwrap_or(pipe.defaults().fps);
     generated.video.save(&args.output, fps)?;
+    if let Some(trace) = &args.trace {
+        write_trace(trace, &generated)?;
+    }
     eprintln!(
         "wrote {} ({} frames of {}×{}) in {:.1}s",
         args.output.display(),
@@ -356,53 +385,63 @@ fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result
     }
     Ok(Subject::Prepared {
         aligned_face: aligned.as_deref().map(load_rgb).transpose()?,
-        embedding: read_vec(&embedding, "embedding")?,
+        embedding: read_embedding(&embedding)?,
     })
 }
 
-fn read_vec(path: &Path, key: &str) -> Result<Vec<f32>> {
-    let ckpt = lynx_pipeline::lynx_core::Checkpoint::open(path)?;
-    let shape = ckpt
-        .shape(key)
-        .with_context(|| format!("{} has no tensor `{key}`", path.display()))?
-        .to_vec();
-    let n: usize = shape.iter().product();
-    if !(shape.len() == 1 || (shape.len() == 2 && shape[0] == 1)) {
-        bail!(
-            "{}: `{key}` has shape {shape:?}; expected [D] or [1, D]",
-            path.display()
-        );
+/// Ctrl-C (SIGINT) and SIGTERM set the returned flag, which the pipeline checks at every
+/// step boundary: the run stops with `Error::Cancelled` and nothing is written. A second
+/// signal ends the process at once (exit status 130).
+fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())
+            .context("installing the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, flag.clone())
+            .context("installing the Ctrl-C handler")?;
     }
-    let data = ckpt.read(key)?.convert_dtype(burn::tensor::DType::F32);
-    let v = data
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{}: `{key}`: {e:?}", path.display()))?;
-    debug_assert_eq!(v.len(), n);
-    Ok(v)
+    Ok(flag)
 }
 
-fn read_tensor<const D: usize>(
-    path: &Path,
-    key: &str,
-    device: &burn::tensor::Device,
-) -> Result<burn::tensor::Tensor<D>> {
-    let ckpt = lynx_pipeline::lynx_core::Checkpoint::open(path)?;
-    if !ckpt.contains(key) {
-        bail!("{} has no tensor `{key}`", path.display());
-    }
-    Ok(ckpt.tensor::<D>(key, device, burn::tensor::DType::F32)?)
-}
-
-fn write_trace(path: &Path, latents: &[burn::tensor::Tensor<5>]) -> Result<()> {
-    let mut data = Vec::new();
-    for (i, l) in latents.iter().enumerate() {
+/// The latents after every step and, for a photo subject, each stage of the face path.
+fn write_trace(path: &Path, generated: &Generated) -> Result<()> {
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, l) in generated.latents_per_step.iter().enumerate() {
         let v = to_host_f32(l.clone(), "the latents")?;
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        data.push((format!("latents_after_step_{i}"), l.dims(), bytes));
+        data.push((
+            format!("latents_after_step_{i}"),
+            Dtype::F32,
+            l.dims().to_vec(),
+            f32s(&v),
+        ));
+    }
+    if let Some(face) = &generated.face {
+        if let Some(d) = &face.detection {
+            data.push(("detection".into(), Dtype::F32, vec![15], f32s(&d.to_row())));
+        }
+        let points: Vec<f32> = face.landmarks.0.iter().flatten().copied().collect();
+        data.push(("landmarks".into(), Dtype::F32, vec![5, 2], f32s(&points)));
+        for (key, crop) in [
+            ("aligned_112", &face.aligned_112),
+            ("aligned_256", &face.aligned_256_extended),
+        ] {
+            let (w, h) = crop.dimensions();
+            let shape = vec![h as usize, w as usize, 3];
+            data.push((key.into(), Dtype::U8, shape, crop.as_raw().clone()));
+        }
+        let n = face.embedding.len();
+        data.push((
+            "embedding".into(),
+            Dtype::F32,
+            vec![n],
+            f32s(&face.embedding),
+        ));
     }
     let tensors: Vec<(&str, Dtype, &[usize], &[u8])> = data
         .iter()
-        .map(|(k, s, b)| (k.as_str(), Dtype::F32, s.as_slice(), b.as_slice()))
+        .map(|(k, d, s, b)| (k.as_str(), *d, s.as_slice(), b.as_slice()))
         .collect();
     Ok(safetensors_io::save(path, &tensors, None)?)
 }

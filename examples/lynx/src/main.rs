@@ -8,6 +8,7 @@
 //! (`tests/fixtures/`), so a fresh clone makes a (noise) video at once.
 
 mod embed;
+mod face;
 mod generate;
 mod synth;
 
@@ -45,9 +46,17 @@ pub(crate) fn bundled(relative: &str) -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Generate(args) => generate::run(*args),
         Command::EmbedFace(args) => embed::run(args),
         Command::SynthModel(args) => synth::run(args),
+    };
+    if let Err(e) = &result
+        && let Some(cancelled @ lynx_pipeline::Error::Cancelled { .. }) = e.downcast_ref()
+    {
+        // Ctrl-C: the conventional status of a process ended by SIGINT.
+        eprintln!("{cancelled}; nothing was written");
+        std::process::exit(130);
     }
+    result
 }

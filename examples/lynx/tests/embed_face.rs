@@ -16,11 +16,22 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
-fn lynx(args: &[&str]) -> std::process::Output {
+fn lynx<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lynx"))
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Runs `lynx` with `args`, which must succeed.
+fn lynx_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    let out = lynx(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 fn components(name: &str) -> String {
@@ -57,18 +68,17 @@ fn u8_image(ckpt: &Checkpoint, key: &str) -> RgbImage {
     RgbImage::from_raw(shape[1] as u32, shape[0] as u32, data).unwrap()
 }
 
-#[test]
-fn parity_embed_face_from_aligned_crop() {
-    let dir = tmp("aligned");
-    // The reference's own 112 crop, whose ArcFace embedding is the fixture's.
+/// `embed-face` with ArcFace `arcface` (a components file) on the reference's own 112
+/// crop, whose embedding is the fixture's: the written embedding.
+fn embed_reference_crop(dir: &Path, arcface: &str) -> Tensor<2> {
     let crop = u8_image(&fixture("components/align.safetensors"), "aligned_112");
     let png = dir.join("crop.png");
     lynx_arcface::save_png(&crop, &png).unwrap();
     let out_path = dir.join("emb.safetensors");
-    let out = lynx(&[
+    lynx_ok(&[
         "embed-face",
         "--arcface",
-        &components("arcface_ir_se.pth"),
+        &components(arcface),
         "--arcface-depths",
         "1,2,1,1",
         "--aligned-face",
@@ -78,17 +88,22 @@ fn parity_embed_face_from_aligned_crop() {
         "--device",
         &device_arg(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: Tensor<2> = lynx_core::testing::fixture_tensor(
+    written(&out_path)
+}
+
+/// The reference ArcFace embedding of the 112 crop, `[1, D]`.
+fn reference_embedding() -> Tensor<2> {
+    lynx_core::testing::fixture_tensor(
         &fixture("components/arcface.safetensors"),
         "embedding",
         &test_device(),
-    );
-    assert_close("embed-face embedding", &written(&out_path), &want, 1e-4);
+    )
+}
+
+#[test]
+fn parity_embed_face_from_aligned_crop() {
+    let got = embed_reference_crop(&tmp("aligned"), "arcface_ir_se.pth");
+    assert_close("embed-face embedding", &got, &reference_embedding(), 1e-4);
 }
 
 #[test]
@@ -100,7 +115,7 @@ fn embed_face_from_photo_and_landmarks() {
     let json = dir.join("landmarks.json");
     std::fs::write(&json, landmarks.to_json()).unwrap();
     let out_path = dir.join("emb.safetensors");
-    let out = lynx(&[
+    lynx_ok(&[
         "embed-face",
         "--arcface",
         &components("arcface_ir_se.safetensors"),
@@ -113,11 +128,6 @@ fn embed_face_from_photo_and_landmarks() {
         "--output",
         out_path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // Same as the library on the same photo and points.
     let device = test_device();
     let model = lynx_arcface::load_arcface(
@@ -194,4 +204,57 @@ fn embed_face_errors_are_sentences() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("depths"), "{err}");
+}
+
+/// facexlib's released models may be in PyTorch's legacy format, the detector with
+/// DataParallel's `module.` prefix: the same tensors give the same embedding.
+#[test]
+fn parity_embed_face_from_legacy_pth() {
+    let dir = tmp("legacy");
+    let got = embed_reference_crop(&dir, "arcface_ir_se_legacy.pth");
+    assert_close(
+        "embed-face (legacy .pth)",
+        &got,
+        &reference_embedding(),
+        1e-4,
+    );
+
+    // Detection with the legacy `module.` detector and the legacy ArcFace gives what the
+    // zip files give, from the photo of the RetinaFace fixture (its random weights
+    // score faces just above 0.5).
+    let run = |detector: &str, arcface: &str, name: &str| {
+        let path = dir.join(name);
+        lynx_ok(&[
+            "embed-face",
+            "--arcface",
+            &components(arcface),
+            "--arcface-depths",
+            "1,2,1,1",
+            "--face",
+            &components("photo.png"),
+            "--detector",
+            &components(detector),
+            "--detect-threshold",
+            "0.5",
+            "--detect-max-side",
+            "0",
+            "--output",
+            path.to_str().unwrap(),
+        ]);
+        written(&path)
+    };
+    let zip = run(
+        "retinaface_mobile0.25.pth",
+        "arcface_ir_se.pth",
+        "zip.safetensors",
+    );
+    let legacy = run(
+        "retinaface_mobile0.25_legacy_module.pth",
+        "arcface_ir_se_legacy.pth",
+        "legacy.safetensors",
+    );
+    assert_eq!(
+        zip.into_data().try_into_vec::<f32>().unwrap(),
+        legacy.into_data().try_into_vec::<f32>().unwrap()
+    );
 }

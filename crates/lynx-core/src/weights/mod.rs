@@ -36,7 +36,8 @@ use crate::error::{Error, Result};
 
 struct Entry {
     file: usize,
-    dtype: DType,
+    /// `None` for dtypes burn has no element type for (sub-byte floats, complex).
+    dtype: Option<DType>,
     /// The dtype as the file names it, for error messages.
     file_dtype: String,
     shape: Vec<usize>,
@@ -183,15 +184,58 @@ impl Checkpoint {
         })
     }
 
+    /// The dtype of `entry` if burn has one, else an [`Error::Dtype`] naming the file's.
+    fn entry_dtype(&self, key: &str, entry: &Entry) -> Result<DType> {
+        entry.dtype.ok_or_else(|| Error::Dtype {
+            path: self.files[entry.file].path().to_path_buf(),
+            key: key.into(),
+            dtype: entry.file_dtype.clone(),
+        })
+    }
+
     /// Reads `key` in the dtype the file stores it in.
     pub fn read(&self, key: &str) -> Result<TensorData> {
         let entry = self.entry(key)?;
-        let bytes = read::copy_bytes(&self.files[entry.file].mmap, entry.range);
-        Ok(TensorData::from_bytes_vec(
-            bytes,
+        let path = self.files[entry.file].path();
+        let dtype = self.entry_dtype(key, entry)?;
+        let mmap = &self.files[entry.file].mmap;
+        let (start, end) = entry.range;
+        // The readers check ranges against the file and sizes against shapes and dtypes;
+        // a mismatch here is still an error, not a panic.
+        if start > end || end > mmap.len() {
+            return Err(Error::format(
+                path,
+                "checkpoint",
+                format!("tensor `{key}` lies outside the file"),
+            ));
+        }
+        let bytes = read::copy_bytes(mmap, entry.range);
+        TensorData::try_from_bytes(
+            burn::tensor::Bytes::from_bytes_vec(bytes),
             entry.shape.clone(),
-            entry.dtype,
-        ))
+            dtype,
+        )
+        .map_err(|e| Error::format(path, "checkpoint", format!("tensor `{key}`: {e:?}")))
+    }
+
+    /// Reads the float tensor `key` to the host as f32 values (row-major), whatever
+    /// float dtype the file stores; other dtypes are an [`Error::Dtype`].
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+        })?;
+        self.check_float(key, entry)?;
+        self.read(key)?
+            .convert_dtype(DType::F32)
+            .try_into_vec::<f32>()
+            .map_err(|e| {
+                Error::format(
+                    self.files[entry.file].path(),
+                    "tensor",
+                    format!("`{key}`: {e:?}"),
+                )
+            })
     }
 
     /// Reads the float tensor `key` converted to `dtype` (f32, f16 or bf16), in one pass
@@ -225,7 +269,7 @@ impl Checkpoint {
                 path.display()
             )));
         }
-        let row_bytes = cols * read::float_size(entry.dtype).unwrap_or(0);
+        let row_bytes = cols * read::float_size(self.entry_dtype(key, entry)?).unwrap_or(0);
         let start = entry.range.0;
         let ranges = rows
             .iter()
@@ -262,10 +306,11 @@ impl Checkpoint {
             TensorData::new(out, shape)
         }
         let mmap = &self.files[entry.file].mmap;
+        let from = entry.dtype.unwrap_or(DType::F32);
         Ok(match dtype {
-            DType::F32 => gather::<f32>(mmap, ranges, entry.dtype, numel, shape),
-            DType::BF16 => gather::<bf16>(mmap, ranges, entry.dtype, numel, shape),
-            DType::F16 => gather::<f16>(mmap, ranges, entry.dtype, numel, shape),
+            DType::F32 => gather::<f32>(mmap, ranges, from, numel, shape),
+            DType::BF16 => gather::<bf16>(mmap, ranges, from, numel, shape),
+            DType::F16 => gather::<f16>(mmap, ranges, from, numel, shape),
             other => {
                 return Err(Error::input(format!(
                     "tensors are read as f32, f16 or bf16, not {other:?}"
@@ -373,7 +418,7 @@ impl Checkpoint {
 
     fn check_float(&self, key: &str, entry: &Entry) -> Result<()> {
         match entry.dtype {
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(()),
+            Some(DType::F32 | DType::F16 | DType::BF16 | DType::F64) => Ok(()),
             _ => Err(Error::Dtype {
                 path: self.files[entry.file].path().to_path_buf(),
                 key: key.into(),
@@ -538,23 +583,28 @@ fn describe_st_error(e: &safetensors::SafeTensorError) -> String {
     }
 }
 
-fn st_dtype(d: safetensors::Dtype) -> (DType, String) {
+fn st_dtype(d: safetensors::Dtype) -> (Option<DType>, String) {
     use safetensors::Dtype as S;
     let dtype = match d {
-        S::F32 => DType::F32,
-        S::F16 => DType::F16,
-        S::BF16 => DType::BF16,
-        S::F64 => DType::F64,
-        S::I64 => DType::I64,
-        S::I32 => DType::I32,
-        S::U8 => DType::U8,
-        S::BOOL => DType::Bool(burn::tensor::BoolStore::Native),
-        _ => DType::U8,
+        S::F32 => Some(DType::F32),
+        S::F16 => Some(DType::F16),
+        S::BF16 => Some(DType::BF16),
+        S::F64 => Some(DType::F64),
+        S::I64 => Some(DType::I64),
+        S::I32 => Some(DType::I32),
+        S::I16 => Some(DType::I16),
+        S::I8 => Some(DType::I8),
+        S::U64 => Some(DType::U64),
+        S::U32 => Some(DType::U32),
+        S::U16 => Some(DType::U16),
+        S::U8 => Some(DType::U8),
+        S::BOOL => Some(DType::Bool(burn::tensor::BoolStore::Native)),
+        _ => None,
     };
     (dtype, format!("{d:?}").to_lowercase())
 }
 
-fn pt_dtype(d: crate::pth::PthDtype) -> (DType, String) {
+fn pt_dtype(d: crate::pth::PthDtype) -> (Option<DType>, String) {
     use crate::pth::PthDtype as P;
     let dtype = match d {
         P::F32 => DType::F32,
@@ -568,7 +618,7 @@ fn pt_dtype(d: crate::pth::PthDtype) -> (DType, String) {
         P::U8 => DType::U8,
         P::Bool => DType::Bool(burn::tensor::BoolStore::Native),
     };
-    (dtype, d.name().to_string())
+    (Some(dtype), d.name().to_string())
 }
 
 /// Opens the checkpoint at `path` and builds a module from it with

@@ -2,7 +2,11 @@
 //! comparison that prints relative L2 and max-abs error on failure.
 //!
 //! `LYNX_TEST_DEVICE` picks the device (`flex` by default; `wgpu` in CI's second pass,
-//! which needs this crate's `wgpu` feature).
+//! which needs this crate's `wgpu` feature). [`fuzz`] is the mutation fuzzer behind
+//! every crate's `fuzz` tests.
+
+pub mod fuzz;
+mod mutate;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,222 @@
+//! The diffusers model folder and its `model_index.json`, which names the pipeline class
+//! and, for each part, the library and class that load it (diffusers'
+//! `DiffusionPipeline.from_pretrained` reads it first, as [`ModelIndex::load`] does here).
+//!
+//! A Wan2.1 text-to-video folder (`Wan-AI/Wan2.1-T2V-14B-Diffusers`) has
+//! `"_class_name": "WanPipeline"` and the parts `transformer`
+//! (`WanTransformer3DModel`), `vae` (`AutoencoderKLWan`), `text_encoder`
+//! (`UMT5EncoderModel`), `tokenizer` (`T5TokenizerFast`) and `scheduler`
+//! (`UniPCMultistepScheduler`). Anything else — an image-to-video folder, a Wan2.2
+//! two-expert folder, a part missing or of another class — is refused with a sentence
+//! naming the entry, before any weight is read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lynx_core::{Error, Result};
+use serde_json::Value;
+
+/// The index file's name.
+pub const MODEL_INDEX: &str = "model_index.json";
+
+/// The pipeline class lynx-rs runs.
+pub const PIPELINE_CLASS: &str = "WanPipeline";
+
+/// Each part lynx-rs loads, with the classes it accepts for it.
+pub const PARTS: [(&str, &[&str]); 5] = [
+    ("transformer", &["WanTransformer3DModel"]),
+    ("vae", &["AutoencoderKLWan"]),
+    ("text_encoder", &["UMT5EncoderModel"]),
+    ("tokenizer", &["T5TokenizerFast", "T5Tokenizer"]),
+    (
+        "scheduler",
+        &["UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler"],
+    ),
+];
+
+/// A parsed `model_index.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelIndex {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `_class_name`: the diffusers pipeline class.
+    pub class_name: String,
+    /// Each part: `(library, class)`, either `None` where the file has `null`.
+    pub parts: BTreeMap<String, (Option<String>, Option<String>)>,
+}
+
+impl ModelIndex {
+    /// Reads `model_index.json` from the model folder `base` and checks it
+    /// ([`ModelIndex::check`]).
+    pub fn load(base: impl AsRef<Path>) -> Result<Self> {
+        let base = base.as_ref();
+        let path = base.join(MODEL_INDEX);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.clone(),
+                hint: "a diffusers model folder names its parts in model_index.json".into(),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        let index = Self::parse(&text, &path)?;
+        index.check(base)?;
+        Ok(index)
+    }
+
+    /// Parses the JSON `text` of the index at `path` (used in messages). Entries whose
+    /// value is not a `[library, class]` pair are pipeline settings and are skipped.
+    pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::config(path, e))?;
+        let Value::Object(map) = value else {
+            return Err(Error::config(path, "expected a JSON object"));
+        };
+        let class_name = match map.get("_class_name") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(Error::config(
+                    path,
+                    format!("`_class_name` is {other}, expected a string"),
+                ));
+            }
+            None => return Err(Error::config(path, "it has no `_class_name`")),
+        };
+        let mut parts = BTreeMap::new();
+        for (key, v) in &map {
+            let Value::Array(pair) = v else { continue };
+            if key.starts_with('_') {
+                continue;
+            }
+            let text = |v: &Value| match v {
+                Value::String(s) => Ok(Some(s.clone())),
+                Value::Null => Ok(None),
+                other => Err(Error::config(
+                    path,
+                    format!("`{key}` holds {other}; expected [library, class] strings"),
+                )),
+            };
+            let [library, class] = pair.as_slice() else {
+                return Err(Error::config(
+                    path,
+                    format!(
+                        "`{key}` has {} entries; expected [library, class]",
+                        pair.len()
+                    ),
+                ));
+            };
+            parts.insert(key.clone(), (text(library)?, text(class)?));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            class_name,
+            parts,
+        })
+    }
+
+    /// Checks that the index describes a Wan2.1 text-to-video pipeline lynx-rs runs and
+    /// that every part's folder exists in `base`.
+    pub fn check(&self, base: impl AsRef<Path>) -> Result<()> {
+        let base = base.as_ref();
+        let bad = |reason: String| Err(Error::config(&self.path, reason));
+        if self.class_name != PIPELINE_CLASS {
+            return bad(format!(
+                "`_class_name` is \"{}\"; lynx-rs runs Wan2.1 text-to-video folders \
+                 (\"{PIPELINE_CLASS}\", e.g. Wan-AI/Wan2.1-T2V-14B-Diffusers)",
+                self.class_name.escape_debug()
+            ));
+        }
+        if let Some((_, Some(class))) = self.parts.get("transformer_2") {
+            return bad(format!(
+                "it has a second transformer (`transformer_2`, {class}): two-expert \
+                 Wan2.2 folders are not supported"
+            ));
+        }
+        for (part, classes) in PARTS {
+            let class = match self.parts.get(part) {
+                None => return bad(format!("it lists no `{part}`")),
+                Some((_, None)) => return bad(format!("`{part}` is null")),
+                Some((_, Some(class))) => class,
+            };
+            if !classes.contains(&class.as_str()) {
+                return bad(format!(
+                    "`{part}` is a \"{}\"; lynx-rs loads {}",
+                    class.escape_debug(),
+                    classes.join(" or ")
+                ));
+            }
+            if !base.join(part).is_dir() {
+                return Err(Error::MissingFile {
+                    path: base.join(part),
+                    hint: format!("{} lists `{part}`", self.path.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `base` is a diffusers Wan2.1 folder: it exists and its
+/// `model_index.json` names the parts lynx-rs loads, each in its folder.
+pub fn check_model_folder(base: &Path) -> Result<ModelIndex> {
+    if !base.is_dir() {
+        return Err(Error::MissingFile {
+            path: base.to_path_buf(),
+            hint: "expected a diffusers Wan2.1 folder (with model_index.json, transformer/, \
+                   vae/, text_encoder/, tokenizer/, scheduler/)"
+                .into(),
+        });
+    }
+    ModelIndex::load(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAN: &str = r#"{"_class_name": "WanPipeline", "_diffusers_version": "0.33.1",
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"]}"#;
+
+    #[test]
+    fn the_wan_index_parses() {
+        let index = ModelIndex::parse(WAN, "m/model_index.json").unwrap();
+        assert_eq!(index.class_name, "WanPipeline");
+        assert_eq!(index.parts.len(), 5);
+        assert_eq!(
+            index.parts["vae"],
+            (Some("diffusers".into()), Some("AutoencoderKLWan".into()))
+        );
+    }
+
+    #[test]
+    fn other_pipelines_and_parts_are_refused_by_name() {
+        let base = lynx_core::testing::fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+        let check = |text: &str| {
+            ModelIndex::parse(text, "m/model_index.json")
+                .and_then(|i| i.check(&base))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = check(&WAN.replace("\"WanPipeline\"", "\"WanImageToVideoPipeline\""));
+        assert!(
+            e.contains("WanImageToVideoPipeline") && e.contains("model_index.json"),
+            "{e}"
+        );
+        let e = check(&WAN.replace("AutoencoderKLWan", "AutoencoderKL"));
+        assert!(e.contains("`vae` is a \"AutoencoderKL\""), "{e}");
+        let e = check(&WAN.replace("[\"diffusers\", \"AutoencoderKLWan\"]", "[null, null]"));
+        assert!(e.contains("`vae` is null"), "{e}");
+        let e = check(&WAN.replace("\"tokenizer\"", "\"tokenizer_x\""));
+        assert!(e.contains("lists no `tokenizer`"), "{e}");
+        let e = check(&WAN.replace(
+            "}",
+            ", \"transformer_2\": [\"diffusers\", \"WanTransformer3DModel\"]}",
+        ));
+        assert!(e.contains("Wan2.2"), "{e}");
+        let e = check("[1, 2]");
+        assert!(e.contains("JSON object"), "{e}");
+    }
+}
