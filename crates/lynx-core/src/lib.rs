@@ -11,6 +11,7 @@
 //! | [`output`] | [`output::StagedPath`]: outputs appear whole or not at all; [`output::check_writable`] |
 //! | [`safetensors_io`] | writing `.safetensors`, streamed, to a temporary file renamed into place |
 //! | [`rng`] | [`rng::TorchGenerator`]: PyTorch's CPU generator and `torch.randn`, bit for bit |
+//! | [`hub`] | Hugging Face Hub repo ids and URLs → local folders in huggingface_hub's cache (feature `hub`, on by default) |
 //! | [`testing`] | fixture access and relative-L2 comparison for parity tests |
 //!
 //! Backends are cargo features: `flex` (CPU), `wgpu`, `cuda`, forwarded to burn.
@@ -20,6 +21,8 @@
 pub mod config;
 pub mod device;
 pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod nn;
 pub mod output;
 pub mod pth;

@@ -51,6 +51,9 @@ pub struct PipelineOptions {
     pub memory_budget: Option<u64>,
     /// Whether a step's guidance passes run as one batch.
     pub guidance_batching: GuidanceBatching,
+    /// The adapter folder inside a Hub repo or a folder holding both variants
+    /// (`lynx_full` or `lynx_lite`); `None`: the folder as given, or `lynx_full` in a repo.
+    pub adapters_subfolder: Option<String>,
 }
 
 /// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
@@ -93,6 +96,7 @@ impl PipelineOptions {
             offload: Offload::None,
             memory_budget: None,
             guidance_batching: GuidanceBatching::Auto,
+            adapters_subfolder: None,
         }
     }
 }

@@ -33,6 +33,7 @@
 //! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors`, each written whole or not at all |
 //! | [`folder`] | the diffusers folder and its `model_index.json`, checked before loading |
 //! | [`inputs`] | face embeddings, recorded latents and noise read from files |
+//! | [`source`] | model arguments: a folder, or a Hub repo id fetched into the Hub cache (feature `hub`) |
 //! | [`synth`] | synthetic models: random weights in the released layouts, at the real sizes |
 
 #![warn(missing_docs)]
@@ -46,6 +47,7 @@ pub mod memory;
 pub mod noise;
 pub mod pipeline;
 pub mod request;
+pub mod source;
 pub mod synth;
 
 pub use export::Video;
@@ -58,7 +60,7 @@ pub use pipeline::{Generated, GuidanceBatching, LynxPipeline, PipelineOptions, V
 pub use request::{
     DEFAULT_GUIDANCE, DEFAULT_HEIGHT, DEFAULT_IP_SCALE, DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED,
     DEFAULT_STEPS, DEFAULT_WIDTH, GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind,
-    StepInfo, Subject, check_frames,
+    Stage, StageEvent, StepInfo, Subject, check_frames,
 };
 
 pub use {lynx_adapters, lynx_arcface, lynx_core, lynx_dit, lynx_sampler, lynx_text, lynx_vae};

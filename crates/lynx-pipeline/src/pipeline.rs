@@ -21,6 +21,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
@@ -41,7 +42,8 @@ use crate::memory::{MemoryPlan, WeightSizes};
 use crate::noise::NoiseSource;
 pub use crate::request::VariantDefaults;
 use crate::request::{
-    GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, StepInfo, Subject,
+    GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, Stage, StageEvent, StepInfo,
+    Subject,
 };
 
 /// The generated video.
@@ -102,6 +104,23 @@ struct Branch {
     extras: Vec<BlockExtras>,
 }
 
+/// The caller's [`GenerateRequest::on_stage`], told as each stage starts and ends.
+struct Stages(Option<Box<dyn FnMut(StageEvent) + Send>>);
+
+impl Stages {
+    fn run<T>(&mut self, stage: Stage, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if let Some(cb) = self.0.as_mut() {
+            cb(StageEvent::Start(stage));
+        }
+        let start = Instant::now();
+        let out = f()?;
+        if let Some(cb) = self.0.as_mut() {
+            cb(StageEvent::Done(stage, start.elapsed()));
+        }
+        Ok(out)
+    }
+}
+
 /// The passes of one step: `cond` = (prompt, subject), `uncond` = (negative prompt, no
 /// subject), `identity` = (negative prompt, subject), the last for Lynx's identity
 /// guidance only.
@@ -146,6 +165,11 @@ impl LynxPipeline {
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
     /// `adapter_dir` the pipeline is plain Wan2.1 text-to-video.
     ///
+    /// Either may also be a Hugging Face Hub repo id, as in diffusers (feature `hub`, on by
+    /// default): `"Wan-AI/Wan2.1-T2V-14B-Diffusers"`, and `"ByteDance/lynx"` with
+    /// [`PipelineOptions::adapters_subfolder`] (default `lynx_full`); the files are fetched
+    /// into the shared Hub cache ([`crate::source`]). An existing folder always wins.
+    ///
     /// First the weights are sized from the checkpoints' headers and checked against the
     /// memory budget for the smallest run (one frame of 16×16): a model that cannot be
     /// held fails here with [`Error::Memory`], before anything is read. With
@@ -156,7 +180,14 @@ impl LynxPipeline {
         adapter_dir: Option<&Path>,
         options: PipelineOptions,
     ) -> Result<Self> {
-        let base = base_dir.as_ref();
+        let mut quiet = crate::source::NoProgress;
+        let base = &crate::source::model_folder(base_dir.as_ref(), &mut quiet)?;
+        let adapter_dir = adapter_dir
+            .map(|a| {
+                crate::source::adapter_folder(a, options.adapters_subfolder.as_deref(), &mut quiet)
+            })
+            .transpose()?;
+        let adapter_dir = adapter_dir.as_deref();
         check_model_folder(base)?;
         check_dtype(&options.device, options.dtype)?;
         let variant = adapter_dir.map(Variant::detect).transpose()?;
@@ -269,17 +300,22 @@ impl LynxPipeline {
     fn run(&self, mut req: GenerateRequest, trace: bool) -> Result<Generated> {
         let plan = self.check_inputs(&req)?;
         self.check_run_memory(&req)?;
-        let prompts = self.encode_prompts(&req, &plan)?;
-        let (subject, face) = self.prepare_subject(&req, &plan)?;
+        let mut stages = Stages(req.on_stage.take());
+        let prompts = stages.run(Stage::EncodePrompts, || self.encode_prompts(&req, &plan))?;
+        let (subject, face) =
+            stages.run(Stage::PrepareSubject, || self.prepare_subject(&req, &plan))?;
         let dit = self.components.dit()?;
-        let conditions = self.condition(&dit, subject, prompts.reference.as_ref(), &req, &plan)?;
+        let conditions = stages.run(Stage::Condition, || {
+            self.condition(&dit, subject, prompts.reference.as_ref(), &req, &plan)
+        })?;
         let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
         let (scheduler, latents) = self.prepare_latents(&dit, &req, &plan)?;
-        let (latents, steps) =
-            self.denoise(&dit, &mut req, &plan, &branches, scheduler, latents, trace)?;
+        let (latents, steps) = stages.run(Stage::Denoise, || {
+            self.denoise(&dit, &mut req, &plan, &branches, scheduler, latents, trace)
+        })?;
         drop((branches, dit));
         self.components.release();
-        let frames = self.decode(latents)?;
+        let frames = stages.run(Stage::Decode, || self.decode(latents))?;
         let [f, h, w, _] = frames.dims();
         Ok(Generated {
             video: Video {

@@ -76,6 +76,43 @@ pub enum SamplerKind {
     Euler,
 }
 
+/// The named steps of a generation, as [`GenerateRequest::on_stage`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The text encoder on the prompts.
+    EncodePrompts,
+    /// Face models and, for Lynx full, the VAE on the aligned face.
+    PrepareSubject,
+    /// Lynx full's reference pass through the DiT, and the adapters' inputs.
+    Condition,
+    /// The sampling steps.
+    Denoise,
+    /// The VAE decode and the frames' read-back.
+    Decode,
+}
+
+impl Stage {
+    /// The stage as the CLI prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::EncodePrompts => "encode prompts",
+            Stage::PrepareSubject => "prepare subject",
+            Stage::Condition => "reference pass",
+            Stage::Denoise => "denoise",
+            Stage::Decode => "decode",
+        }
+    }
+}
+
+/// A stage starting, or done after the given time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StageEvent {
+    /// The stage begins.
+    Start(Stage),
+    /// The stage ended after this long.
+    Done(Stage, std::time::Duration),
+}
+
 /// One step's progress, handed to [`GenerateRequest::on_step`].
 #[derive(Debug, Clone, Copy)]
 pub struct StepInfo {
@@ -120,6 +157,9 @@ pub struct GenerateRequest {
     pub noise: NoiseSource,
     /// Called after every denoising step.
     pub on_step: Option<Box<dyn FnMut(StepInfo) + Send>>,
+    /// Called as each named step of the generation starts and ends (for progress
+    /// display and per-stage timing).
+    pub on_stage: Option<Box<dyn FnMut(StageEvent) + Send>>,
     /// Set to stop between steps; `generate` then returns [`Error::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
 }
@@ -156,6 +196,7 @@ impl GenerateRequest {
             sampler: SamplerKind::UniPc,
             noise: NoiseSource::seeded(DEFAULT_SEED),
             on_step: None,
+            on_stage: None,
             cancel: None,
         }
     }

@@ -17,11 +17,13 @@ use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
 use lynx_pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, Error, GenerateRequest, Generated,
     IdentityGuidance, LynxPipeline, NoiseSource, Offload, PipelineOptions, SamplerKind, Subject,
-    Variant, parse_device,
+    Variant, VariantDefaults, parse_device,
 };
 
-use crate::bundled;
+use crate::bundled::bundled;
 use crate::face::FaceFlags;
+use crate::models;
+use crate::progress::StageBars;
 
 /// Frames, height, width and steps the bundled tiny model runs with by default (its
 /// parity fixture's).
@@ -33,10 +35,13 @@ const TINY_DIM_HEAD: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DtypeArg {
     /// 32-bit float.
+    #[value(alias = "fp32", alias = "float32")]
     F32,
     /// bfloat16 (CPU and CUDA; wgpu has none).
+    #[value(alias = "bfloat16")]
     Bf16,
     /// float16.
+    #[value(alias = "fp16", alias = "float16")]
     F16,
 }
 
@@ -91,131 +96,170 @@ impl From<SamplerArg> for SamplerKind {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Diffusers Wan2.1 folder (default: the tiny random-weight model bundled for tests).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Lynx adapter folder, `lynx_full/` or `lynx_lite/` (default: the bundled tiny
-    /// lynx_full).
-    #[arg(long)]
-    pub adapters: Option<PathBuf>,
+    /// Diffusers Wan2.1 folder, or Hub repo id (`Wan-AI/Wan2.1-T2V-14B-Diffusers`,
+    /// `org/name@revision`) fetched into the Hugging Face cache [default: the tiny
+    /// random-weight model bundled for tests].
+    #[arg(long, visible_alias = "base_model_path", help_heading = "Model")]
+    pub model: Option<String>,
+    /// Lynx adapter folder (`lynx_full/` or `lynx_lite/`), or Hub repo id (`ByteDance/lynx`)
+    /// [default: the bundled tiny lynx_full].
+    #[arg(long, visible_alias = "adapter_path", help_heading = "Model")]
+    pub adapters: Option<String>,
+    /// The adapter folder inside a Hub repo (or a folder holding both): `lynx_full` or
+    /// `lynx_lite` [default: lynx_full for a repo].
+    #[arg(long, help_heading = "Model")]
+    pub adapters_subfolder: Option<String>,
+    /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
+    /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
+    #[arg(long, help_heading = "Model")]
+    pub resampler_dim_head: Option<usize>,
+
+    /// What the video shows.
     #[arg(
         long,
-        default_value = "A person carves a pumpkin on a porch in the evening, smiling."
+        default_value = "A person carves a pumpkin on a porch in the evening, smiling.",
+        help_heading = "Prompt"
     )]
     pub prompt: String,
-    /// Default: the Lynx release's negative prompt.
-    #[arg(long)]
+    /// Read the prompt from this text file (as the reference's prompt files).
+    #[arg(long, help_heading = "Prompt")]
+    pub prompt_file: Option<PathBuf>,
+    /// What it should not show [default: the Lynx release's negative prompt].
+    #[arg(long, help_heading = "Prompt")]
     pub negative_prompt: Option<String>,
+
     /// Photo of the subject: the face is detected (or taken from --landmarks) and aligned.
-    #[arg(long, conflicts_with_all = ["aligned_face", "face_embedding"], requires = "arcface")]
+    #[arg(long, visible_alias = "subject_image", conflicts_with_all = ["aligned_face", "face_embedding"], requires = "arcface", help_heading = "Subject")]
     pub face: Option<PathBuf>,
-    /// ArcFace IR-SE checkpoint (facexlib `recognition_arcface_ir_se50.pth` or .safetensors).
-    #[arg(long)]
+    /// ArcFace IR-SE checkpoint (facexlib `recognition_arcface_ir_se50.pth` or
+    /// .safetensors), or its URL (fetched once into the Hugging Face cache folder).
+    #[arg(long, help_heading = "Subject")]
     pub arcface: Option<PathBuf>,
-    /// RetinaFace checkpoint (facexlib `detection_Resnet50_Final.pth`).
-    #[arg(long, conflicts_with = "landmarks")]
+    /// RetinaFace checkpoint (facexlib `detection_Resnet50_Final.pth`), or its URL.
+    #[arg(long, conflicts_with = "landmarks", help_heading = "Subject")]
     pub detector: Option<PathBuf>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Subject")]
     pub face_flags: FaceFlags,
     /// JSON array of five [x, y] pixel points: left eye, right eye, nose, mouth corners.
-    #[arg(long, requires = "face")]
+    #[arg(long, requires = "face", help_heading = "Subject")]
     pub landmarks: Option<PathBuf>,
     /// The aligned 256×256 extended face crop, used as given (Lynx full needs it with
     /// --face-embedding; Lynx-lite does not).
-    #[arg(long, requires = "face_embedding")]
+    #[arg(long, requires = "face_embedding", help_heading = "Subject")]
     pub aligned_face: Option<PathBuf>,
     /// Safetensors file with key `embedding` (`[D]` or `[1, D]`), e.g. from `lynx embed-face`.
-    #[arg(long)]
+    #[arg(long, help_heading = "Subject")]
     pub face_embedding: Option<PathBuf>,
+
     /// Frames, 4k+1 [default: the variant's, 81 for Lynx, 121 for Lynx-lite; 5 with the
     /// bundled model].
-    #[arg(long)]
+    #[arg(long, visible_alias = "num_frames", help_heading = "Video")]
     pub frames: Option<usize>,
     /// Multiple of 16 [default: 480; 32 with the bundled model].
-    #[arg(long)]
+    #[arg(long, help_heading = "Video")]
     pub height: Option<usize>,
     /// Multiple of 16 [default: 832; 48 with the bundled model].
-    #[arg(long)]
+    #[arg(long, help_heading = "Video")]
     pub width: Option<usize>,
     /// Denoising steps [default: 50; 4 with the bundled model].
-    #[arg(long)]
+    #[arg(long, visible_alias = "num_inference_steps", help_heading = "Video")]
     pub steps: Option<usize>,
+    /// Frames per second of the video [default: the variant's, 16 for Lynx, 24 for
+    /// Lynx-lite].
+    #[arg(long, help_heading = "Video")]
+    pub fps: Option<u32>,
+    /// Seed of the noise, drawn as the reference draws it (PyTorch's CPU generator), so
+    /// the same seed gives the reference's noise; negative (-1): a random seed, printed.
+    #[arg(long, default_value_t = DEFAULT_SEED as i64, allow_negative_numbers = true, help_heading = "Video")]
+    pub seed: i64,
+    /// The sampler.
+    #[arg(long, value_enum, default_value_t = SamplerArg::Unipc, help_heading = "Video")]
+    pub sampler: SamplerArg,
+    /// Safetensors with key `latents` to start from instead of seeded noise.
+    #[arg(long, help_heading = "Video")]
+    pub init_latents: Option<PathBuf>,
+    /// Safetensors with key `eps`: the reference image's VAE sampling noise.
+    #[arg(long, help_heading = "Video")]
+    pub ref_noise: Option<PathBuf>,
+
     /// Text guidance g.
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    #[arg(long, visible_alias = "guidance_scale", default_value_t = DEFAULT_GUIDANCE, help_heading = "Guidance")]
     pub guidance: f64,
     /// Identity guidance g_i, or `none` for plain CFG [default: 2 for Lynx; Lynx-lite has
     /// none].
-    #[arg(long)]
+    #[arg(long, visible_alias = "guidance_scale_i", help_heading = "Guidance")]
     pub guidance_identity: Option<String>,
     /// Weight of the ID-adapter (0: no identity).
-    #[arg(long, default_value_t = DEFAULT_IP_SCALE)]
+    #[arg(long, default_value_t = DEFAULT_IP_SCALE, help_heading = "Guidance")]
     pub ip_scale: f64,
     /// Weight of the Ref-adapter [default: 1; Lynx full only].
-    #[arg(long)]
+    #[arg(long, help_heading = "Guidance")]
     pub ref_scale: Option<f64>,
-    /// Seed of the noise, drawn as the reference draws it (PyTorch's CPU generator), so
-    /// the same seed gives the reference's noise; negative (-1): a random seed, printed.
-    #[arg(long, default_value_t = DEFAULT_SEED as i64, allow_negative_numbers = true)]
-    pub seed: i64,
-    /// cpu, wgpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
+
+    /// `auto` (a GPU the build supports, else the CPU; printed), cpu, wgpu or cuda:N.
+    #[arg(long, default_value = "auto", help_heading = "Runtime")]
     pub device: String,
     /// Model dtype.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    #[arg(long, visible_alias = "torch_dtype", value_enum, default_value_t = DtypeArg::F32, help_heading = "Runtime")]
     pub dtype: DtypeArg,
     /// Where weights live between uses: `none` (all on the device), `model` (each
     /// component loaded when it runs), `blocks` (also the DiT's and text encoder's blocks
     /// read one at a time from the checkpoint).
-    #[arg(long, value_enum, default_value_t = OffloadArg::None)]
+    #[arg(long, value_enum, default_value_t = OffloadArg::None, help_heading = "Runtime")]
     pub offload: OffloadArg,
     /// Memory the run may use, in GB [default: what the device has available; GPUs
     /// report none, so no check there without it].
-    #[arg(long)]
+    #[arg(long, help_heading = "Runtime")]
     pub memory_budget: Option<f64>,
-    /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
-    /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
-    #[arg(long)]
-    pub resampler_dim_head: Option<usize>,
-    /// Safetensors with key `latents` to start from instead of seeded noise.
-    #[arg(long)]
-    pub init_latents: Option<PathBuf>,
-    /// Safetensors with key `eps`: the reference image's VAE sampling noise.
-    #[arg(long)]
-    pub ref_noise: Option<PathBuf>,
-    /// The sampler.
-    #[arg(long, value_enum, default_value_t = SamplerArg::Unipc)]
-    pub sampler: SamplerArg,
+    /// No progress bars or messages, errors only.
+    #[arg(long, short, help_heading = "Runtime")]
+    pub quiet: bool,
+
     /// .mp4, .gif, .webp, .safetensors, or a folder for PNGs; checked before the models
-    /// load, written to a temporary name and renamed when complete.
-    #[arg(long, default_value = "lynx.mp4")]
-    pub output: PathBuf,
-    /// Frames per second of the video [default: the variant's, 16 for Lynx, 24 for
-    /// Lynx-lite].
-    #[arg(long)]
-    pub fps: Option<u32>,
+    /// load, written to a temporary name and renamed when complete [default:
+    /// `{output-dir}/{subject}/{name}-fr{frames}-s{seed}.{ext}`, as the reference names it].
+    #[arg(long, help_heading = "Output")]
+    pub output: Option<PathBuf>,
+    /// Folder for videos named as the reference names them, when --output is not given.
+    #[arg(
+        long,
+        visible_alias = "output_dir",
+        default_value = "results",
+        help_heading = "Output"
+    )]
+    pub output_dir: PathBuf,
+    /// The `{name}` part of that file name.
+    #[arg(long, default_value = "demo", help_heading = "Output")]
+    pub name: String,
+    /// The extension of that file name: mp4, gif, webp or safetensors.
+    #[arg(long, default_value = "mp4", help_heading = "Output")]
+    pub ext: String,
     /// Also write the latents after every step (keys `latents_after_step_i`) and, for a
     /// photo, what the face models made of it (`detection`, `landmarks`, `aligned_112`,
     /// `aligned_256`, `embedding`), as .safetensors.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub trace: Option<PathBuf>,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
+    let quiet = args.quiet;
+    let say = |msg: &str| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    };
     let bundled_model = args.model.is_none();
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(|| bundled("Wan2.1-T2V-tiny-Diffusers"));
-    let adapters = args
-        .adapters
-        .clone()
-        .unwrap_or_else(|| bundled("lynx_full"));
-    let device = parse_device(&args.device)?;
+    let device_name = match args.device.as_str() {
+        "auto" => auto_device(),
+        other => other.to_string(),
+    };
+    let device = parse_device(&device_name)?;
+    if args.device == "auto" {
+        say(&format!("device: {device_name} (--device auto)"));
+    }
     let mut options = PipelineOptions::new(device.clone());
     options.dtype = args.dtype.into();
-    options.arcface = args.arcface.clone();
     options.arcface_depths = args.face_flags.arcface_depths.clone();
-    options.detector = args.detector.clone();
     options.offload = args.offload.into();
     options.memory_budget = args.memory_budget.map(|g| (g * 1e9) as u64);
     options.detect = args.face_flags.detect_options();
@@ -229,7 +273,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--face needs --detector FILE (RetinaFace .pth) or --landmarks JSON");
     }
 
-    let mut request = GenerateRequest::new(&args.prompt);
+    let prompt = match &args.prompt_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the prompt from {}", p.display()))?
+            .trim()
+            .to_string(),
+        None => args.prompt.clone(),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let mut request = GenerateRequest::new(&prompt);
     if let Some(n) = &args.negative_prompt {
         request.negative_prompt = n.clone();
     }
@@ -256,7 +310,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     request.sampler = args.sampler.into();
     request.validate()?;
     // Before anything slow: an output that cannot be written fails now.
-    check_output(&args.output, request.frames)?;
+    if let Some(output) = &args.output {
+        check_output(output, request.frames)?;
+    }
     if let Some(trace) = &args.trace {
         check_writable(trace, false)?;
     }
@@ -276,8 +332,42 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let cancel = cancel_on_signals()?;
     request.cancel = Some(cancel.clone());
 
+    // Folders, repo ids (fetched into the Hub cache) and URLs, made local.
+    let model = match &args.model {
+        Some(spec) => models::model(spec, quiet)?,
+        None => bundled("Wan2.1-T2V-tiny-Diffusers")?,
+    };
+    let adapters = match &args.adapters {
+        Some(spec) => models::adapters(spec, args.adapters_subfolder.as_deref(), quiet)?,
+        None => bundled("lynx_full")?,
+    };
+    options.arcface = args
+        .arcface
+        .as_deref()
+        .map(|a| models::file(a, quiet))
+        .transpose()?;
+    options.detector = args
+        .detector
+        .as_deref()
+        .map(|d| models::file(d, quiet))
+        .transpose()?;
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
+    let frames = request
+        .frames
+        .unwrap_or(VariantDefaults::of(Some(variant)).frames);
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => {
+            let o = reference_name(&args, frames, seed);
+            if let Some(dir) = o.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the output folder {}", dir.display()))?;
+            }
+            check_output(&o, Some(frames))?;
+            o
+        }
+    };
     if variant == Variant::Lite {
         if args.guidance_identity.is_some() {
             bail!("--guidance-identity: Lynx-lite has no identity guidance (it runs plain CFG)");
@@ -290,31 +380,30 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
     // The memory check before anything is loaded: fails at once when the run cannot fit.
     let plan = LynxPipeline::check_memory(&model, Some(&adapters), &options, &request)?;
-    eprintln!("{plan}");
-    eprintln!("loading {} and {}", model.display(), adapters.display());
+    say(&plan.to_string());
+    say(&format!(
+        "loading {} and {}",
+        model.display(),
+        adapters.display()
+    ));
     let start = Instant::now();
     let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
-    eprintln!(
+    let load_time = start.elapsed();
+    say(&format!(
         "loaded {} in {:.1}s (offload {})",
         variant.name(),
-        start.elapsed().as_secs_f64(),
+        load_time.as_secs_f64(),
         pipe.offload().name()
-    );
-    let bar = indicatif::ProgressBar::new(request.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} steps, {elapsed} elapsed, ETA {eta}",
-        )
-        .expect("valid template"),
-    );
-    let on_step = bar.clone();
-    request.on_step = Some(Box::new(move |_| on_step.inc(1)));
+    ));
+    let progress = StageBars::new(quiet, request.steps);
+    request.on_step = Some(progress.on_step());
+    request.on_stage = Some(progress.on_stage());
     let steps = request.steps;
     let generated = if args.trace.is_some() {
         pipe.generate_with_trace(request)?
     } else {
         pipe.generate(request)?
     };
-    bar.finish();
     if cancel.load(Ordering::SeqCst) {
         // Interrupted while decoding, after the last step: still nothing is written.
         return Err(Error::Cancelled {
@@ -324,32 +413,60 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .into());
     }
     let fps = args.fps.unwrap_or(pipe.defaults().fps);
-    generated.video.save(&args.output, fps)?;
+    generated.video.save(&output, fps)?;
     if let Some(trace) = &args.trace {
         write_trace(trace, &generated)?;
     }
-    eprintln!(
+    say(&format!(
         "wrote {} ({} frames of {}×{}) in {:.1}s",
-        args.output.display(),
+        output.display(),
         generated.video.frames,
         generated.video.width,
         generated.video.height,
         start.elapsed().as_secs_f64()
-    );
-    if let Some(peak) = lynx_pipeline::lynx_core::device::peak_resident_memory() {
-        eprintln!(
+    ));
+    let peak = lynx_pipeline::lynx_core::device::peak_resident_memory();
+    if let Some(peak) = peak {
+        say(&format!(
             "peak resident memory {} (estimated {})",
             lynx_pipeline::memory::gb(peak),
             lynx_pipeline::memory::gb(plan.peak())
-        );
+        ));
     }
+    say(&progress.summary(load_time, steps, peak));
     if bundled_model {
-        eprintln!(
+        say(
             "note: the bundled model has tiny random weights, so this video is noise; \
-             real videos need Wan2.1-T2V-14B-Diffusers and lynx_full (see the README)"
+             real videos need Wan2.1-T2V-14B-Diffusers and lynx_full (see the README)",
         );
     }
     Ok(())
+}
+
+/// `{output-dir}/{subject}/{name}-fr{frames}-s{seed}.{ext}`, the reference's naming; the
+/// subject is the photo's (or embedding's) file stem, `tiny` for the bundled subject.
+fn reference_name(args: &GenerateArgs, frames: usize, seed: u64) -> PathBuf {
+    let stem = args
+        .face
+        .as_ref()
+        .or(args.face_embedding.as_ref())
+        .and_then(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tiny".into());
+    args.output_dir
+        .join(stem)
+        .join(format!("{}-fr{frames}-s{seed}.{}", args.name, args.ext))
+}
+
+/// `auto`: the GPU backend the build has (CUDA, then wgpu), else the CPU.
+fn auto_device() -> String {
+    if cfg!(feature = "cuda") {
+        "cuda:0".into()
+    } else if cfg!(feature = "wgpu") {
+        "wgpu".into()
+    } else {
+        "cpu".into()
+    }
 }
 
 fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result<Subject> {
@@ -366,11 +483,11 @@ fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result
     let (aligned, embedding) = match (&args.aligned_face, &args.face_embedding) {
         (a, Some(e)) => (a.clone(), e.clone()),
         (None, None) if bundled_model && variant == Variant::Lite => {
-            (None, bundled("cli/face_embedding_512.safetensors"))
+            (None, bundled("cli/face_embedding_512.safetensors")?)
         }
         (None, None) if bundled_model => (
-            Some(bundled("components/pipeline_aligned_face.png")),
-            bundled("cli/face_embedding.safetensors"),
+            Some(bundled("components/pipeline_aligned_face.png")?),
+            bundled("cli/face_embedding.safetensors")?,
         ),
         _ => bail!(
             "give the subject: --face PHOTO --arcface FILE (--detector FILE | --landmarks JSON), \

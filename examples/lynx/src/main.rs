@@ -5,14 +5,16 @@
 //! - `lynx synth-model`: a synthetic model (random weights, released layout, real sizes).
 //!
 //! With no model flags, `generate` runs the tiny random-weight model bundled for tests
-//! (`tests/fixtures/`), so a fresh clone makes a (noise) video at once.
+//! (`tests/fixtures/`, compiled into the binary: see `bundled`), so a fresh clone or a
+//! `cargo install` makes a (noise) video at once.
 
+mod bundled;
 mod embed;
 mod face;
 mod generate;
+mod models;
+mod progress;
 mod synth;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -35,13 +37,6 @@ enum Command {
     EmbedFace(embed::EmbedArgs),
     /// Write a synthetic model: random weights in the released layout, at the real sizes.
     SynthModel(synth::SynthArgs),
-}
-
-/// A file of the test fixtures bundled in this repository.
-pub(crate) fn bundled(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(relative)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use lynx_pipeline::memory::gb;
 use lynx_pipeline::synth::subject::write_subject;
 use lynx_pipeline::synth::{Preset, SynthOptions, WeightDtype, plan, write_plan};
 
-use crate::bundled;
+use crate::bundled::bundled;
 
 /// The model sets `--preset` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,10 +77,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
         WeightDtypeArg::Bf16 => WeightDtype::BF16,
         WeightDtypeArg::F32 => WeightDtype::F32,
     };
-    let tokenizer = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| bundled("Wan2.1-T2V-tiny-Diffusers/tokenizer"));
+    let tokenizer = match args.tokenizer.clone() {
+        Some(t) => t,
+        None => bundled("Wan2.1-T2V-tiny-Diffusers/tokenizer")?,
+    };
     if !tokenizer.join("tokenizer.json").is_file() {
         bail!(
             "{} holds no tokenizer.json; give --tokenizer DIR (e.g. a Wan2.1 model's tokenizer/)",

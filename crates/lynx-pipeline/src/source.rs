@@ -1,0 +1,101 @@
+//! Where a model comes from: a local folder, or (feature `hub`) a Hugging Face Hub repo
+//! id resolved into the shared cache, as diffusers' `from_pretrained` takes either.
+//!
+//! [`LynxPipeline::from_pretrained`](crate::LynxPipeline::from_pretrained) runs its two
+//! arguments through [`model_folder`] and [`adapter_folder`]; the CLI calls them itself
+//! to draw download progress.
+
+use std::path::{Path, PathBuf};
+
+use lynx_core::Result;
+
+/// The adapter folder inside `ByteDance/lynx` when none is named: Lynx full.
+pub const DEFAULT_ADAPTER_SUBFOLDER: &str = "lynx_full";
+
+/// Progress of downloads ([`lynx_core::hub::Progress`]); a no-op without the `hub`
+/// feature.
+#[cfg(feature = "hub")]
+pub use lynx_core::hub::{NoProgress, Progress};
+
+/// Without the `hub` feature nothing is downloaded, so nothing is reported.
+#[cfg(not(feature = "hub"))]
+pub trait Progress {}
+
+/// A [`Progress`] that ignores everything.
+#[cfg(not(feature = "hub"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+#[cfg(not(feature = "hub"))]
+impl Progress for NoProgress {}
+
+/// Whether `spec` names a Hub repo rather than a path (an existing path always wins;
+/// a missing one is left for the loaders, whose errors say what folder they expected).
+#[cfg(feature = "hub")]
+fn is_repo_id(spec: &str) -> bool {
+    matches!(
+        lynx_core::hub::Source::parse(spec),
+        Ok(lynx_core::hub::Source::Hub(_))
+    )
+}
+
+/// The local Wan2.1 diffusers folder for `spec`: an existing folder as it is, or a repo
+/// id (`Wan-AI/Wan2.1-T2V-14B-Diffusers`, `org/name@revision`) whose needed files
+/// ([`lynx_core::hub::wan_files`]) are fetched into the Hub cache (`HF_HOME`,
+/// `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE` as in huggingface_hub).
+pub fn model_folder(spec: &Path, progress: &mut dyn Progress) -> Result<PathBuf> {
+    #[cfg(feature = "hub")]
+    {
+        use lynx_core::hub;
+        if let Some(text) = spec.to_str()
+            && is_repo_id(text)
+        {
+            return hub::resolve(
+                text,
+                None,
+                &hub::wan_files(),
+                &hub::HubOptions::from_env(),
+                progress,
+            );
+        }
+    }
+    let _ = progress;
+    Ok(spec.to_path_buf())
+}
+
+/// The local adapter folder for `spec`: an existing `lynx_full/` or `lynx_lite/` folder
+/// (or a folder holding both, where `subfolder` picks one), or a repo id
+/// (`ByteDance/lynx`) whose `subfolder` (default [`DEFAULT_ADAPTER_SUBFOLDER`]) is
+/// fetched into the Hub cache.
+pub fn adapter_folder(
+    spec: &Path,
+    subfolder: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    #[cfg(feature = "hub")]
+    {
+        use lynx_core::hub;
+        if let Some(text) = spec.to_str()
+            && is_repo_id(text)
+        {
+            let local = Path::new(text).is_dir();
+            // A local folder is used as given unless a subfolder was asked for.
+            let sub = match (local, subfolder) {
+                (true, s) => s,
+                (false, s) => Some(s.unwrap_or(DEFAULT_ADAPTER_SUBFOLDER)),
+            };
+            return hub::resolve(
+                text,
+                sub,
+                &hub::adapter_files(),
+                &hub::HubOptions::from_env(),
+                progress,
+            );
+        }
+    }
+    let _ = progress;
+    Ok(match subfolder {
+        Some(sub) if spec.join(sub).is_dir() => spec.join(sub),
+        _ => spec.to_path_buf(),
+    })
+}
