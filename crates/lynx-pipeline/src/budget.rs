@@ -24,7 +24,7 @@ pub(crate) fn plan(
 ) -> Result<MemoryPlan> {
     let variant = adapter_dir.map(Variant::detect).transpose()?;
     let tokenizer = Tokenizer::from_pretrained(base.join("tokenizer"))?;
-    let run = run_size(request, variant, &tokenizer)?;
+    let run = run_size(request, variant, &tokenizer, options.batched())?;
     let weights = measure(base, adapter_dir, options, options.dtype)?;
     Ok(MemoryPlan::new(weights, options.offload, run))
 }
@@ -68,7 +68,7 @@ pub(crate) fn check_run(
         },
     };
     let variant = adapter_dir.map(Variant::detect).transpose()?;
-    let run = run_size(request, variant, tokenizer)?;
+    let run = run_size(request, variant, tokenizer, options.batched())?;
     let plan = MemoryPlan::new(weights.clone(), options.offload, run);
     let budget = if already_held {
         budget + RUNTIME_BYTES + plan.resident()
@@ -97,7 +97,12 @@ fn measure(
 }
 
 /// What a memory plan needs to know of a request.
-fn run_size(req: &GenerateRequest, variant: Option<Variant>, tok: &Tokenizer) -> Result<RunSize> {
+fn run_size(
+    req: &GenerateRequest,
+    variant: Option<Variant>,
+    tok: &Tokenizer,
+    batched: bool,
+) -> Result<RunSize> {
     let reference = variant == Some(Variant::Full) && req.subject.is_some();
     let mut prompts = vec![
         prompt_clean(&req.prompt),
@@ -120,6 +125,7 @@ fn run_size(req: &GenerateRequest, variant: Option<Variant>, tok: &Tokenizer) ->
         height: req.height,
         width: req.width,
         passes,
+        batched,
         reference,
         text_tokens,
         prompts: prompts.len(),

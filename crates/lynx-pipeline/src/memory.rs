@@ -110,6 +110,9 @@ pub struct RunSize {
     pub width: usize,
     /// DiT passes per step (3 for Lynx's identity guidance, 2 for CFG, 1 without).
     pub passes: usize,
+    /// Whether the passes run as one batch ([`crate::GuidanceBatching`]): each block's
+    /// working memory is then needed for all of them at once.
+    pub batched: bool,
     /// Whether Lynx's reference pass runs (Lynx full with a subject).
     pub reference: bool,
     /// Tokens of the longest prompt.
@@ -285,10 +288,10 @@ impl RunSize {
 }
 
 /// Bytes of the DiT's activations for `passes` inputs of `n` tokens against `l` text rows
-/// (the hidden states of every pass, and one block's work on one pass at its largest:
+/// (the hidden states of every pass, and one block's work on `batch` passes at its largest:
 /// attention with f32 copies of q, k, v, or the feed-forward with its f32 input copy),
 /// plus the copy of the largest weight a bf16 matmul makes on the CPU.
-fn dit_activations(cfg: &WanConfig, n: u64, l: u64, passes: u64, s: u64) -> u64 {
+fn dit_activations(cfg: &WanConfig, n: u64, l: u64, passes: u64, batch: u64, s: u64) -> u64 {
     let (dim, ffn, heads) = (
         cfg.inner_dim() as u64,
         cfg.ffn_dim as u64,
@@ -299,7 +302,7 @@ fn dit_activations(cfg: &WanConfig, n: u64, l: u64, passes: u64, s: u64) -> u64 
     let ffn_work = n * dim * 3 * s + n * ffn * (2 * s + 4);
     let text_kv = l * dim * (2 * s + 8);
     let scores = heads * 4 * (n * n).min(256 * 1024) + heads * 4 * (n * l).min(256 * 1024);
-    held + attention.max(ffn_work) + text_kv + scores + matmul_copy(dim * ffn, s)
+    held + batch * (attention.max(ffn_work) + text_kv + scores) + matmul_copy(dim * ffn, s)
 }
 
 /// The UMT5 encoder's activations for `prompts` prompts of `l` tokens.
@@ -370,7 +373,7 @@ impl MemoryPlan {
                 weights: all.unwrap_or(dit),
                 activations: embeddings
                     + features
-                    + dit_activations(&w.dit_cfg, n_ref, text_rows, 2, s),
+                    + dit_activations(&w.dit_cfg, n_ref, text_rows, 2, 1, s),
             });
         }
         if w.adapters.is_some() {
@@ -386,7 +389,14 @@ impl MemoryPlan {
             activations: embeddings
                 + extras
                 + latents
-                + dit_activations(&w.dit_cfg, n, text_rows, run.passes as u64, s),
+                + dit_activations(
+                    &w.dit_cfg,
+                    n,
+                    text_rows,
+                    run.passes as u64,
+                    if run.batched { run.passes as u64 } else { 1 },
+                    s,
+                ),
         });
         let pixels = (run.height * run.width) as u64;
         phases.push(Phase {

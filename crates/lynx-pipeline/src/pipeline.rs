@@ -67,7 +67,6 @@ pub struct LynxPipeline {
     scheduler: SchedulerConfig,
     /// The weights' sizes, for each generation's memory check.
     weights: WeightSizes,
-    guidance_batching: GuidanceBatching,
 }
 
 /// A request with the variant's defaults filled in and checked.
@@ -197,13 +196,11 @@ impl LynxPipeline {
         (smallest.frames, smallest.height, smallest.width) = (Some(1), 16, 16);
         smallest.negative_prompt = String::new();
         let plan = Self::check_memory(base, adapter_dir, &options, &smallest)?;
-        let guidance_batching = options.guidance_batching;
         let components = Components::load(base, adapter_dir, options, variant)?;
         Ok(Self {
             components,
             scheduler,
             weights: plan.weights,
-            guidance_batching,
         })
     }
 
@@ -284,7 +281,7 @@ impl LynxPipeline {
 
     /// Chooses how the guidance passes run (see [`GuidanceBatching`]).
     pub fn set_guidance_batching(&mut self, batching: GuidanceBatching) {
-        self.guidance_batching = batching;
+        self.components.set_guidance_batching(batching);
     }
 
     /// Generates a video.
@@ -360,7 +357,7 @@ impl LynxPipeline {
         let identity = req.identity_guidance(variant);
         Ok(Plan {
             frames: req.frames.unwrap_or(defaults.frames),
-            batched: self.guidance_batching.batched(self.device()),
+            batched: self.components.options().batched(),
             guidance: Guidance::new(req.guidance, identity),
             use_cfg: req.guidance > 1.0,
             ref_scale: req.ref_scale.unwrap_or(1.0),
