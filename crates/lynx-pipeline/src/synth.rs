@@ -14,7 +14,7 @@
 //! Every file list is derived from one description per model ([`spec`] sizes →
 //! [`layout`] state dicts → shards, index and `config.json`); [`plan`] computes every
 //! file's exact size without writing anything. Tensors are streamed to disk in chunks of
-//! a few MB through [`SafetensorsWriter`](lynx_core::safetensors_io::SafetensorsWriter).
+//! a few MB through [`SafetensorsWriter`].
 //!
 //! [`subject`] writes a random face embedding and aligned face to run Lynx full with.
 

@@ -387,7 +387,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         adapters.display()
     ));
     let start = Instant::now();
+    let loading = crate::progress::spinner(quiet, "load");
     let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
+    loading.finish();
     let load_time = start.elapsed();
     say(&format!(
         "loaded {} in {:.1}s (offload {})",

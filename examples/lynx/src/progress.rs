@@ -49,14 +49,11 @@ impl StageBars {
                         bar.set_style(style(
                             "{msg:16} {bar:30} {pos}/{len} steps, {per_sec}, {elapsed} elapsed, ETA {eta}",
                         ));
+                        bar.set_message(stage.name());
                         bar
                     } else {
-                        let bar = ProgressBar::new_spinner();
-                        bar.set_style(style("{msg:16} {spinner} {elapsed}"));
-                        bar.enable_steady_tick(Duration::from_millis(200));
-                        bar
+                        spinner(false, stage.name())
                     };
-                    bar.set_message(stage.name());
                     s.bar = Some(bar);
                 }
                 StageEvent::Done(stage, took) => {
@@ -101,6 +98,18 @@ impl StageBars {
         }
         parts.join(" · ")
     }
+}
+
+/// A spinner named `what` with the time elapsed (hidden when `quiet`).
+pub fn spinner(quiet: bool, what: &'static str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(style("{msg:16} {spinner} {elapsed}"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar.set_message(what);
+    bar
 }
 
 fn style(template: &str) -> ProgressStyle {
