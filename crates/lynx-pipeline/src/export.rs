@@ -20,6 +20,10 @@ pub struct Video {
     pub width: usize,
     /// Row-major `[F, H, W, 3]`.
     pub data: Vec<f32>,
+    /// What made it (`seed`, `prompt`, `generator`, …), written where the format has
+    /// room: the `__metadata__` of `.safetensors` outputs. A generation fills in its seed,
+    /// so any run, `--seed -1` included, can be replayed from its output.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl Video {
@@ -87,7 +91,8 @@ impl Video {
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         let bytes: Vec<u8> = self.data.iter().flat_map(|x| x.to_le_bytes()).collect();
         let shape = [self.frames, self.height, self.width, 3];
-        safetensors_io::save(path, &[("frames", Dtype::F32, &shape, &bytes)], None)
+        let metadata = (!self.metadata.is_empty()).then_some(&self.metadata);
+        safetensors_io::save(path, &[("frames", Dtype::F32, &shape, &bytes)], metadata)
     }
 
     /// Animated GIF, looping (written whole or not at all).
@@ -412,6 +417,7 @@ mod tests {
             height: h,
             width: w,
             data,
+            metadata: Default::default(),
         }
     }
 

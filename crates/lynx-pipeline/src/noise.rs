@@ -65,6 +65,11 @@ impl NoiseSource {
         self.seed
     }
 
+    /// Whether the initial latents are recorded ones rather than drawn from the seed.
+    pub fn has_recorded_latents(&self) -> bool {
+        self.initial_latents.is_some()
+    }
+
     /// Initial latents of `shape`: the recorded ones (shape-checked) or standard normal
     /// f32 as `torch.randn(shape, generator=manual_seed(seed))` draws them.
     ///

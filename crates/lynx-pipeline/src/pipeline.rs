@@ -314,12 +314,24 @@ impl LynxPipeline {
         self.components.release();
         let frames = stages.run(Stage::Decode, || self.decode(latents))?;
         let [f, h, w, _] = frames.dims();
+        let mut metadata = std::collections::BTreeMap::new();
+        metadata.insert(
+            "generator".into(),
+            format!("lynx-rs {}", env!("CARGO_PKG_VERSION")),
+        );
+        metadata.insert("prompt".into(), req.prompt.clone());
+        metadata.insert("steps".into(), req.steps.to_string());
+        // A recorded start replaces the seeded noise: then the seed alone does not replay it.
+        if !req.noise.has_recorded_latents() {
+            metadata.insert("seed".into(), req.noise.seed().to_string());
+        }
         Ok(Generated {
             video: Video {
                 frames: f,
                 height: h,
                 width: w,
                 data: to_host_f32(frames.clone(), "the decoded frames")?,
+                metadata,
             },
             frames,
             latents_per_step: steps,

@@ -145,3 +145,36 @@ fn offline_repo_id_names_what_is_missing() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!dir.join("x.gif").exists());
 }
+
+/// `--seed -1` draws a seed, prints it, and records it in the output where the format has
+/// room (`.safetensors`' `__metadata__`), so the run can be replayed.
+#[test]
+fn random_seed_is_printed_and_recorded() {
+    let dir = tmp("seed");
+    let video = dir.join("out.safetensors");
+    let out = lynx(
+        &[
+            "generate",
+            "--seed",
+            "-1",
+            "--output",
+            video.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let printed = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("seed: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed printed: {stderr}"))
+        .to_string();
+    let bytes = std::fs::read(&video).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let recorded = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("seed"))
+        .cloned();
+    assert_eq!(recorded.as_deref(), Some(printed.as_str()));
+}
