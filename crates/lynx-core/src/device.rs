@@ -166,3 +166,85 @@ fn field_kib(text: &str, field: &str) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// What `--device auto` means in this build: `cuda:0` with the `cuda` feature, else
+/// `wgpu` with the `wgpu` feature when a hardware adapter is present (a software
+/// renderer such as Mesa's lavapipe never counts), else `cpu`.
+pub fn auto_device() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda:0"
+    } else if hardware_wgpu_adapter().is_some() {
+        "wgpu"
+    } else {
+        "cpu"
+    }
+}
+
+/// The name of the first hardware GPU wgpu can see (integrated, discrete or virtual; not
+/// a CPU-based software renderer), or `None` (always `None` without the `wgpu` feature).
+pub fn hardware_wgpu_adapter() -> Option<String> {
+    #[cfg(feature = "wgpu")]
+    {
+        let instance = wgpu::Instance::default();
+        let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        adapters
+            .iter()
+            .map(|a| a.get_info())
+            .find(|info| {
+                !matches!(
+                    info.device_type,
+                    wgpu::DeviceType::Cpu | wgpu::DeviceType::Other
+                )
+            })
+            .map(|info| info.name)
+    }
+    #[cfg(not(feature = "wgpu"))]
+    None
+}
+
+/// Runs a future to completion on this thread (wgpu's adapter list is async).
+#[cfg(feature = "wgpu")]
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod auto_tests {
+    use super::*;
+
+    /// `auto` follows the adapter list: wgpu only for a hardware adapter, and Mesa's
+    /// lavapipe (the CI machine's only Vulkan device) is a CPU-type adapter, never one.
+    #[test]
+    fn auto_device_skips_software_renderers() {
+        let hardware = hardware_wgpu_adapter();
+        eprintln!("hardware wgpu adapter: {hardware:?}");
+        if let Some(name) = &hardware {
+            assert!(!name.to_ascii_lowercase().contains("llvmpipe"), "{name}");
+        }
+        let want = if cfg!(feature = "cuda") {
+            "cuda:0"
+        } else if hardware.is_some() {
+            "wgpu"
+        } else {
+            "cpu"
+        };
+        assert_eq!(auto_device(), want);
+        parse_device(auto_device()).unwrap();
+    }
+}

@@ -250,7 +250,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let bundled_model = args.model.is_none();
     let device_name = match args.device.as_str() {
-        "auto" => auto_device(),
+        "auto" => lynx_pipeline::lynx_core::device::auto_device().to_string(),
         other => other.to_string(),
     };
     let device = parse_device(&device_name)?;
@@ -458,17 +458,6 @@ fn reference_name(args: &GenerateArgs, frames: usize, seed: u64) -> PathBuf {
     args.output_dir
         .join(stem)
         .join(format!("{}-fr{frames}-s{seed}.{}", args.name, args.ext))
-}
-
-/// `auto`: the GPU backend the build has (CUDA, then wgpu), else the CPU.
-fn auto_device() -> String {
-    if cfg!(feature = "cuda") {
-        "cuda:0".into()
-    } else if cfg!(feature = "wgpu") {
-        "wgpu".into()
-    } else {
-        "cpu".into()
-    }
 }
 
 fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result<Subject> {
