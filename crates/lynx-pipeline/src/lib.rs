@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+mod branches;
 mod budget;
 pub mod components;
 pub mod export;

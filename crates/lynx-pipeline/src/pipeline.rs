@@ -21,7 +21,6 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
@@ -29,10 +28,11 @@ use lynx_adapters::{Conditions, LynxAdapters, Variant};
 use lynx_arcface::{FaceAnalyzer, PreparedFace};
 use lynx_core::device::{check_dtype, to_host_f32};
 use lynx_core::{Error, Offload, Result};
-use lynx_dit::{BlockExtras, DitInput, WanTransformer};
+use lynx_dit::{DitInput, WanTransformer};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler, SchedulerConfig, UniPcMultistep};
 use lynx_vae::Tiling;
 
+use crate::branches::{Branch, Branches, Stages};
 use crate::budget;
 use crate::components::Components;
 pub use crate::components::{GuidanceBatching, PipelineOptions};
@@ -42,8 +42,7 @@ use crate::memory::{MemoryPlan, WeightSizes};
 use crate::noise::NoiseSource;
 pub use crate::request::VariantDefaults;
 use crate::request::{
-    GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, Stage, StageEvent, StepInfo,
-    Subject,
+    GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, Stage, StepInfo, Subject,
 };
 
 /// The generated video.
@@ -95,66 +94,6 @@ struct Prompts {
 struct SubjectInputs {
     face: Tensor<3>,
     latents: Option<(Tensor<5>, Tensor<5>)>,
-}
-
-/// The conditioning of one DiT pass.
-struct Branch {
-    text: Tensor<3>,
-    extras: Vec<BlockExtras>,
-}
-
-/// The caller's [`GenerateRequest::on_stage`], told as each stage starts and ends.
-struct Stages(Option<Box<dyn FnMut(StageEvent) + Send>>);
-
-impl Stages {
-    fn run<T>(&mut self, stage: Stage, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        if let Some(cb) = self.0.as_mut() {
-            cb(StageEvent::Start(stage));
-        }
-        let start = Instant::now();
-        let out = f()?;
-        if let Some(cb) = self.0.as_mut() {
-            cb(StageEvent::Done(stage, start.elapsed()));
-        }
-        Ok(out)
-    }
-}
-
-/// The passes of one step: `cond` = (prompt, subject), `uncond` = (negative prompt, no
-/// subject), `identity` = (negative prompt, subject), the last for Lynx's identity
-/// guidance only.
-struct Branches {
-    cond: Branch,
-    uncond: Branch,
-    identity: Option<Branch>,
-    /// `[cond, uncond, identity]` stacked along the batch, when batching.
-    stacked: Option<Branch>,
-}
-
-impl Branches {
-    /// The branches a guided step runs, in order.
-    fn guided(&self) -> Vec<&Branch> {
-        let mut all = vec![&self.cond, &self.uncond];
-        all.extend(&self.identity);
-        all
-    }
-
-    /// The guided branches stacked along the batch; `None` when their adapter inputs do
-    /// not stack (then they run one by one).
-    fn stack(&self) -> Option<Branch> {
-        let all = self.guided();
-        let blocks = all[0].extras.len();
-        if all.iter().any(|b| b.extras.len() != blocks) {
-            return None;
-        }
-        let extras = (0..blocks)
-            .map(|i| BlockExtras::stack(&all.iter().map(|b| &b.extras[i]).collect::<Vec<_>>()))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Branch {
-            text: Tensor::cat(all.iter().map(|b| b.text.clone()).collect(), 0),
-            extras,
-        })
-    }
 }
 
 impl LynxPipeline {
