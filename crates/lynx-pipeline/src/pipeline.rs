@@ -134,7 +134,7 @@ impl LynxPipeline {
         let mut smallest = GenerateRequest::new("");
         (smallest.frames, smallest.height, smallest.width) = (Some(1), 16, 16);
         smallest.negative_prompt = String::new();
-        let plan = Self::check_memory(base, adapter_dir, &options, &smallest)?;
+        let plan = budget::check(base, adapter_dir, &options, &smallest)?;
         let components = Components::load(base, adapter_dir, options, variant)?;
         Ok(Self {
             components,

@@ -78,15 +78,11 @@ pub fn adapter_folder(
         if let Some(text) = spec.to_str()
             && is_repo_id(text)
         {
-            let local = Path::new(text).is_dir();
-            // A local folder is used as given unless a subfolder was asked for.
-            let sub = match (local, subfolder) {
-                (true, s) => s,
-                (false, s) => Some(s.unwrap_or(DEFAULT_ADAPTER_SUBFOLDER)),
-            };
+            // A repo holds both variants: name one, full by default.
+            let sub = subfolder.unwrap_or(DEFAULT_ADAPTER_SUBFOLDER);
             return hub::resolve(
                 text,
-                sub,
+                Some(sub),
                 &hub::adapter_files(),
                 &hub::HubOptions::from_env(),
                 progress,

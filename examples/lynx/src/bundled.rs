@@ -53,7 +53,15 @@ static FILES: &[(&str, &[u8])] = embed!(
 
 /// A bundled file (or folder), written out to the cache on first use.
 pub(crate) fn bundled(relative: &str) -> Result<PathBuf> {
-    Ok(extracted()?.join(relative))
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = match DIR.get() {
+        Some(dir) => dir,
+        None => {
+            let dir = extracted()?;
+            DIR.get_or_init(|| dir)
+        }
+    };
+    Ok(dir.join(relative))
 }
 
 fn cache_root() -> PathBuf {

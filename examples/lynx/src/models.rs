@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use lynx_pipeline::lynx_core::hub::{self, HubOptions};
 use lynx_pipeline::source::{self, Progress};
 
@@ -30,12 +30,9 @@ impl Progress for Bars {
             Some(t) => ProgressBar::new(t),
             None => ProgressBar::no_length(),
         };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        bar.set_style(crate::progress::style(
+            "{msg:40!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ));
         bar.set_message(file.to_string());
         bar.set_position(done);
         self.bar = Some(bar);

@@ -112,6 +112,7 @@ pub fn spinner(quiet: bool, what: &'static str) -> ProgressBar {
     bar
 }
 
-fn style(template: &str) -> ProgressStyle {
+/// An indicatif style from `template` (the default bar if the template does not parse).
+pub fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }

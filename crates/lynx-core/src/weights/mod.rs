@@ -221,10 +221,7 @@ impl Checkpoint {
     /// Reads the float tensor `key` to the host as f32 values (row-major), whatever
     /// float dtype the file stores; other dtypes are an [`Error::Dtype`].
     pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
-        let entry = self.entries.get(key).ok_or_else(|| Error::MissingKey {
-            path: self.path.clone(),
-            key: key.to_string(),
-        })?;
+        let entry = self.entry(key)?;
         self.check_float(key, entry)?;
         self.read(key)?
             .convert_dtype(DType::F32)
