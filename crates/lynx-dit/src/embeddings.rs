@@ -45,7 +45,7 @@ impl PatchEmbedding {
             .reshape([dim, volume]);
         Self {
             proj: Linear {
-                weight: Param::from_tensor(weight.transpose()),
+                weight: Param::from_tensor(w.transposed(weight)),
                 bias: Some(w.param("bias", [dim])),
             },
             patch_size: cfg.patch_size,

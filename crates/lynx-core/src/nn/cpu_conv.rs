@@ -46,6 +46,11 @@ pub(super) fn conv3d(
     let row_tiles = ho.div_ceil(rows_per_tile);
     let out_len = cout * to * ho * wo;
     let out_all = out.storage_mut::<f32>();
+    // The weight tap-major, `[taps, C_out, C_in]`: each tap's matrix is then contiguous
+    // along `C_in`, which gemm packs as whole runs instead of gathering every taps-th
+    // element (a cost paid per tile and tap otherwise).
+    let weight = tap_major(weight, cout, cin, taps);
+    let weight = &weight[..];
     for s in 0..b {
         pad_sample(
             &src[s * cin * t * h * w..(s + 1) * cin * t * h * w],
@@ -75,7 +80,7 @@ pub(super) fn conv3d(
                     for j in 0..kw {
                         let offset = (f + a) * hp * wp + (h0 + i) * wp + j;
                         // SAFETY: `acc` is `cout × n`; the weight view reads
-                        // `weight[co·cin·taps + ci·taps + tap]` for co < cout, ci < cin;
+                        // `weight[tap·cout·cin + co·cin + ci]` for co < cout, ci < cin;
                         // the input view reads `xp[ci·plane_p + offset + p]` for p < n,
                         // inside `xp` thanks to its `kw` spare elements.
                         unsafe {
@@ -87,9 +92,9 @@ pub(super) fn conv3d(
                                 1,
                                 n as isize,
                                 tap > 0,
-                                weight.as_ptr().add(tap),
-                                taps as isize,
-                                (cin * taps) as isize,
+                                weight.as_ptr().add(tap * cout * cin),
+                                1,
+                                cin as isize,
                                 xp.as_ptr().add(offset),
                                 1,
                                 plane_p as isize,
@@ -135,4 +140,17 @@ fn pad_sample(src: &[f32], xp: &mut [f32], [c, t, h, w]: [usize; 4], [ph, pw]: [
                 dst[(y + ph) * wp + pw..(y + ph) * wp + pw + w].copy_from_slice(row);
             }
         });
+}
+
+/// `[C_out, C_in, taps]` → `[taps, C_out, C_in]`.
+fn tap_major(weight: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; weight.len()];
+    out.par_chunks_mut(cout * cin)
+        .enumerate()
+        .for_each(|(tap, dst)| {
+            for (d, from) in dst.iter_mut().zip(weight[tap..].iter().step_by(taps)) {
+                *d = *from;
+            }
+        });
+    out
 }

@@ -220,8 +220,19 @@ impl<'a> Loader<'a> {
     fn linear_in(&self, d_in: usize, d_out: usize, bias: bool, dtype: DType) -> Linear {
         let weight = self.read::<2>("weight", Some([d_out, d_in]), dtype);
         Linear {
-            weight: Param::from_tensor(weight.transpose()),
+            weight: Param::from_tensor(self.transposed(weight)),
             bias: bias.then(|| Param::from_tensor(self.read("bias", Some([d_out]), dtype))),
+        }
+    }
+
+    /// `wᵀ` laid out for products ([`crate::nn::transposed`]) when `w` holds read
+    /// weights; a view when it is a placeholder (validation, or a failed load), which must
+    /// stay as small as it is.
+    pub fn transposed(&self, w: Tensor<2>) -> Tensor<2> {
+        if self.validate || self.state.borrow().failed() {
+            w.transpose()
+        } else {
+            crate::nn::transposed(w)
         }
     }
 
