@@ -22,7 +22,7 @@ use std::sync::Arc;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
-use lynx_core::nn::RmsNorm;
+use lynx_core::nn::{RmsNorm, linear};
 use lynx_core::weights::for_each_layer;
 use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
 use lynx_dit::{ExtraKv, WanTransformer};
@@ -86,8 +86,8 @@ impl IpAttn {
             Some(r) => Tensor::cat(vec![tokens, r.val().repeat_dim(0, b)], 1),
             None => tokens,
         };
-        let key = self.to_k_ip.forward(tokens.clone());
-        let value = self.to_v_ip.forward(tokens);
+        let key = linear(&self.to_k_ip, tokens.clone());
+        let value = linear(&self.to_v_ip, tokens);
         match &self.norm_rms_k {
             None => ExtraKv::new(key, value, scale),
             Some(norm) => ExtraKv::normalized(norm.forward(key), value, scale),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
+use lynx_core::nn::linear;
 use lynx_core::weights::for_each_layer;
 use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
 use lynx_dit::{ExtraKv, WanTransformer};
@@ -46,8 +47,8 @@ impl RefAttn {
     /// - `features` `[B, M, dim]` → K/V `[B, M, dim]`.
     pub fn extra_kv(&self, features: Tensor<3>, scale: f64) -> ExtraKv {
         ExtraKv::new(
-            self.to_k_ref.forward(features.clone()),
-            self.to_v_ref.forward(features),
+            linear(&self.to_k_ref, features.clone()),
+            linear(&self.to_v_ref, features),
             scale,
         )
     }

@@ -29,7 +29,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
-use lynx_core::nn::{LayerNorm, attention, merge_heads, split_heads};
+use lynx_core::nn::{LayerNorm, attention, linear, merge_heads, split_heads};
 use lynx_core::{Checkpoint, Error, Loader, Result};
 
 /// `nn.LayerNorm`'s default epsilon, which the resampler keeps.
@@ -169,8 +169,8 @@ impl PerceiverAttention {
         let dtype = latents.dtype();
         let x = self.norm1.forward(x).cast(dtype);
         let latents = self.norm2.forward(latents).cast(dtype);
-        let q = self.to_q.forward(latents.clone());
-        let kv = self.to_kv.forward(Tensor::cat(vec![x, latents], 1));
+        let q = linear(&self.to_q, latents.clone());
+        let kv = linear(&self.to_kv, Tensor::cat(vec![x, latents], 1));
         let mut kv = kv.chunk(2, 2).into_iter();
         let (k, v) = (kv.next().unwrap(), kv.next().unwrap());
         let out = attention(
@@ -180,7 +180,7 @@ impl PerceiverAttention {
             None,
             None,
         );
-        self.to_out.forward(merge_heads(out))
+        linear(&self.to_out, merge_heads(out))
     }
 }
 
@@ -209,7 +209,7 @@ impl ResamplerFeedForward {
     /// - input `[B, Q, dim]`, output `[B, Q, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.norm.forward(x.clone()).cast(x.dtype());
-        self.fc2.forward(gelu(self.fc1.forward(h)))
+        linear(&self.fc2, gelu(linear(&self.fc1, h)))
     }
 }
 
@@ -309,12 +309,12 @@ impl Resampler {
             )));
         }
         let dtype = self.latents.val().dtype();
-        let x = self.proj_in.forward(face.cast(dtype));
+        let x = linear(&self.proj_in, face.cast(dtype));
         let mut latents = self.latents.val().repeat_dim(0, b);
         for layer in &self.layers {
             latents = layer.forward(x.clone(), latents);
         }
-        let out = self.proj_out.forward(latents);
+        let out = linear(&self.proj_out, latents);
         Ok(self.norm_out.forward(out).cast(dtype))
     }
 }

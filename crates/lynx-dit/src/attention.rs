@@ -24,7 +24,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use lynx_core::Loader;
-use lynx_core::nn::{RmsNorm, attention, merge_heads, split_heads};
+use lynx_core::nn::{RmsNorm, attention, linear, merge_heads, split_heads};
 
 use crate::config::WanConfig;
 use crate::rope::RopeTable;
@@ -178,9 +178,9 @@ impl WanAttention {
         extra: Option<&ExtraKv>,
     ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.norm_q.forward(self.to_q.forward(x));
-        let k = self.norm_k.forward(self.to_k.forward(context.clone()));
-        let v = split_heads(self.to_v.forward(context), self.heads);
+        let q = self.norm_q.forward(linear(&self.to_q, x));
+        let k = self.norm_k.forward(linear(&self.to_k, context.clone()));
+        let v = split_heads(linear(&self.to_v, context), self.heads);
         let (q_main, k) = match rope {
             Some(rope) => (rope.apply(q.clone()), rope.apply(k)),
             None => (q.clone(), k),
@@ -208,6 +208,6 @@ impl WanAttention {
                 out + added * extra.scale
             };
         }
-        self.to_out.forward(merge_heads(out))
+        linear(&self.to_out, merge_heads(out))
     }
 }

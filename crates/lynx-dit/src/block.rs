@@ -25,7 +25,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
 use lynx_core::Loader;
-use lynx_core::nn::{LayerNorm, gated_residual, gelu_tanh, layer_norm_modulate};
+use lynx_core::nn::{LayerNorm, gated_residual, gelu_tanh, layer_norm_modulate, linear};
 
 use crate::attention::{ExtraKv, WanAttention};
 use crate::config::WanConfig;
@@ -100,7 +100,7 @@ impl FeedForward {
     /// # Shapes
     /// - input `[B, N, dim]`, output `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.out.forward(gelu_tanh(self.proj.forward(x)))
+        linear(&self.out, gelu_tanh(linear(&self.proj, x)))
     }
 }
 

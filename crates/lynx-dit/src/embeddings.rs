@@ -21,7 +21,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
 use lynx_core::Loader;
-use lynx_core::nn::gelu_tanh;
+use lynx_core::nn::{gelu_tanh, linear};
 
 use crate::config::WanConfig;
 
@@ -64,7 +64,7 @@ impl PatchEmbedding {
             .reshape([b, c, nf, pt, nh, ph, nw, pw])
             .permute([0, 2, 4, 6, 1, 3, 5, 7])
             .reshape([b, nf * nh * nw, c * pt * ph * pw]);
-        self.proj.forward(patches)
+        linear(&self.proj, patches)
     }
 }
 
@@ -87,7 +87,7 @@ impl TimestepEmbedding {
     /// # Shapes
     /// - input `[B, freq_dim]` (f32), output `[B, dim]` (f32).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        linear(&self.linear_2, silu(linear(&self.linear_1, x)))
     }
 }
 
@@ -110,7 +110,7 @@ impl TextProjection {
     /// # Shapes
     /// - input `[B, L, text_dim]`, output `[B, L, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.linear_2.forward(gelu_tanh(self.linear_1.forward(x)))
+        linear(&self.linear_2, gelu_tanh(linear(&self.linear_1, x)))
     }
 }
 
@@ -150,7 +150,7 @@ impl ConditionEmbedder {
         let b = timestep.dims()[0];
         let sinusoid = timestep_sinusoid(timestep, self.freq_dim);
         let temb = self.time_embedder.forward(sinusoid).cast(dtype);
-        let proj = self.time_proj.forward(silu(temb.clone()));
+        let proj = linear(&self.time_proj, silu(temb.clone()));
         (temb, proj.reshape([b, 6, self.dim]))
     }
 

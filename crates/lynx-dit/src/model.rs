@@ -34,7 +34,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 use lynx_core::config::SizeCheck;
-use lynx_core::nn::{LayerNorm, layer_norm_modulate};
+use lynx_core::nn::{LayerNorm, layer_norm_modulate, linear};
 use lynx_core::weights::for_each_layer;
 use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result, load_module};
 
@@ -498,7 +498,7 @@ impl WanTransformer {
         let mut parts = table.chunk(2, 1).into_iter();
         let (shift, scale) = (parts.next().unwrap(), parts.next().unwrap());
         let h = layer_norm_modulate(&h, &scale, &shift, self.norm_out.eps).cast(self.dtype);
-        let out = self.proj_out.forward(h).cast(DType::F32);
+        let out = linear(&self.proj_out, h).cast(DType::F32);
         let [nf, nh, nw] = grid;
         let [pt, ph, pw] = self.config.patch_size;
         let c = self.config.out_channels();

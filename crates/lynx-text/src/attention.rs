@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor};
 use lynx_core::Loader;
-use lynx_core::nn::{merge_heads, split_heads};
+use lynx_core::nn::{linear, merge_heads, split_heads};
 
 use crate::config::Umt5Config;
 
@@ -56,9 +56,9 @@ impl Umt5Attention {
         mask_bias: Option<Tensor<4>>,
     ) -> Tensor<3> {
         let seq = x.dims()[1];
-        let q = split_heads(self.q.forward(x.clone()), self.num_heads);
-        let k = split_heads(self.k.forward(x.clone()), self.num_heads);
-        let v = split_heads(self.v.forward(x), self.num_heads);
+        let q = split_heads(linear(&self.q, x.clone()), self.num_heads);
+        let k = split_heads(linear(&self.k, x.clone()), self.num_heads);
+        let v = split_heads(linear(&self.v, x), self.num_heads);
         let bias = self.position_bias(buckets, seq);
         let bias = match mask_bias {
             Some(m) => bias + m,
@@ -66,7 +66,7 @@ impl Umt5Attention {
         };
         // T5 does not scale the scores by 1/sqrt(d_kv).
         let out = lynx_core::nn::attention(q, k, v, Some(bias), Some(1.0));
-        self.o.forward(merge_heads(out))
+        linear(&self.o, merge_heads(out))
     }
 
     /// `[1, heads, seq, seq]`: the learned bias of each query/key pair's bucket.

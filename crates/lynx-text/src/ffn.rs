@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
 use lynx_core::Loader;
+use lynx_core::nn::linear;
 
 use crate::config::{Activation, Umt5Config};
 
@@ -47,15 +48,15 @@ impl DenseGatedActDense {
     /// # Shapes
     /// - input `[batch, seq, d_model]` → `[batch, seq, d_model]` in `wo`'s dtype.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = activate(self.activation, self.wi_0.forward(x.clone()));
-        let h = gate * self.wi_1.forward(x);
+        let gate = activate(self.activation, linear(&self.wi_0, x.clone()));
+        let h = gate * linear(&self.wi_1, x);
         let wo_dtype = self.wo.weight.val().dtype();
         let h = if h.dtype() != wo_dtype {
             h.cast(wo_dtype)
         } else {
             h
         };
-        self.wo.forward(h)
+        linear(&self.wo, h)
     }
 }
 

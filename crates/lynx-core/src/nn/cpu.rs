@@ -11,12 +11,12 @@
 //! The one transcendental, `exp` in the GELU, is a polynomial of Cephes' `expf` (relative
 //! error below 2·10⁻⁷) written with bit tricks only, so that it vectorises.
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 /// Rows handed to one rayon task at least (keeps tasks ≥ ~64 KiB of work).
-const MIN_CHUNK: usize = 1 << 14;
+pub(super) const MIN_CHUNK: usize = 1 << 14;
 
 /// The flex tensor behind `t` if it is a contiguous f32 tensor on the flex device (its
 /// elements are `storage()[start..end]`, see [`elements`]).
@@ -88,6 +88,14 @@ impl SharedOut {
     }
 }
 
+/// A zeroed contiguous f32 tensor of `shape`. (`FlexTensor::empty` zeroes a byte buffer
+/// and then copies it to realign it, on the calling thread; a typed buffer needs
+/// neither, and large ones come as lazily zeroed pages.)
+pub(super) fn zeros(shape: Shape) -> FlexTensor {
+    let n = shape.num_elements();
+    FlexTensor::from_data(TensorData::new(vec![0.0f32; n], shape))
+}
+
 /// `t` back as a tensor of rank `D`.
 pub(super) fn wrap<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)
@@ -102,7 +110,7 @@ fn output_of(mut x: FlexTensor) -> FlexTensor {
     if own {
         return x;
     }
-    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    let mut out = zeros(x.layout().shape().clone());
     out.storage_mut::<f32>().copy_from_slice(elements(&x));
     out
 }
@@ -227,7 +235,7 @@ pub(super) fn gelu_tanh(x: FlexTensor) -> FlexTensor {
             .for_each(gelu_chunk_inplace);
         return x;
     }
-    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    let mut out = zeros(x.layout().shape().clone());
     out.storage_mut::<f32>()
         .par_chunks_mut(MIN_CHUNK)
         .zip(elements(&x).par_chunks(MIN_CHUNK))
@@ -290,7 +298,7 @@ multiversion!(ln_mod_chunk => ln_mod_rows(src: &[f32], dst: &mut [f32], scale: &
 /// is read again later by the residual).
 pub(super) fn layer_norm_modulate(x: &FlexTensor, sc: &[f32], sh: &[f32], eps: f64) -> FlexTensor {
     let [b, n, d] = x.layout().shape().dims::<3>();
-    let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+    let mut out = zeros(x.layout().shape().clone());
     let src = elements(x);
     let rows_per_task = (MIN_CHUNK / d).max(1);
     let eps = eps as f32;
@@ -457,7 +465,7 @@ pub(super) fn channel_norm(
     let shape = x.layout().shape().clone();
     let (b, c) = (shape[0], shape[1]);
     let plane = shape.num_elements() / (b * c).max(1);
-    let mut out = FlexTensor::empty(shape, DType::F32);
+    let mut out = zeros(shape);
     let src = elements(x);
     let tiles = plane.div_ceil(CHANNEL_TILE);
     // Tasks own disjoint position ranges of every channel plane (the ranges interleave

@@ -10,11 +10,10 @@
 //! rows small enough that the accumulating tile stays in the core's L2 cache across the
 //! taps, and tiles run in parallel; the valid columns are copied out with the bias.
 
-use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::cpu::{SharedOut, elements};
+use super::cpu::{SharedOut, elements, zeros};
 
 /// Bytes of output tile kept hot across the taps (the L2 of one core, roughly).
 const TILE_BYTES: usize = 1 << 20;
@@ -37,7 +36,7 @@ pub(super) fn conv3d(
     let (to, ho, wo) = (t + 1 - kt, hp + 1 - kh, wp + 1 - kw);
     let taps = kt * kh * kw;
     let src = elements(x);
-    let mut out = FlexTensor::empty([b, cout, to, ho, wo].into(), DType::F32);
+    let mut out = zeros([b, cout, to, ho, wo].into());
     let plane_p = t * hp * wp;
     // The padded input, one sample at a time; `kw` spare elements at the end keep the
     // throw-away columns of the last row inside the buffer.

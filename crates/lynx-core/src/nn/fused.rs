@@ -6,11 +6,12 @@
 //! fusion compiles into few kernels on GPUs. Both give the same numbers up to f32
 //! rounding (the tests hold them within 1e-6).
 
+use burn::nn::Linear;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
 #[cfg(feature = "flex")]
-use super::{cpu, cpu_conv};
+use super::{cpu, cpu_conv, cpu_linear};
 
 /// GELU with the tanh approximation (`approximate="tanh"`, `gelu_new`):
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
@@ -23,6 +24,26 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return cpu::wrap(cpu::gelu_tanh(t));
     }
     burn::tensor::activation::gelu_approximate(x)
+}
+
+/// A linear layer, `x · weight + bias` (burn's [`Linear`], weight `[d_in, d_out]`, as
+/// [`crate::Loader::linear`] reads `torch.nn.Linear`): the same as `layer.forward(x)`.
+///
+/// # Shapes
+/// - `x`: `[..., d_in]`; output `[..., d_out]`.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight.val())) {
+        let bias = match &layer.bias {
+            None => None,
+            Some(b) => match cpu::flex_f32(&b.val()) {
+                Some(b) => Some(b),
+                None => return layer.forward(x),
+            },
+        };
+        return cpu::wrap(cpu_linear::linear(&t, &w, bias.as_ref().map(cpu::elements)));
+    }
+    layer.forward(x)
 }
 
 /// `LN(x)·(1 + scale) + shift`: a layer norm over the last axis without affine
@@ -244,7 +265,12 @@ mod tests {
             4,
         )
         .reshape([2, 37, 48]);
-        assert_close("rope_rotate", &rope_rotate(x, &cos, &sin), &want, 1e-6);
+        assert_close(
+            "rope_rotate",
+            &rope_rotate(x.clone(), &cos, &sin),
+            &want,
+            1e-6,
+        );
 
         // The VAE's channel norm over [B, C, T, H, W], with and without SiLU and bias.
         let v = normal([2, 5, 3, 7, 9]);
@@ -262,6 +288,29 @@ mod tests {
         let got = channel_norm(v.clone(), &gamma, Some(&bias), 5f64.sqrt(), true);
         let want = burn::tensor::activation::silu(with_bias);
         assert_close("channel_norm + bias + silu", &got, &want, 1e-6);
+
+        // Linear layers with and without bias, on rank 3 and rank 2 inputs.
+        let layer = |bias: bool| Linear {
+            weight: burn::module::Param::from_tensor(normal([48, 20])),
+            bias: bias.then(|| burn::module::Param::from_tensor(normal([20]))),
+        };
+        for bias in [true, false] {
+            let l = layer(bias);
+            let want = l.forward(x.clone());
+            assert_close(
+                &format!("linear bias={bias}"),
+                &linear(&l, x.clone()),
+                &want,
+                1e-6,
+            );
+            let x2 = x.clone().reshape([74, 48]);
+            assert_close(
+                "linear rank 2",
+                &linear(&l, x2.clone()),
+                &l.forward(x2),
+                1e-6,
+            );
+        }
 
         // The direct convolution: 3×3×3 with spatial padding, 1×1×1, and 3×1×1.
         for (k, pad) in [

@@ -9,13 +9,15 @@ mod attention;
 mod cpu;
 #[cfg(feature = "flex")]
 mod cpu_conv;
+#[cfg(feature = "flex")]
+mod cpu_linear;
 pub mod fused;
 mod layout;
 mod norm;
 
 pub use attention::{attention, attention_naive, merge_heads, split_heads};
 pub use fused::{
-    channel_norm, conv3d, gated_residual, gelu_tanh, layer_norm_modulate, rope_rotate,
+    channel_norm, conv3d, gated_residual, gelu_tanh, layer_norm_modulate, linear, rope_rotate,
 };
 pub use layout::transposed;
 pub use norm::{LayerNorm, RmsNorm};
