@@ -44,12 +44,18 @@ pub fn attention(
     burn_attention(q, k, v, None, bias, AttentionModuleOptions::default())
 }
 
-/// `[B, N, heads·hd]` → `[B, heads, N, hd]`: the layout [`attention`] takes.
+/// `[B, N, heads·hd]` → `[B, heads, N, hd]`: the layout [`attention`] takes (laid out
+/// contiguously on flex, where attention would copy a strided view anyway).
 ///
 /// # Shapes
 /// - input `[batch, n, heads · head_dim]`, output `[batch, heads, n, head_dim]`.
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, n, d] = x.dims();
+    #[cfg(feature = "flex")]
+    if let Some(t) = super::cpu::flex_f32(&x) {
+        let dims = [b, n, heads, d / heads];
+        return super::cpu::wrap(super::cpu_heads::swap_middle(&t, dims));
+    }
     x.reshape([b, n, heads, d / heads]).swap_dims(1, 2)
 }
 
@@ -59,6 +65,11 @@ pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
 /// - input `[batch, heads, n, head_dim]`, output `[batch, n, heads · head_dim]`.
 pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     let [b, h, n, d] = x.dims();
+    #[cfg(feature = "flex")]
+    if let Some(t) = super::cpu::flex_f32(&x) {
+        let merged = super::cpu_heads::swap_middle(&t, [b, h, n, d]);
+        return super::cpu::wrap::<4>(merged).reshape([b, n, h * d]);
+    }
     x.swap_dims(1, 2).reshape([b, n, h * d])
 }
 

@@ -312,6 +312,12 @@ mod tests {
             );
         }
 
+        // Heads split and merged: [2, 37, 4·12] ↔ [2, 4, 37, 12].
+        let want = x.clone().reshape([2, 37, 4, 12]).swap_dims(1, 2);
+        let split = crate::nn::split_heads(x.clone(), 4);
+        assert_close("split_heads", &split, &want, 0.0);
+        assert_close("merge_heads", &crate::nn::merge_heads(split), &x, 0.0);
+
         // The direct convolution: 3×3×3 with spatial padding, 1×1×1, and 3×1×1.
         for (k, pad) in [
             ([3, 3, 3], [1, 1]),

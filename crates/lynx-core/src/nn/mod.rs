@@ -10,6 +10,8 @@ mod cpu;
 #[cfg(feature = "flex")]
 mod cpu_conv;
 #[cfg(feature = "flex")]
+mod cpu_heads;
+#[cfg(feature = "flex")]
 mod cpu_linear;
 pub mod fused;
 mod layout;
