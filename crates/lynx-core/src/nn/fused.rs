@@ -33,7 +33,9 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// - `x`: `[..., d_in]`; output `[..., d_out]`.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight.val())) {
+    if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight.val()))
+        && x.dims()[D - 1] == layer.weight.dims()[0]
+    {
         let bias = match &layer.bias {
             None => None,
             Some(b) => match cpu::flex_f32(&b.val()) {
