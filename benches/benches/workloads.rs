@@ -3,8 +3,8 @@
 //! `guidance_sequential` / `guidance_batched` (one Lynx step's three guided passes, one
 //! by one or as a batch of 3: the pipeline's `GuidanceBatching`); and `seeded_latents_14b`
 //! (the reference's noise for the 14B model at 480×832, 81 frames).
-//! `LYNX_BENCH_SMALL_GUIDANCE=1` shrinks the guidance pair (and the reference pass) to 16
-//! latent and 16 text tokens, for software renderers.
+//! `LYNX_BENCH_SMALL_GUIDANCE=1` shrinks the guidance pair to 16 latent and 16 text
+//! tokens, for software renderers.
 //! Flat sampling (the same iteration count in every sample): each call takes seconds, so
 //! criterion's default linear ramp would run a workload 55 times.
 
@@ -55,21 +55,21 @@ fn dit(c: &mut Criterion) {
         .collect();
     // `LYNX_BENCH_SMALL_GUIDANCE=1`: 16 latent tokens and 16 text tokens for these two
     // benches, for software renderers (lavapipe), where the full shapes take minutes.
-    let (x, text) = if std::env::var_os("LYNX_BENCH_SMALL_GUIDANCE").is_some() {
+    let (gx, gtext) = if std::env::var_os("LYNX_BENCH_SMALL_GUIDANCE").is_some() {
         (
             noise([1, 16, 1, 8, 8], &device),
             noise([1, 16, 4096], &device),
         )
     } else {
-        (x, text)
+        (x.clone(), text.clone())
     };
-    let x3 = Tensor::cat(vec![x.clone(); 3], 0);
-    let text3 = Tensor::cat(vec![text.clone(); 3], 0);
+    let x3 = Tensor::cat(vec![gx.clone(); 3], 0);
+    let text3 = Tensor::cat(vec![gtext.clone(); 3], 0);
     g.bench_function("guidance_sequential", |b| {
         b.iter(|| {
             for _ in 0..3 {
                 sync(
-                    dit.forward(x.clone(), t.clone(), text.clone(), &extras)
+                    dit.forward(gx.clone(), t.clone(), gtext.clone(), &extras)
                         .unwrap(),
                 );
             }

@@ -96,6 +96,55 @@ pub(super) fn zeros(shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(vec![0.0f32; n], shape))
 }
 
+/// A strided f32 matrix operand of [`gemm_f32`]: element `(r, c)` at `ptr + r·row + c·col`.
+#[derive(Clone, Copy)]
+pub(super) struct Operand {
+    pub(super) ptr: *const f32,
+    pub(super) row: isize,
+    pub(super) col: isize,
+}
+
+/// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`) for `lhs` `[m, k]` and `rhs`
+/// `[k, n]`, into the row-major `dst` `[m, n]` whose rows are `dst_row` apart.
+///
+/// # Safety
+/// Every element the shapes and strides address must lie inside its buffer, and `dst`
+/// must not overlap the operands.
+pub(super) unsafe fn gemm_f32(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_row: usize,
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col,
+            lhs.row,
+            rhs.ptr,
+            rhs.col,
+            rhs.row,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// `t` back as a tensor of rank `D`.
 pub(super) fn wrap<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)

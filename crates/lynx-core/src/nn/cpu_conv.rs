@@ -13,7 +13,7 @@
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::cpu::{SharedOut, elements, zeros};
+use super::cpu::{Operand, SharedOut, elements, gemm_f32, zeros};
 
 /// Bytes of output tile kept hot across the taps (the L2 of one core, roughly).
 const TILE_BYTES: usize = 1 << 20;
@@ -83,25 +83,21 @@ pub(super) fn conv3d(
                         // the input view reads `xp[ci·plane_p + offset + p]` for p < n,
                         // inside `xp` thanks to its `kw` spare elements.
                         unsafe {
-                            gemm::gemm(
-                                cout,
-                                n,
-                                cin,
+                            gemm_f32(
+                                [cout, n, cin],
                                 acc.as_mut_ptr(),
-                                1,
-                                n as isize,
+                                n,
                                 tap > 0,
-                                weight.as_ptr().add(tap * cout * cin),
-                                1,
-                                cin as isize,
-                                xp.as_ptr().add(offset),
-                                1,
-                                plane_p as isize,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
+                                Operand {
+                                    ptr: weight.as_ptr().add(tap * cout * cin),
+                                    row: cin as isize,
+                                    col: 1,
+                                },
+                                Operand {
+                                    ptr: xp.as_ptr().add(offset),
+                                    row: plane_p as isize,
+                                    col: 1,
+                                },
                                 parallelism,
                             );
                         }

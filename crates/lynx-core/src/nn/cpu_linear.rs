@@ -9,7 +9,7 @@ use burn::tensor::Shape;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::cpu::{elements, zeros};
+use super::cpu::{MIN_CHUNK, Operand, elements, gemm_f32, zeros};
 
 /// Multiply-adds below which one thread is faster than two (as burn-flex decides).
 const PARALLEL_MACS: usize = 192 * 192 * 192;
@@ -22,7 +22,7 @@ pub(super) fn linear(x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) 
     let dims = x.layout().shape().to_vec();
     let [d_in, d_out] = weight.layout().shape().dims::<2>();
     debug_assert_eq!(dims.last(), Some(&d_in), "linear: input width");
-    let rows = x.layout().num_elements() / d_in.max(1);
+    let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
     let mut shape = dims;
     if let Some(last) = shape.last_mut() {
         *last = d_out;
@@ -33,7 +33,7 @@ pub(super) fn linear(x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) 
     }
     let dst = out.storage_mut::<f32>();
     if let Some(bias) = bias {
-        let rows_per_task = (super::cpu::MIN_CHUNK / d_out).max(1);
+        let rows_per_task = (MIN_CHUNK / d_out).max(1);
         dst.par_chunks_mut(rows_per_task * d_out).for_each(|chunk| {
             for row in chunk.chunks_exact_mut(d_out) {
                 row.copy_from_slice(bias);
@@ -46,28 +46,26 @@ pub(super) fn linear(x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) 
         gemm::Parallelism::None
     };
     let (src, w) = (elements(x), elements(weight));
+    let lhs = Operand {
+        ptr: src.as_ptr(),
+        row: d_in as isize,
+        col: 1,
+    };
+    let rhs = Operand {
+        ptr: w.as_ptr(),
+        row: d_out as isize,
+        col: 1,
+    };
     // SAFETY: `dst` is `rows × d_out` row-major, `src` `rows × d_in` row-major and `w`
     // `d_in × d_out` row-major, all contiguous and of exactly those lengths.
     unsafe {
-        gemm::gemm(
-            rows,
-            d_out,
-            d_in,
+        gemm_f32(
+            [rows, d_out, d_in],
             dst.as_mut_ptr(),
-            1,
-            d_out as isize,
+            d_out,
             bias.is_some(),
-            src.as_ptr(),
-            1,
-            d_in as isize,
-            w.as_ptr(),
-            1,
-            d_out as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            lhs,
+            rhs,
             parallelism,
         );
     }
