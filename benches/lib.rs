@@ -1,11 +1,12 @@
 //! Models at the widths of `BENCH.md` with synthetic random weights (see
-//! `lynx_core::Checkpoint::synthetic`), for `benches/workloads.rs`.
+//! `lynx_store::Checkpoint::synthetic`), for `benches/workloads.rs`.
 //!
 //! `LYNX_BENCH_DEVICE` picks the device (`cpu` by default).
 
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use lynx_pipeline::lynx_core::{Checkpoint, Result, config::parse_json};
+use lynx_pipeline::lynx_core::{Result, config::parse_json};
 use lynx_pipeline::lynx_dit::{BlockExtras, ExtraKv, WanConfig, WanTransformer};
+use lynx_pipeline::lynx_store::Checkpoint;
 use lynx_pipeline::lynx_text::{Umt5Config, Umt5Encoder};
 use lynx_pipeline::lynx_vae::{VaeConfig, WanVae};
 

@@ -20,12 +20,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
+use lynx_core::nn::Linear;
 use lynx_core::nn::{RmsNorm, linear};
-use lynx_core::weights::for_each_layer;
-use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
+use lynx_core::{Error, Result};
 use lynx_dit::{ExtraKv, WanTransformer};
+use lynx_store::for_each_layer;
+use lynx_store::{Checkpoint, LayerStream, Loader};
 
 use crate::resampler::Resampler;
 
@@ -73,7 +74,7 @@ impl IpAttn {
 
     /// Input width `C` of `to_k_ip`.
     pub fn token_dim(&self) -> usize {
-        self.to_k_ip.weight.dims()[0]
+        self.to_k_ip.d_in()
     }
 
     /// The block's extra cross-attention K/V for ID tokens `[B, Q, C]`.

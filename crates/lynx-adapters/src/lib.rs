@@ -54,8 +54,9 @@ pub mod resampler;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device, Tensor};
-use lynx_core::{Checkpoint, Error, Result};
+use lynx_core::{Error, Result};
 use lynx_dit::{BlockExtras, ExtraKv, WanTransformer};
+use lynx_store::Checkpoint;
 
 pub use id::{IdAdapter, IpAttn, IpLayout, lite_interval};
 pub use reference::{RefAdapter, RefAttn};

@@ -18,12 +18,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
+use lynx_core::nn::Linear;
 use lynx_core::nn::linear;
-use lynx_core::weights::for_each_layer;
-use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
+use lynx_core::{Error, Result};
 use lynx_dit::{ExtraKv, WanTransformer};
+use lynx_store::for_each_layer;
+use lynx_store::{Checkpoint, LayerStream, Loader};
 
 /// `blocks.N.attn1.processor` of the Ref-adapter.
 #[derive(Module, Debug)]

@@ -26,11 +26,12 @@
 //!   Lynx-lite: `[1, 16, 2048]`).
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
+use lynx_core::nn::Linear;
 use lynx_core::nn::{LayerNorm, attention, linear, merge_heads, split_heads};
-use lynx_core::{Checkpoint, Error, Loader, Result};
+use lynx_core::{Error, Result};
+use lynx_store::{Checkpoint, Loader};
 
 /// `nn.LayerNorm`'s default epsilon, which the resampler keeps.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
@@ -152,8 +153,8 @@ impl PerceiverAttention {
     pub fn load(w: &Loader, c: &ResamplerConfig) -> Self {
         let inner = c.inner_dim();
         Self {
-            norm1: LayerNorm::load(&w.sub("norm1"), c.dim, LAYER_NORM_EPS),
-            norm2: LayerNorm::load(&w.sub("norm2"), c.dim, LAYER_NORM_EPS),
+            norm1: w.sub("norm1").layer_norm(c.dim, LAYER_NORM_EPS),
+            norm2: w.sub("norm2").layer_norm(c.dim, LAYER_NORM_EPS),
             to_q: w.sub("to_q").linear(c.dim, inner, false),
             to_kv: w.sub("to_kv").linear(c.dim, 2 * inner, false),
             to_out: w.sub("to_out").linear(inner, c.dim, false),
@@ -199,7 +200,7 @@ impl ResamplerFeedForward {
     /// Loads `layers.N.1` (`.0` LayerNorm, `.1` and `.3` Linear without bias).
     pub fn load(w: &Loader, c: &ResamplerConfig) -> Self {
         Self {
-            norm: LayerNorm::load(&w.sub(0), c.dim, LAYER_NORM_EPS),
+            norm: w.sub(0).layer_norm(c.dim, LAYER_NORM_EPS),
             fc1: w.sub(1).linear(c.dim, c.ff_inner_dim, false),
             fc2: w.sub(3).linear(c.ff_inner_dim, c.dim, false),
         }
@@ -265,7 +266,7 @@ impl Resampler {
                 .map(|i| ResamplerLayer::load(&w.sub("layers").sub(i), c))
                 .collect(),
             proj_out: w.sub("proj_out").linear(c.dim, c.output_dim, true),
-            norm_out: LayerNorm::load(&w.sub("norm_out"), c.output_dim, LAYER_NORM_EPS),
+            norm_out: w.sub("norm_out").layer_norm(c.output_dim, LAYER_NORM_EPS),
             config,
         }
     }
@@ -278,7 +279,7 @@ impl Resampler {
         device: &burn::tensor::Device,
         dtype: burn::tensor::DType,
     ) -> Result<Self> {
-        lynx_core::load_module(path, device, dtype, |w| {
+        lynx_store::load_module(path, device, dtype, |w| {
             let config = ResamplerConfig::from_checkpoint(w.checkpoint(), dim_head)?;
             Ok(Self::load(w, config))
         })

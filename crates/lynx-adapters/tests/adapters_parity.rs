@@ -3,8 +3,8 @@
 
 use burn::tensor::{DType, Tensor};
 use lynx_adapters::{IdAdapter, IpLayout, LynxAdapters, RefAdapter, block_extras};
-use lynx_core::testing::{assert_close, diff, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_dit::WanTransformer;
+use lynx_testing::{assert_close, diff, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn dit() -> WanTransformer {
     WanTransformer::from_pretrained(

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
 use lynx_adapters::{IdAdapter, IpLayout, LynxAdapters, RefAdapter, ResamplerConfig};
-use lynx_core::testing::{fixture, fixtures_dir, test_device};
-use lynx_core::{Checkpoint, Error};
+use lynx_core::Error;
 use lynx_dit::WanTransformer;
+use lynx_store::Checkpoint;
+use lynx_testing::{fixture, fixtures_dir, test_device};
 
 fn dit() -> WanTransformer {
     WanTransformer::from_pretrained(

@@ -5,8 +5,8 @@
 use burn::tensor::{DType, Tensor};
 use lynx_adapters::{LynxAdapters, Variant};
 use lynx_core::Error;
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_dit::WanTransformer;
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn dit() -> WanTransformer {
     WanTransformer::from_pretrained(

@@ -22,7 +22,8 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
-use lynx_core::{Error, Loader, Result};
+use lynx_core::{Error, Result};
+use lynx_store::Loader;
 
 use crate::nn::{ChannelAffine, Conv, bn_fold, count_subs, geom, out_channels, param};
 

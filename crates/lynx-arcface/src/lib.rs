@@ -44,7 +44,8 @@ use std::path::Path;
 
 use burn::tensor::{DType, Device};
 use image::RgbImage;
-use lynx_core::{Error, Loader, Result, load_module};
+use lynx_core::{Error, Result};
+use lynx_store::{Loader, load_module};
 
 pub use align::{Affine, align_face, alignment_matrix};
 pub use arcface::{ArcFace, ArcFaceConfig};

@@ -5,7 +5,7 @@
 //! zero padding follows it, kept as a per-channel [`ChannelAffine`].
 //! `num_batches_tracked` is ignored. Folding runs in f32; the result is cast to the
 //! loader's dtype. Channel counts come from the file; a layer's input channels are the
-//! previous layer's output, so [`Loader::finish`](lynx_core::Loader::finish) reports any
+//! previous layer's output, so [`Loader::finish`](lynx_store::Loader::finish) reports any
 //! inconsistent tensor by key.
 
 use burn::module::{Module, Param};
@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use lynx_core::Loader;
+use lynx_store::Loader;
 
 /// A 2-D convolution, possibly with a BatchNorm folded into its weight and bias.
 ///

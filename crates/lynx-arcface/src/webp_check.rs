@@ -332,8 +332,8 @@ mod tests {
         riff.extend((vp8.len() as u32).to_le_bytes());
         riff.extend(&vp8);
         assert!(check_webp(&riff, 1 << 20).is_err());
-        let good = std::fs::read(lynx_core::testing::fixtures_dir().join("fuzz/photo_lossy.webp"))
-            .unwrap();
+        let good =
+            std::fs::read(lynx_testing::fixtures_dir().join("fuzz/photo_lossy.webp")).unwrap();
         check_webp(&good, 1 << 20).unwrap();
         // The same frame declaring 16383×16383 pixels.
         let mut big = good.clone();

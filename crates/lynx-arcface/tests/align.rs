@@ -6,7 +6,7 @@ mod common;
 use common::{image, landmarks, rel_l2, vec_f64, vec_u8};
 use lynx_arcface::align::{Affine, arcface_template, estimate_similarity, warp_affine};
 use lynx_arcface::{align_face, alignment_matrix, load_rgb};
-use lynx_core::testing::{fixture, fixtures_dir};
+use lynx_testing::{fixture, fixtures_dir};
 
 #[test]
 fn png_input_is_the_reference_image() {

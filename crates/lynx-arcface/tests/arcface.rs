@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::image;
 use lynx_arcface::{ArcFace, load_arcface};
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 /// Units per stage, from `arcface.json` (the fixture's stages 2 and 3 share a width).
 fn depths() -> Vec<usize> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use lynx_arcface::{Landmarks, load_arcface, load_retinaface, load_rgb};
 use lynx_core::Error;
-use lynx_core::testing::{fixtures_dir, test_device};
+use lynx_testing::{fixtures_dir, test_device};
 
 fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lynx-arcface-{}", std::process::id()));

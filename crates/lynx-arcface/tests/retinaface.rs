@@ -7,7 +7,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use common::{image, swap_rb, vec_f32};
 use lynx_arcface::retinaface::{self, DetectOptions};
 use lynx_arcface::{RetinaFace, load_retinaface};
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn detector() -> RetinaFace {
     let path = fixtures_dir().join("components/retinaface_mobile0.25.pth");

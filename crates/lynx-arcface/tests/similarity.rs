@@ -10,7 +10,7 @@ use lynx_arcface::similarity::frame_similarities;
 use lynx_arcface::{
     FaceAnalyzer, cosine_similarity, cosine_similarity_rows, load_arcface, load_retinaface,
 };
-use lynx_core::testing::{fixture, fixtures_dir, test_device};
+use lynx_testing::{fixture, fixtures_dir, test_device};
 
 #[test]
 fn cosine_on_host_and_device() {

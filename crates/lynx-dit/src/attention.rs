@@ -21,10 +21,10 @@
 //! - output: `[B, N, dim]`, model dtype.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::Tensor;
-use lynx_core::Loader;
+use lynx_core::nn::Linear;
 use lynx_core::nn::{RmsNorm, attention, linear, merge_heads, split_heads};
+use lynx_store::Loader;
 
 use crate::config::WanConfig;
 use crate::rope::RopeTable;
@@ -123,8 +123,8 @@ impl WanAttention {
             to_k: w.sub("to_k").linear(dim, dim, true),
             to_v: w.sub("to_v").linear(dim, dim, true),
             to_out: w.sub("to_out").sub(0).linear(dim, dim, true),
-            norm_q: RmsNorm::load(&w.sub("norm_q"), dim, cfg.eps),
-            norm_k: RmsNorm::load(&w.sub("norm_k"), dim, cfg.eps),
+            norm_q: w.sub("norm_q").rms_norm(dim, cfg.eps),
+            norm_k: w.sub("norm_k").rms_norm(dim, cfg.eps),
             heads: cfg.num_attention_heads,
         }
     }

@@ -22,10 +22,10 @@
 //! - [`Modulation`] vectors: `[B, 1, dim]`, f32.
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
-use lynx_core::Loader;
+use lynx_core::nn::Linear;
 use lynx_core::nn::{LayerNorm, gated_residual, gelu_tanh, layer_norm_modulate, linear};
+use lynx_store::Loader;
 
 use crate::attention::{ExtraKv, WanAttention};
 use crate::config::WanConfig;
@@ -133,7 +133,7 @@ impl WanBlock {
             attn2: WanAttention::load(&w.sub("attn2"), cfg),
             norm2: cfg
                 .cross_attn_norm
-                .then(|| LayerNorm::load(&w.sub("norm2"), dim, cfg.eps)),
+                .then(|| w.sub("norm2").layer_norm(dim, cfg.eps)),
             ffn: FeedForward::load(&w.sub("ffn"), cfg),
             norm3: LayerNorm::plain(dim, cfg.eps, device),
             scale_shift_table: w.param_f32("scale_shift_table", [1, 6, dim]),

@@ -16,12 +16,12 @@
 //!   `timestep_proj [B, 6, dim]`.
 //! - [`ConditionEmbedder::text`]: `[B, L, text_dim]` → `[B, L, dim]`.
 
-use burn::module::{Module, Param};
-use burn::nn::Linear;
+use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
-use lynx_core::Loader;
+use lynx_core::nn::Linear;
 use lynx_core::nn::{gelu_tanh, linear};
+use lynx_store::Loader;
 
 use crate::config::WanConfig;
 
@@ -44,10 +44,7 @@ impl PatchEmbedding {
             .tensor::<5>("weight", [dim, cfg.in_channels, pt, ph, pw])
             .reshape([dim, volume]);
         Self {
-            proj: Linear {
-                weight: Param::from_tensor(w.transposed(weight)),
-                bias: Some(w.param("bias", [dim])),
-            },
+            proj: Linear::new(w.transposed(weight), Some(w.tensor("bias", [dim]))),
             patch_size: cfg.patch_size,
         }
     }

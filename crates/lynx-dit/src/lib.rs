@@ -15,7 +15,7 @@
 //!
 //! Each module's `load` sits beside its type and its docs list the state-dict keys it
 //! reads; [`WanTransformer::from_pretrained`] builds the whole model through
-//! [`lynx_core::Checkpoint::build`].
+//! [`lynx_store::Checkpoint::build`].
 //!
 //! The adapters themselves (Perceiver Resampler, `to_k_ip`/`to_v_ip`,
 //! `to_k_ref`/`to_v_ref`) live in `lynx-adapters`, which turns their inputs into the

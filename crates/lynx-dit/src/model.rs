@@ -21,7 +21,7 @@
 //! [`WanTransformer::from_pretrained`] loads every block onto the device.
 //! [`WanTransformer::from_pretrained_streamed`] loads everything but the blocks and
 //! leaves those in the memory-mapped checkpoint: each pass reads them one at a time
-//! ([`lynx_core::LayerStream`]: block `i + 1` is read on a second thread while block `i`
+//! ([`lynx_store::LayerStream`]: block `i + 1` is read on a second thread while block `i`
 //! computes, so two blocks are on the device at most). [`WanTransformer::forward_many`]
 //! runs several passes (the guidance branches of a step) through each block before the
 //! next is read, so a step reads the blocks once, not once per branch. Results are the
@@ -31,12 +31,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
-use lynx_core::config::SizeCheck;
+use lynx_core::nn::Linear;
 use lynx_core::nn::{LayerNorm, layer_norm_modulate, linear};
-use lynx_core::weights::for_each_layer;
-use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result, load_module};
+use lynx_core::{Error, Result};
+use lynx_store::SizeCheck;
+use lynx_store::for_each_layer;
+use lynx_store::{Checkpoint, LayerStream, Loader, load_module};
 
 use crate::attention::ExtraKv;
 use crate::block::{BlockExtras, WanBlock};

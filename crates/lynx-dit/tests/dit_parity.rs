@@ -2,8 +2,8 @@
 //! (`components/dit.safetensors`, made from the tiny fixture transformer).
 
 use burn::tensor::{DType, Tensor};
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_dit::{WanConfig, WanTransformer};
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn transformer_dir() -> std::path::PathBuf {
     fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/transformer")
@@ -27,7 +27,7 @@ fn loads_the_nine_shards() {
         .count();
     assert_eq!(shards, 9);
     // The tensors really are spread over the nine files behind the index.
-    let ckpt = lynx_core::Checkpoint::open(&dir).unwrap();
+    let ckpt = lynx_store::Checkpoint::open(&dir).unwrap();
     let files: std::collections::BTreeSet<_> =
         ckpt.keys().filter_map(|k| ckpt.file_of(k)).collect();
     assert_eq!(files.len(), 9, "{files:?}");
@@ -99,10 +99,7 @@ fn bf16_weights_stay_close_to_f32() {
         DType::F32,
         "modulation tables stay f32"
     );
-    assert_eq!(
-        dit.blocks()[0].attn1().to_q().weight.val().dtype(),
-        DType::BF16
-    );
+    assert_eq!(dit.blocks()[0].attn1().to_q().weight().dtype(), DType::BF16);
     let x: Tensor<5> = fixture_tensor(&fx, "x", &device);
     let t: Tensor<1> = fixture_tensor(&fx, "timestep", &device);
     let text: Tensor<3> = fixture_tensor(&fx, "text", &device);
@@ -110,7 +107,7 @@ fn bf16_weights_stay_close_to_f32() {
     assert_eq!(out.dtype(), DType::F32);
     let want: Tensor<5> = fixture_tensor(&fx, "out_plain", &device);
     // bf16 keeps 8 bits of mantissa: a few percent over two blocks, not more.
-    let d = lynx_core::testing::diff(&out, &want);
+    let d = lynx_testing::diff(&out, &want);
     eprintln!("bf16 out_plain: rel_l2 = {:.3e}", d.rel_l2);
     assert!(d.rel_l2 < 5e-2, "{d:?}");
 }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
 use lynx_core::Error;
-use lynx_core::testing::{fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_dit::{BlockExtras, ExtraKv, WanTransformer};
+use lynx_testing::{fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn source() -> PathBuf {
     fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/transformer")

@@ -3,8 +3,8 @@
 //! 3D RoPE, a materialised softmax, an extra K/V set and the output projection.
 
 use burn::tensor::{DType, Tensor, TensorData};
-use lynx_core::testing::{assert_close, fixtures_dir, test_device};
 use lynx_dit::{ExtraKv, WanAttention, WanTransformer};
+use lynx_testing::{assert_close, fixtures_dir, test_device};
 
 /// Deterministic normal-ish numbers (sum of uniforms), no RNG dependency.
 fn noise(n: usize, seed: u64) -> Vec<f32> {
@@ -33,10 +33,10 @@ fn host<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
 }
 
 /// `x [n, d_in] · W + b` with burn's `[in, out]` weight layout.
-fn linear(x: &[f64], n: usize, layer: &burn::nn::Linear) -> Vec<f64> {
-    let w = host(&layer.weight.val());
-    let [d_in, d_out] = layer.weight.val().dims();
-    let b = layer.bias.as_ref().map(|b| host(&b.val()));
+fn linear(x: &[f64], n: usize, layer: &lynx_core::nn::Linear) -> Vec<f64> {
+    let w = host(&layer.weight());
+    let [d_in, d_out] = layer.weight().dims();
+    let b = layer.bias().map(|b| host(&b));
     let mut y = vec![0.0; n * d_out];
     for r in 0..n {
         for o in 0..d_out {
@@ -123,7 +123,7 @@ fn naive(
     extra: Option<(&[f64], &[f64], f64)>,
     eps: f64,
 ) -> Vec<f64> {
-    let dim = attn.to_q().weight.val().dims()[1];
+    let dim = attn.to_q().weight().dims()[1];
     let (heads, hd) = (attn.heads(), dim / attn.heads());
     let n = x.len() / dim;
     let ctx = context.unwrap_or(x);

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::DType;
 use lynx_adapters::Variant;
+use lynx_core::Result;
 use lynx_core::device::available_memory;
-use lynx_core::{Offload, Result};
+use lynx_store::Offload;
 use lynx_text::{Tokenizer, prompt_clean};
 
 use crate::components::PipelineOptions;

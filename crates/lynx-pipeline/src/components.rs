@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{DType, Device};
 use lynx_adapters::{LynxAdapters, ResamplerConfig, Variant};
 use lynx_arcface::{DetectOptions, FaceAnalyzer};
-use lynx_core::{Error, Offload, Result};
+use lynx_core::{Error, Result};
 use lynx_dit::WanTransformer;
+use lynx_store::Offload;
 use lynx_text::TextEncoder;
 use lynx_vae::{Tiling, WanVae};
 

@@ -5,9 +5,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use lynx_core::output::{StagedPath, check_writable};
-use lynx_core::safetensors_io::{self, Dtype};
 use lynx_core::{Error, Result};
+use lynx_store::output::{StagedPath, check_writable};
+use lynx_store::safetensors_io::{self, Dtype};
 
 /// Frames of a video, `[F, H, W, 3]` RGB, f32 in `[0, 1]`.
 #[derive(Debug, Clone)]

@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn other_pipelines_and_parts_are_refused_by_name() {
-        let base = lynx_core::testing::fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+        let base = lynx_testing::fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
         let check = |text: &str| {
             ModelIndex::parse(text, "m/model_index.json")
                 .and_then(|i| i.check(&base))

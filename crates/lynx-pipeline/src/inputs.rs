@@ -10,7 +10,8 @@
 use std::path::Path;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use lynx_core::{Checkpoint, Error, Result};
+use lynx_core::{Error, Result};
+use lynx_store::Checkpoint;
 
 /// Key of the face embedding: `[D]` or `[1, D]`.
 pub const EMBEDDING_KEY: &str = "embedding";
@@ -97,7 +98,7 @@ fn read_finite(path: &Path, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lynx_core::safetensors_io::{Dtype, save};
+    use lynx_store::safetensors_io::{Dtype, save};
 
     #[test]
     fn bad_input_files_are_sentences() {
@@ -120,7 +121,7 @@ mod tests {
             e.contains("wrong.safetensors") && e.contains("[3, 1]"),
             "{e}"
         );
-        let device = lynx_core::testing::test_device();
+        let device = lynx_testing::test_device();
         let e = read_latents(&ok, &device).unwrap_err().to_string();
         assert!(
             e.contains("ok.safetensors") && e.contains("`latents`"),

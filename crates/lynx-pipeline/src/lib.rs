@@ -54,7 +54,8 @@ pub mod synth;
 pub use export::Video;
 pub use lynx_adapters::Variant;
 pub use lynx_core::device::{parse_device, parse_dtype};
-pub use lynx_core::{Error, Offload, Result};
+pub use lynx_core::{Error, Result};
+pub use lynx_store::Offload;
 pub use memory::MemoryPlan;
 pub use noise::NoiseSource;
 pub use pipeline::{Generated, GuidanceBatching, LynxPipeline, PipelineOptions, VariantDefaults};
@@ -64,7 +65,11 @@ pub use request::{
     Stage, StageEvent, StepInfo, Subject, check_frames,
 };
 
-pub use {lynx_adapters, lynx_arcface, lynx_core, lynx_dit, lynx_sampler, lynx_text, lynx_vae};
+#[cfg(feature = "hub")]
+pub use lynx_hub;
+pub use {
+    lynx_adapters, lynx_arcface, lynx_core, lynx_dit, lynx_sampler, lynx_store, lynx_text, lynx_vae,
+};
 
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -2,7 +2,7 @@
 //! loaded, and compared with what the device has.
 //!
 //! Weights are sized by running each component's own loader without reading
-//! ([`lynx_core::Checkpoint::measure`]: the bytes in the compute dtype, with the tensors
+//! ([`lynx_store::Checkpoint::measure`]: the bytes in the compute dtype, with the tensors
 //! the model keeps in f32 counted as f32), from the checkpoint headers alone. Activations
 //! are estimated for the requested frames and size from the shapes the components work
 //! on (tokens, widths, heads), plus two figures measured on this code: the VAE decode's
@@ -30,8 +30,9 @@ use std::path::Path;
 use burn::tensor::{DType, Device};
 use lynx_adapters::Variant;
 use lynx_core::device::{check_dtype, dtype_name};
-use lynx_core::{Checkpoint, Error, Offload, Result};
+use lynx_core::{Error, Result};
 use lynx_dit::{WanBlock, WanConfig, WanTransformer};
+use lynx_store::{Checkpoint, Offload};
 use lynx_text::encoder::Umt5Block;
 use lynx_text::{Umt5Config, Umt5Encoder};
 use lynx_vae::{VaeConfig, WanVae};

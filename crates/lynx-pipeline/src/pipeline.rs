@@ -27,9 +27,10 @@ use image::RgbImage;
 use lynx_adapters::{Conditions, LynxAdapters, Variant};
 use lynx_arcface::{FaceAnalyzer, PreparedFace};
 use lynx_core::device::{check_dtype, to_host_f32};
-use lynx_core::{Error, Offload, Result};
+use lynx_core::{Error, Result};
 use lynx_dit::{DitInput, WanTransformer};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler, SchedulerConfig, UniPcMultistep};
+use lynx_store::Offload;
 use lynx_vae::Tiling;
 
 use crate::branches::{Branch, Branches, Stages};

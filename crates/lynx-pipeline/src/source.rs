@@ -12,10 +12,10 @@ use lynx_core::Result;
 /// The adapter folder inside `ByteDance/lynx` when none is named: Lynx full.
 pub const DEFAULT_ADAPTER_SUBFOLDER: &str = "lynx_full";
 
-/// Progress of downloads ([`lynx_core::hub::Progress`]); a no-op without the `hub`
+/// Progress of downloads ([`lynx_hub::Progress`]); a no-op without the `hub`
 /// feature.
 #[cfg(feature = "hub")]
-pub use lynx_core::hub::{NoProgress, Progress};
+pub use lynx_hub::{NoProgress, Progress};
 
 /// Without the `hub` feature nothing is downloaded, so nothing is reported.
 #[cfg(not(feature = "hub"))]
@@ -33,27 +33,24 @@ impl Progress for NoProgress {}
 /// a missing one is left for the loaders, whose errors say what folder they expected).
 #[cfg(feature = "hub")]
 fn is_repo_id(spec: &str) -> bool {
-    matches!(
-        lynx_core::hub::Source::parse(spec),
-        Ok(lynx_core::hub::Source::Hub(_))
-    )
+    matches!(lynx_hub::Source::parse(spec), Ok(lynx_hub::Source::Hub(_)))
 }
 
 /// The local Wan2.1 diffusers folder for `spec`: an existing folder as it is, or a repo
 /// id (`Wan-AI/Wan2.1-T2V-14B-Diffusers`, `org/name@revision`) whose needed files
-/// ([`lynx_core::hub::wan_files`]) are fetched into the Hub cache (`HF_HOME`,
+/// ([`wan_files`]) are fetched into the Hub cache (`HF_HOME`,
 /// `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE` as in huggingface_hub).
 pub fn model_folder(spec: &Path, progress: &mut dyn Progress) -> Result<PathBuf> {
     #[cfg(feature = "hub")]
     {
-        use lynx_core::hub;
+        use lynx_hub as hub;
         if let Some(text) = spec.to_str()
             && is_repo_id(text)
         {
             return hub::resolve(
                 text,
                 None,
-                &hub::wan_files(),
+                &wan_files(),
                 &hub::HubOptions::from_env(),
                 progress,
             );
@@ -74,7 +71,7 @@ pub fn adapter_folder(
 ) -> Result<PathBuf> {
     #[cfg(feature = "hub")]
     {
-        use lynx_core::hub;
+        use lynx_hub as hub;
         if let Some(text) = spec.to_str()
             && is_repo_id(text)
         {
@@ -83,7 +80,7 @@ pub fn adapter_folder(
             return hub::resolve(
                 text,
                 Some(sub),
-                &hub::adapter_files(),
+                &adapter_files(),
                 &hub::HubOptions::from_env(),
                 progress,
             );
@@ -94,4 +91,37 @@ pub fn adapter_folder(
         Some(sub) if spec.join(sub).is_dir() => spec.join(sub),
         _ => spec.to_path_buf(),
     })
+}
+
+/// What the pipeline reads from a Wan2.1 diffusers repo (`Wan-AI/Wan2.1-T2V-14B-Diffusers`):
+/// `model_index.json`, the scheduler config, the UMT5 text encoder (config, index and
+/// its shards, or `model.safetensors`), the tokenizer (`tokenizer.json`; its config,
+/// special tokens map and `spiece.model` when present), the transformer (config, index
+/// and shards) and the VAE (config and `diffusion_pytorch_model.safetensors`).
+#[cfg(feature = "hub")]
+pub fn wan_files() -> lynx_hub::FileSet {
+    lynx_hub::FileSet::new()
+        .required("model_index.json")
+        .required("scheduler/scheduler_config.json")
+        .required("text_encoder/config.json")
+        .safetensors("text_encoder/model")
+        .required("tokenizer/tokenizer.json")
+        .optional("tokenizer/tokenizer_config.json")
+        .optional("tokenizer/special_tokens_map.json")
+        .optional("tokenizer/spiece.model")
+        .required("transformer/config.json")
+        .safetensors("transformer/diffusion_pytorch_model")
+        .required("vae/config.json")
+        .required("vae/diffusion_pytorch_model.safetensors")
+}
+
+/// What the pipeline reads from a Lynx adapter folder (`lynx_full`, `lynx_lite` of
+/// `ByteDance/lynx`): `resampler.safetensors`, `ip_layers.safetensors`, and
+/// `ref_layers.safetensors` when present (`lynx_lite` has none).
+#[cfg(feature = "hub")]
+pub fn adapter_files() -> lynx_hub::FileSet {
+    lynx_hub::FileSet::new()
+        .required("resampler.safetensors")
+        .required("ip_layers.safetensors")
+        .optional("ref_layers.safetensors")
 }

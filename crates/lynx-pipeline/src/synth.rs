@@ -33,8 +33,8 @@ pub use layout::{Init, Param};
 pub use spec::{DitSpec, LiteSpec, ModelSpec, Preset, ResamplerSpec, TextSpec, VaeSpec};
 
 use fill::{CHUNK_ELEMS, Xoshiro256pp, fill_chunk};
-use lynx_core::safetensors_io::{Dtype, Layout, SafetensorsWriter, TensorSpec};
 use lynx_core::{Error, Result};
+use lynx_store::safetensors_io::{Dtype, Layout, SafetensorsWriter, TensorSpec};
 
 /// The dtype every synthetic weight is written in. (The released Wan2.1 Diffusers
 /// checkpoints are all `F32`.)

@@ -1,4 +1,4 @@
-//! Mutation fuzzing (see `lynx_core::testing::fuzz`) of every file the pipeline reads
+//! Mutation fuzzing (see `lynx_testing::fuzz`) of every file the pipeline reads
 //! beside the checkpoints (those are fuzzed in lynx-core): the configs, each through the
 //! load it configures (with the real weights beside it), `model_index.json`, the
 //! tokenizer, photos, landmarks, and the face-embedding and noise files.
@@ -7,14 +7,15 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device};
-use lynx_core::testing::fixtures_dir;
-use lynx_core::testing::fuzz::{CountingAlloc, Format, FuzzFile, Target};
-use lynx_core::{Result, load_module};
+use lynx_core::Result;
 use lynx_pipeline::lynx_arcface::image_io::MAX_DECODED_PER_FILE_BYTE;
 use lynx_pipeline::lynx_arcface::{Landmarks, load_rgb};
 use lynx_pipeline::lynx_sampler::{FlowMatchEuler, Scheduler, SchedulerConfig, UniPcMultistep};
 use lynx_pipeline::lynx_text::{Tokenizer, Umt5Config, Umt5Encoder};
 use lynx_pipeline::{folder::ModelIndex, inputs, lynx_dit::WanTransformer, lynx_vae::WanVae};
+use lynx_store::load_module;
+use lynx_testing::fixtures_dir;
+use lynx_testing::fuzz::{CountingAlloc, Format, FuzzFile, Target};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -213,14 +214,15 @@ fn fuzz_face_embedding() {
 
 /// A one-tensor safetensors file holding `from` of the pipeline fixture as `key`.
 fn one_tensor(from: &str, key: &str) -> Vec<u8> {
-    let fx = lynx_core::testing::fixture("components/pipeline.safetensors");
+    let fx = lynx_testing::fixture("components/pipeline.safetensors");
     let data = fx.read(from).unwrap();
     let shape = data.shape().to_vec();
     let dir = std::env::temp_dir().join(format!("lynx-fuzz-seed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{key}.safetensors"));
-    let dtype = lynx_core::safetensors_io::Dtype::F32;
-    lynx_core::safetensors_io::save(&path, &[(key, dtype, &shape, data.as_bytes())], None).unwrap();
+    let dtype = lynx_store::safetensors_io::Dtype::F32;
+    lynx_store::safetensors_io::save(&path, &[(key, dtype, &shape, data.as_bytes())], None)
+        .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let _ = std::fs::remove_dir_all(dir);
     bytes

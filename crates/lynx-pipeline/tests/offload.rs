@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
-use lynx_core::testing::{diff, fixture, fixtures_dir, test_device};
 use lynx_pipeline::synth::{Preset, SynthOptions, WeightDtype, write_synthetic};
 use lynx_pipeline::{
     Error, GenerateRequest, IdentityGuidance, LynxPipeline, MemoryPlan, NoiseSource, Offload,
     PipelineOptions, Subject,
 };
+use lynx_testing::{diff, fixture, fixtures_dir, test_device};
 
 /// The tiny fixture's Wan2.1 folder and `lynx_full`.
 fn tiny() -> (PathBuf, PathBuf) {
@@ -132,7 +132,7 @@ fn data_bytes(dir: &Path) -> u64 {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "safetensors") {
-            let ckpt = lynx_core::Checkpoint::open(&path).unwrap();
+            let ckpt = lynx_store::Checkpoint::open(&path).unwrap();
             total += ckpt
                 .keys()
                 .map(|k| 4 * ckpt.shape(k).unwrap().iter().product::<usize>() as u64)

@@ -4,13 +4,13 @@
 
 use burn::tensor::{DType, Tensor};
 use lynx_arcface::DetectOptions;
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_pipeline::{
     Error, GenerateRequest, GuidanceBatching, IdentityGuidance, LynxPipeline, NoiseSource,
     PipelineOptions, Subject, Variant,
 };
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
-fn aligned_face(ckpt: &lynx_core::Checkpoint) -> image::RgbImage {
+fn aligned_face(ckpt: &lynx_store::Checkpoint) -> image::RgbImage {
     let data = ckpt.read("aligned_face").unwrap();
     let [h, w, _] = [data.shape()[0], data.shape()[1], data.shape()[2]];
     image::RgbImage::from_raw(w as u32, h as u32, data.as_bytes().to_vec()).unwrap()

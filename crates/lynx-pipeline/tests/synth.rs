@@ -10,7 +10,7 @@ use lynx_pipeline::synth::{Preset, SynthOptions, WeightDtype, plan, write_synthe
 
 /// The bundled fixtures.
 fn fixtures() -> PathBuf {
-    lynx_core::testing::fixtures_dir()
+    lynx_testing::fixtures_dir()
 }
 
 /// The bundled lynx_lite fixture.

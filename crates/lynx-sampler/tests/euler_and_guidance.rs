@@ -1,8 +1,8 @@
 //! Euler against its closed form, and the guidance formulas.
 
 use burn::tensor::{Distribution, Tensor};
-use lynx_core::testing::{assert_close, test_device};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler};
+use lynx_testing::{assert_close, test_device};
 
 #[test]
 fn euler_is_exact_on_straight_paths() {

@@ -1,8 +1,8 @@
 //! UniPC against diffusers 0.33.1 (`components/unipc.safetensors`: 4 steps, flow_shift 3).
 
 use burn::tensor::{DType, Tensor};
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_sampler::{Scheduler, SchedulerConfig, UniPcMultistep};
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn scheduler() -> UniPcMultistep {
     let cfg = SchedulerConfig::load(fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/scheduler"))

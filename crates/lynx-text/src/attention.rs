@@ -2,10 +2,10 @@
 //! (transformers `UMT5Attention`, `has_relative_attention_bias=True`).
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{Int, Tensor};
-use lynx_core::Loader;
+use lynx_core::nn::Linear;
 use lynx_core::nn::{linear, merge_heads, split_heads};
+use lynx_store::Loader;
 
 use crate::config::Umt5Config;
 

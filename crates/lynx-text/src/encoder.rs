@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use lynx_core::config::SizeCheck;
 use lynx_core::nn::RmsNorm;
-use lynx_core::weights::for_each_layer;
-use lynx_core::{Checkpoint, Error, LayerStream, Loader, Result};
+use lynx_core::{Error, Result};
+use lynx_store::SizeCheck;
+use lynx_store::for_each_layer;
+use lynx_store::{Checkpoint, LayerStream, Loader};
 
 use crate::attention::{Umt5Attention, relative_position_buckets};
 use crate::config::Umt5Config;
@@ -47,8 +48,10 @@ impl Umt5Block {
     /// `layer.1.{layer_norm, DenseReluDense}`).
     pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
         let (l0, l1) = (w.sub("layer").sub(0), w.sub("layer").sub(1));
-        let norm =
-            |l: &Loader| RmsNorm::load(&l.sub("layer_norm"), cfg.d_model, cfg.layer_norm_epsilon);
+        let norm = |l: &Loader| {
+            l.sub("layer_norm")
+                .rms_norm(cfg.d_model, cfg.layer_norm_epsilon)
+        };
         Self {
             attention: Umt5LayerSelfAttention {
                 layer_norm: norm(&l0),
@@ -246,11 +249,9 @@ impl Umt5Encoder {
     }
 
     fn final_norm(w: &Loader, cfg: &Umt5Config) -> RmsNorm {
-        RmsNorm::load(
-            &w.sub("encoder").sub("final_layer_norm"),
-            cfg.d_model,
-            cfg.layer_norm_epsilon,
-        )
+        w.sub("encoder")
+            .sub("final_layer_norm")
+            .rms_norm(cfg.d_model, cfg.layer_norm_epsilon)
     }
 
     /// The model's weight dtype.

@@ -1,10 +1,10 @@
 //! The gated feed-forward block (transformers `UMT5DenseGatedActDense`).
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{DType, Tensor};
-use lynx_core::Loader;
+use lynx_core::nn::Linear;
 use lynx_core::nn::linear;
+use lynx_store::Loader;
 
 use crate::config::{Activation, Umt5Config};
 
@@ -50,7 +50,7 @@ impl DenseGatedActDense {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = activate(self.activation, linear(&self.wi_0, x.clone()));
         let h = gate * linear(&self.wi_1, x);
-        let wo_dtype = self.wo.weight.val().dtype();
+        let wo_dtype = self.wo.weight().dtype();
         let h = if h.dtype() != wo_dtype {
             h.cast(wo_dtype)
         } else {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use lynx_core::{Checkpoint, Error, Offload, Result, load_module};
+use lynx_core::{Error, Result};
+use lynx_store::{Checkpoint, Offload, load_module};
 
 use crate::cache::EmbeddingCache;
 use crate::clean::prompt_clean;

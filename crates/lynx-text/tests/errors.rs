@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use burn::tensor::{DType, Tensor};
-use lynx_core::testing::{fixture, fixtures_dir, test_device};
-use lynx_core::{Checkpoint, Error};
+use lynx_core::Error;
+use lynx_store::Checkpoint;
+use lynx_testing::{fixture, fixtures_dir, test_device};
 use lynx_text::{TextEncoder, Tokenizer, Umt5Config, postprocess};
 
 fn model_dir() -> PathBuf {
@@ -162,7 +163,7 @@ fn empty_prompt_is_the_end_token_alone() {
     let w = enc.encode(" \t\n ", true).unwrap();
     assert_eq!(enc.cache().len(), 2);
     assert_eq!(
-        lynx_core::testing::diff(&w, &enc.encode("", true).unwrap()).max_abs,
+        lynx_testing::diff(&w, &enc.encode("", true).unwrap()).max_abs,
         0.0
     );
 }
@@ -344,7 +345,7 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     let one = TextEncoder::from_model_dir(model_dir(), &device, DType::F32).unwrap();
     let two = TextEncoder::from_pretrained(&dir, model_dir(), &device, DType::F32).unwrap();
     let p = "A person carves a pumpkin";
-    let d = lynx_core::testing::diff(&two.encode(p, true).unwrap(), &one.encode(p, true).unwrap());
+    let d = lynx_testing::diff(&two.encode(p, true).unwrap(), &one.encode(p, true).unwrap());
     assert_eq!(d.max_abs, 0.0, "{d:?}");
 }
 

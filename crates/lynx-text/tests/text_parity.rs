@@ -3,7 +3,7 @@
 //! Wan model's `text_encoder/` and `tokenizer/`).
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_text::{TextEncoder, Tokenizer, postprocess};
 
 #[derive(serde::Deserialize)]
@@ -94,7 +94,7 @@ fn parity_pipeline_embeddings() {
         let raw: Tensor<3> = fixture_tensor(&fx, &format!("raw_hidden_{i}"), &device);
         let len = enc.tokenize(p).unwrap().len;
         let trimmed = postprocess(raw, &[len]).unwrap();
-        let d = lynx_core::testing::diff(&trimmed, &want);
+        let d = lynx_testing::diff(&trimmed, &want);
         assert_eq!(d.max_abs, 0.0, "postprocess of raw_hidden_{i}: {d:?}");
     }
 }
@@ -106,13 +106,13 @@ fn embeddings_are_cached_per_prompt_and_cleaning() {
     let a = enc.encode("  image of   a face ", true).unwrap();
     let b = enc.encode("  image of   a face ", true).unwrap();
     assert_eq!(enc.cache().len(), 1);
-    assert_eq!(lynx_core::testing::diff(&a, &b).max_abs, 0.0);
+    assert_eq!(lynx_testing::diff(&a, &b).max_abs, 0.0);
     // Uncleaned, the same text is another entry, with other tokens (extra spaces).
     let c = enc.encode("  image of   a face ", false).unwrap();
     assert_eq!(enc.cache().len(), 2);
     let cleaned = enc.encode("image of a face", false).unwrap();
-    assert_eq!(lynx_core::testing::diff(&a, &cleaned).max_abs, 0.0);
-    assert!(lynx_core::testing::diff(&c, &cleaned).max_abs > 0.0);
+    assert_eq!(lynx_testing::diff(&a, &cleaned).max_abs, 0.0);
+    assert!(lynx_testing::diff(&c, &cleaned).max_abs > 0.0);
     enc.cache().clear();
     assert!(enc.cache().is_empty());
 }
@@ -140,7 +140,7 @@ fn half_precision_models_stay_close_to_f32() {
             &want,
             tol,
         );
-        errors.push(lynx_core::testing::diff(&out.cast(DType::F32), &want).rel_l2);
+        errors.push(lynx_testing::diff(&out.cast(DType::F32), &want).rel_l2);
     }
     assert!(
         errors[1] < errors[0] / 4.0,

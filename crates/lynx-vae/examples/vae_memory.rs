@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use lynx_core::{Checkpoint, Error};
+use lynx_core::Error;
+use lynx_store::Checkpoint;
 use lynx_vae::{Tiling, VaeConfig, WanVae};
 
 fn status_kib(field: &str) -> u64 {

@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use lynx_core::Loader;
+use lynx_store::Loader;
 
 use crate::norm::ChannelRmsNorm;
 

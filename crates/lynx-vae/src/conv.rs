@@ -10,8 +10,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
-use lynx_core::Loader;
 use lynx_core::nn::conv3d;
+use lynx_store::Loader;
 
 /// What one layer remembers of the chunks it has seen.
 // A few dozen slots per model: their size does not matter.

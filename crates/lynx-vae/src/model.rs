@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use lynx_core::config::SizeCheck;
-use lynx_core::{Checkpoint, Error, Loader, Result};
+use lynx_core::{Error, Result};
+use lynx_store::SizeCheck;
+use lynx_store::{Checkpoint, Loader};
 
 use crate::config::VaeConfig;
 use crate::conv::{CausalConv3d, FeatCache};

@@ -2,8 +2,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use lynx_core::Loader;
 use lynx_core::nn::channel_norm;
+use lynx_store::Loader;
 
 /// `x / max(‖x‖₂ over channels, 1e-12) · sqrt(C) · gamma (+ bias)`, computed in f32 and
 /// returned in the input dtype (`F.normalize(x, dim=1) * scale * gamma + bias`).

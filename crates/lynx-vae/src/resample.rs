@@ -17,7 +17,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
-use lynx_core::Loader;
+use lynx_store::Loader;
 
 use crate::conv::{CausalConv3d, FeatCache, Slot, compact, last_frames, to_f32};
 
@@ -169,7 +169,7 @@ mod tests {
     /// The sub-pixel form equals nearest ×2 followed by the 3×3 convolution.
     #[test]
     fn parity_subpixel_equals_upsample_then_conv() {
-        let device = lynx_core::testing::test_device();
+        let device = lynx_testing::test_device();
         let normal = Distribution::Normal(0.0, 1.0);
         let x = Tensor::<4>::random([2, 5, 6, 7], normal, &device);
         let weight = Tensor::<4>::random([3, 5, 3, 3], normal, &device);
@@ -184,6 +184,6 @@ mod tests {
         let (w5, b4) = subpixel_kernel(weight, bias);
         let conv = CausalConv3d::new(w5, b4, [1; 3], [1, 1]);
         let got = pixel_shuffle(conv.forward(x.unsqueeze_dim(2))).squeeze_dim::<4>(2);
-        lynx_core::testing::assert_close("subpixel", &got, &want, 1e-6);
+        lynx_testing::assert_close("subpixel", &got, &want, 1e-6);
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use lynx_core::Loader;
+use lynx_store::Loader;
 
 use crate::attention::AttentionBlock;
 use crate::conv::{CausalConv3d, FeatCache};

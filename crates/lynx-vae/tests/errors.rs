@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{DType, Tensor};
 use lynx_core::Error;
-use lynx_core::testing::{fixtures_dir, test_device};
+use lynx_testing::{fixtures_dir, test_device};
 use lynx_vae::WanVae;
 
 fn tiny_dir() -> PathBuf {

@@ -2,7 +2,7 @@
 //! `Wan2.1-T2V-tiny-Diffusers/vae`: base_dim 8, z_dim 4).
 
 use burn::tensor::{DType, Tensor, TensorData};
-use lynx_core::testing::{assert_close, diff, fixture, fixture_tensor, fixtures_dir, test_device};
+use lynx_testing::{assert_close, diff, fixture, fixture_tensor, fixtures_dir, test_device};
 use lynx_vae::{Tiling, WanVae};
 
 fn vae() -> WanVae {

@@ -8,8 +8,8 @@ use clap::Args;
 use lynx_pipeline::lynx_arcface::{
     FaceAnalyzer, Landmarks, load_arcface, load_retinaface, load_rgb,
 };
-use lynx_pipeline::lynx_core::output::check_writable;
-use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
+use lynx_pipeline::lynx_store::output::check_writable;
+use lynx_pipeline::lynx_store::safetensors_io::{self, Dtype};
 use lynx_pipeline::parse_device;
 
 use crate::face::FaceFlags;

@@ -12,8 +12,8 @@ use lynx_pipeline::export::check_output;
 use lynx_pipeline::inputs::{read_embedding, read_latents, read_ref_noise};
 use lynx_pipeline::lynx_arcface::{Landmarks, load_rgb};
 use lynx_pipeline::lynx_core::device::to_host_f32;
-use lynx_pipeline::lynx_core::output::check_writable;
-use lynx_pipeline::lynx_core::safetensors_io::{self, Dtype};
+use lynx_pipeline::lynx_store::output::check_writable;
+use lynx_pipeline::lynx_store::safetensors_io::{self, Dtype};
 use lynx_pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, Error, GenerateRequest, Generated,
     IdentityGuidance, LynxPipeline, NoiseSource, Offload, PipelineOptions, SamplerKind, Subject,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use indicatif::ProgressBar;
-use lynx_pipeline::lynx_core::hub::{self, HubOptions};
+use lynx_pipeline::lynx_hub::{self as hub, HubOptions};
 use lynx_pipeline::source::{self, Progress};
 
 /// Draws a byte bar per downloaded file on stderr (nothing when quiet).

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{DType, Tensor};
-use lynx_core::testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
+use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lynx-cli-{}-{name}", std::process::id()));
@@ -14,7 +14,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// Copies fixture tensor `from` of `src` into a one-tensor file under key `to`.
-fn extract(src: &lynx_core::Checkpoint, from: &str, to: &str, path: &Path) {
+fn extract(src: &lynx_store::Checkpoint, from: &str, to: &str, path: &Path) {
     let data = src.read(from).unwrap().convert_dtype(DType::F32);
     let shape = data.shape().to_vec();
     let bytes = data.as_bytes().to_vec();
@@ -154,7 +154,7 @@ fn parity_cli_end_to_end() {
 
 /// Checks a 4-step run that wrote `trace.safetensors` and `frames.safetensors` into
 /// `dir` against the fixture `fx`: the latents after each step, then the frames.
-fn assert_run_matches(label: &str, dir: &Path, fx: &lynx_core::Checkpoint) {
+fn assert_run_matches(label: &str, dir: &Path, fx: &lynx_store::Checkpoint) {
     let device = test_device();
     let trace = fixture_trace(&dir.join("trace.safetensors"));
     for i in 0..4 {
@@ -267,8 +267,8 @@ fn parity_cli_end_to_end_lite() {
     assert!(!dir.join("refused.gif").exists());
 }
 
-fn fixture_trace(path: &Path) -> lynx_core::Checkpoint {
-    lynx_core::Checkpoint::open(path).unwrap()
+fn fixture_trace(path: &Path) -> lynx_store::Checkpoint {
+    lynx_store::Checkpoint::open(path).unwrap()
 }
 
 #[test]

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{DType, Tensor, TensorData};
-use lynx_core::Checkpoint;
-use lynx_core::testing::{assert_close, fixture, fixtures_dir, test_device};
 use lynx_pipeline::lynx_arcface::{self, Landmarks, image::RgbImage};
+use lynx_store::Checkpoint;
+use lynx_testing::{assert_close, fixture, fixtures_dir, test_device};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lynx-embed-{}-{name}", std::process::id()));
@@ -93,7 +93,7 @@ fn embed_reference_crop(dir: &Path, arcface: &str) -> Tensor<2> {
 
 /// The reference ArcFace embedding of the 112 crop, `[1, D]`.
 fn reference_embedding() -> Tensor<2> {
-    lynx_core::testing::fixture_tensor(
+    lynx_testing::fixture_tensor(
         &fixture("components/arcface.safetensors"),
         "embedding",
         &test_device(),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use lynx_core::testing::fixtures_dir;
+use lynx_testing::fixtures_dir;
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lynx-familiar-{}-{name}", std::process::id()));

@@ -13,7 +13,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 
-use lynx_core::{Error, Loader, Result};
+use lynx_core::{Error, Result};
+use lynx_store::Loader;
 
 use crate::nn::{Conv, ConvAct, Geom, conv_bn, count_subs, geom};
 

@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use lynx_core::Loader;
+use lynx_store::Loader;
 
 use crate::nn::{ConvAct, conv_bn, geom};
 

@@ -15,7 +15,8 @@ use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
-use lynx_core::{Error, Loader, Result};
+use lynx_core::{Error, Result};
+use lynx_store::Loader;
 
 pub use backbone::Body;
 pub use boxes::Detection;

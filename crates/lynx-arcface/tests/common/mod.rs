@@ -4,7 +4,7 @@
 use burn::tensor::DType;
 use image::RgbImage;
 use lynx_arcface::Landmarks;
-use lynx_core::Checkpoint;
+use lynx_store::Checkpoint;
 
 pub fn vec_f64(ckpt: &Checkpoint, key: &str) -> Vec<f64> {
     ckpt.read(key)

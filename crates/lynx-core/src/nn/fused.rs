@@ -6,10 +6,10 @@
 //! fusion compiles into few kernels on GPUs. Both give the same numbers up to f32
 //! rounding (the tests hold them within 1e-6).
 
-use burn::nn::Linear;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
+use super::linear::{Linear, LowRank};
 #[cfg(feature = "flex")]
 use super::{cpu, cpu_conv, cpu_linear};
 
@@ -26,26 +26,44 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::gelu_approximate(x)
 }
 
-/// A linear layer, `x · weight + bias` (burn's [`Linear`], weight `[d_in, d_out]`, as
-/// [`crate::Loader::linear`] reads `torch.nn.Linear`): the same as `layer.forward(x)`.
+/// A linear layer, `x · weight + bias` plus its low-rank terms (see [`Linear`]).
 ///
 /// # Shapes
 /// - `x`: `[..., d_in]`; output `[..., d_out]`.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    linear_with(layer, x, &[])
+}
+
+/// [`linear`] with the low-rank terms `extra` added as well (LoRAs of one request,
+/// applied on the fly).
+///
+/// # Shapes
+/// - `x`: `[..., d_in]`; output `[..., d_out]`.
+pub fn linear_with<const D: usize>(layer: &Linear, x: Tensor<D>, extra: &[LowRank]) -> Tensor<D> {
+    let terms = layer.low_rank().iter().chain(extra);
+    let mut y = linear_base(layer, x.clone());
+    for term in terms {
+        y = y + term.forward(x.clone());
+    }
+    y
+}
+
+/// `x · weight + bias`, one GEMM on flex.
+fn linear_base<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight.val()))
-        && x.dims()[D - 1] == layer.weight.dims()[0]
+    if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight()))
+        && x.dims()[D - 1] == layer.d_in()
     {
-        let bias = match &layer.bias {
+        let bias = match layer.bias() {
             None => None,
-            Some(b) => match cpu::flex_f32(&b.val()) {
+            Some(b) => match cpu::flex_f32(&b) {
                 Some(b) => Some(b),
-                None => return layer.forward(x),
+                None => return layer.forward_plain(x),
             },
         };
         return cpu::wrap(cpu_linear::linear(&t, &w, bias.as_ref().map(cpu::elements)));
     }
-    layer.forward(x)
+    layer.forward_plain(x)
 }
 
 /// `LN(x)·(1 + scale) + shift`: a layer norm over the last axis without affine
@@ -221,7 +239,7 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
 
     use super::*;
-    use crate::testing::{assert_close, test_device};
+    use lynx_testing::{assert_close, test_device};
 
     fn normal<const D: usize>(shape: [usize; D]) -> Tensor<D> {
         Tensor::random(shape, Distribution::Normal(0.0, 2.0), &test_device())
@@ -291,14 +309,19 @@ mod tests {
         let want = burn::tensor::activation::silu(with_bias);
         assert_close("channel_norm + bias + silu", &got, &want, 1e-6);
 
-        // Linear layers with and without bias, on rank 3 and rank 2 inputs.
-        let layer = |bias: bool| Linear {
-            weight: burn::module::Param::from_tensor(normal([48, 20])),
-            bias: bias.then(|| burn::module::Param::from_tensor(normal([20]))),
+        // Linear layers with and without bias, on rank 3 and rank 2 inputs, against
+        // burn's linear on the same tensors.
+        let layer = |bias: bool| {
+            let (w, b) = (normal([48, 20]), bias.then(|| normal([20])));
+            let reference = burn::nn::Linear {
+                weight: burn::module::Param::from_tensor(w.clone()),
+                bias: b.clone().map(burn::module::Param::from_tensor),
+            };
+            (Linear::new(w, b), reference)
         };
         for bias in [true, false] {
-            let l = layer(bias);
-            let want = l.forward(x.clone());
+            let (l, reference) = layer(bias);
+            let want = reference.forward(x.clone());
             assert_close(
                 &format!("linear bias={bias}"),
                 &linear(&l, x.clone()),
@@ -309,10 +332,30 @@ mod tests {
             assert_close(
                 "linear rank 2",
                 &linear(&l, x2.clone()),
-                &l.forward(x2),
+                &reference.forward(x2),
                 1e-6,
             );
         }
+        // A low-rank term `s·(x·Aᵀ)·Bᵀ` equals the product with `W + s·(B·A)ᵀ`, resident
+        // or given per call.
+        let (l, _) = layer(true);
+        let (a, b) = (normal([3, 48]), normal([20, 3]));
+        let merged = burn::nn::Linear {
+            weight: burn::module::Param::from_tensor(
+                l.weight() + b.clone().matmul(a.clone()).transpose() * 0.5,
+            ),
+            bias: l.bias().map(burn::module::Param::from_tensor),
+        };
+        let want = merged.forward(x.clone());
+        let term = LowRank::new(a, b, 0.5);
+        assert_close(
+            "low rank, per call",
+            &linear_with(&l, x.clone(), &[term.clone()]),
+            &want,
+            1e-5,
+        );
+        let l = l.with_low_rank(term);
+        assert_close("low rank, resident", &linear(&l, x.clone()), &want, 1e-5);
 
         // Heads split and merged: [2, 37, 4·12] ↔ [2, 4, 37, 12].
         let want = x.clone().reshape([2, 37, 4, 12]).swap_dims(1, 2);

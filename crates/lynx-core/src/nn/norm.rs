@@ -4,8 +4,6 @@
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Tensor};
 
-use crate::weights::Loader;
-
 /// RMS norm over the last axis with a learned scale:
 /// `x / sqrt(mean(x²) + eps) * weight` (no mean subtraction, no bias).
 ///
@@ -20,12 +18,10 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Loads `weight` `[dim]` (kept in f32).
-    pub fn load(w: &Loader, dim: usize, eps: f64) -> Self {
-        Self {
-            weight: w.param_f32("weight", [dim]),
-            eps,
-        }
+    /// An RMS norm with the learned scale `weight` `[dim]` (f32; read from a checkpoint
+    /// by `lynx_store::Loader::rms_norm`).
+    pub fn new(weight: Param<Tensor<1>>, eps: f64) -> Self {
+        Self { weight, eps }
     }
 
     /// An RMS norm without learned scale (`elementwise_affine=False`).
@@ -77,11 +73,12 @@ impl LayerNorm {
         }
     }
 
-    /// Loads `weight` and `bias` `[dim]` (kept in f32).
-    pub fn load(w: &Loader, dim: usize, eps: f64) -> Self {
+    /// A layer norm with learned `weight` and `bias` `[dim]` (f32; read from a checkpoint
+    /// by `lynx_store::Loader::layer_norm`).
+    pub fn new(weight: Param<Tensor<1>>, bias: Param<Tensor<1>>, eps: f64) -> Self {
         Self {
-            weight: w.param_f32("weight", [dim]),
-            bias: Some(w.param_f32("bias", [dim])),
+            weight,
+            bias: Some(bias),
             eps,
         }
     }

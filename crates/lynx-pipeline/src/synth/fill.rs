@@ -10,7 +10,7 @@
 use burn::tensor::bf16;
 
 use super::layout::Init;
-use lynx_core::safetensors_io::Dtype;
+use lynx_store::safetensors_io::Dtype;
 
 /// Four interleaved xoshiro256++ generators (Blackman & Vigna), stored lane-wise so that
 /// the compiler can run the four in SIMD registers.

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
-use lynx_core::safetensors_io::{self, Dtype};
 use lynx_core::{Error, Result};
+use lynx_store::safetensors_io::{self, Dtype};
 
 use super::fill::Xoshiro256pp;
 
