@@ -222,7 +222,7 @@ pub fn resolve(
 /// cached snapshot of the revision is used (and [`Progress::note`] says so).
 ///
 /// Offline ([`HubOptions::offline`]) only the cache is read; a missing file is an
-/// [`Error::MissingFile`](crate::Error::MissingFile) naming the repo, revision and file.
+/// [`Error::MissingFile`](lynx_core::Error::MissingFile) naming the repo, revision and file.
 pub fn resolve_repo(
     repo: &RepoRef,
     subfolder: Option<&str>,

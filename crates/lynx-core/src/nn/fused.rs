@@ -350,7 +350,7 @@ mod tests {
         let term = LowRank::new(a, b, 0.5);
         assert_close(
             "low rank, per call",
-            &linear_with(&l, x.clone(), &[term.clone()]),
+            &linear_with(&l, x.clone(), std::slice::from_ref(&term)),
             &want,
             1e-5,
         );
