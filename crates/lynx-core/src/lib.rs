@@ -6,7 +6,7 @@
 //! | [`error`] | [`Error`]: every failure, naming the file, key, shape or dtype |
 //! | [`weights`] | [`Checkpoint`] (safetensors, sharded index, `.pth`), [`Checkpoint::build`] (the one way models are built), [`Loader`], [`Checkpoint::measure`] (sizes without reading), [`LayerStream`] and [`Offload`] |
 //! | [`config`] | `config.json` → typed serde structs |
-//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`], [`device::available_memory`] |
+//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`], [`device::available_memory`], [`device::cuda_driver`] (the NVIDIA driver, asked before burn's CUDA runtime) |
 //! | [`nn`] | RMSNorm, LayerNorm (f32), GELU-tanh, [`nn::attention`] and the head split/merge |
 //! | [`output`] | [`output::StagedPath`]: outputs appear whole or not at all; [`output::check_writable`] |
 //! | [`safetensors_io`] | writing `.safetensors`, streamed, to a temporary file renamed into place |
