@@ -3,13 +3,20 @@
 //!
 //! Backends are cargo features of this crate (`flex`, `wgpu`, `cuda`, forwarded to
 //! burn); asking for one the build lacks is an error that says which feature to enable.
+//! In a `cuda` build the NVIDIA driver is asked first ([`cuda_driver`]): a machine
+//! without one gets an error or, for `auto`, the next choice, never burn's panic.
+
+mod cuda;
 
 use burn::tensor::{DType, Device, Tensor};
+
+pub use cuda::{CudaDriver, CudaGpu, cuda_driver};
 
 use crate::error::{Error, Result};
 
 /// Parses a device name: `cpu` or `flex` (burn's flex CPU backend), `wgpu` (default
-/// adapter), `cuda` or `cuda:N`.
+/// adapter), `cuda` or `cuda:N`. `cuda:N` is checked with the driver ([`cuda_driver`]):
+/// without one, or past its last device, it is an [`Error::Device`] saying which.
 pub fn parse_device(name: &str) -> Result<Device> {
     let err = |reason: &str| Error::Device {
         device: name.to_string(),
@@ -57,7 +64,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "cuda" => {
             #[cfg(feature = "cuda")]
             {
-                Ok(Device::cuda(index.unwrap_or(0)))
+                let index = index.unwrap_or(0);
+                let driver = cuda_driver().map_err(err)?;
+                driver.check_index(index).map_err(|why| err(&why))?;
+                Ok(Device::cuda(index))
             }
             #[cfg(not(feature = "cuda"))]
             {
@@ -138,13 +148,28 @@ pub fn is_cpu(device: &Device) -> bool {
 
 /// The memory `device` can still allocate, in bytes, where it can be known: on the CPU,
 /// `MemAvailable` of `/proc/meminfo` (Linux: free memory plus what the kernel can
-/// reclaim, page cache included). `None` for GPUs: burn 0.22 reports the memory its
-/// pools hold, not what the device has; give a budget instead.
+/// reclaim, page cache included); on a CUDA device, what the driver reports free
+/// ([`CudaDriver::free_memory`]: `cuMemGetInfo`, which counts what this process already
+/// holds there as used). `None` for wgpu: burn 0.22 reports the memory its pools hold,
+/// not what the device has; give a budget instead.
 pub fn available_memory(device: &Device) -> Option<u64> {
-    if !is_cpu(device) {
+    if is_cpu(device) {
+        return meminfo_kib("MemAvailable:").map(|kib| kib * 1024);
+    }
+    let index = cuda_index(device)?;
+    cuda_driver().ok()?.free_memory(index).ok()
+}
+
+/// The `N` of a `cuda:N` device (from burn's `Debug` form, `…Cuda(N)…`), or `None` for
+/// any other device.
+pub fn cuda_index(device: &Device) -> Option<usize> {
+    let text = format!("{device:?}");
+    let (_, after) = text.rsplit_once("Cuda(")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    if !after[digits.len()..].starts_with(')') {
         return None;
     }
-    meminfo_kib("MemAvailable:").map(|kib| kib * 1024)
+    digits.parse().ok()
 }
 
 /// The peak resident memory of this process so far (`VmHWM` of `/proc/self/status`),
@@ -167,17 +192,40 @@ fn field_kib(text: &str, field: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// What `--device auto` means in this build: `cuda:0` with the `cuda` feature, else
-/// `wgpu` with the `wgpu` feature when a hardware adapter is present (a software
-/// renderer such as Mesa's lavapipe never counts), else `cpu`.
-pub fn auto_device() -> &'static str {
+/// What `--device auto` means in this build, and why a better device was passed over:
+/// see [`auto_device`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoDevice {
+    /// The device, as [`parse_device`] takes it: `cuda:0`, `wgpu` or `cpu`.
+    pub name: &'static str,
+    /// Why CUDA was passed over in a `cuda` build (`no CUDA driver found (libcuda.so.1:
+    /// …)`); `None` when the first choice was taken or the build has no `cuda`.
+    pub passed_over: Option<String>,
+}
+
+/// What `--device auto` means in this build: `cuda:0` with the `cuda` feature when the
+/// NVIDIA driver loads and reports a device ([`cuda_driver`]); else `wgpu` with the
+/// `wgpu` feature when a hardware adapter is present (a software renderer such as Mesa's
+/// lavapipe never counts); else `cpu`.
+pub fn auto_device() -> AutoDevice {
+    let mut passed_over = None;
     if cfg!(feature = "cuda") {
-        "cuda:0"
-    } else if hardware_wgpu_adapter().is_some() {
+        match cuda_driver() {
+            Ok(_) => {
+                return AutoDevice {
+                    name: "cuda:0",
+                    passed_over,
+                };
+            }
+            Err(why) => passed_over = Some(why.to_string()),
+        }
+    }
+    let name = if hardware_wgpu_adapter().is_some() {
         "wgpu"
     } else {
         "cpu"
-    }
+    };
+    AutoDevice { name, passed_over }
 }
 
 /// The name of the first hardware GPU wgpu can see (integrated, discrete or virtual; not
@@ -228,8 +276,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 mod auto_tests {
     use super::*;
 
-    /// `auto` follows the adapter list: wgpu only for a hardware adapter, and Mesa's
-    /// lavapipe (the CI machine's only Vulkan device) is a CPU-type adapter, never one.
+    /// `auto` follows the driver and the adapter list: CUDA only in a `cuda` build with a
+    /// driver, wgpu only for a hardware adapter, and Mesa's lavapipe (the CI machine's
+    /// only Vulkan device) is a CPU-type adapter, never one.
     #[test]
     fn auto_device_skips_software_renderers() {
         let hardware = hardware_wgpu_adapter();
@@ -237,14 +286,29 @@ mod auto_tests {
         if let Some(name) = &hardware {
             assert!(!name.to_ascii_lowercase().contains("llvmpipe"), "{name}");
         }
-        let want = if cfg!(feature = "cuda") {
+        let cuda = cfg!(feature = "cuda") && cuda_driver().is_ok();
+        let want = if cuda {
             "cuda:0"
         } else if hardware.is_some() {
             "wgpu"
         } else {
             "cpu"
         };
-        assert_eq!(auto_device(), want);
-        parse_device(auto_device()).unwrap();
+        let auto = auto_device();
+        assert_eq!(auto.name, want);
+        assert_eq!(
+            auto.passed_over.is_some(),
+            cfg!(feature = "cuda") && !cuda,
+            "{auto:?}"
+        );
+        parse_device(auto.name).unwrap();
+    }
+
+    /// Only CUDA devices have an index here, and a CPU's memory is the host's.
+    #[test]
+    fn cuda_index_of_other_devices() {
+        let cpu = parse_device("cpu").unwrap();
+        assert_eq!(cuda_index(&cpu), None);
+        assert!(available_memory(&cpu).is_some_and(|b| b > 0));
     }
 }

@@ -5,8 +5,8 @@
 //! |---|---|
 //! | [`error`] | [`Error`]: every failure, naming the file, key, shape or dtype |
 //! | [`config`] | `config.json` → typed serde structs |
-//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`], [`device::available_memory`] |
-//! | [`nn`] | RMSNorm, LayerNorm (f32), GELU-tanh, [`nn::attention`], the head split/merge and the fused CPU kernels |
+//! | [`device`] | `cpu`/`wgpu`/`cuda:N` → [`burn::tensor::Device`], [`device::check_dtype`], [`device::available_memory`], [`device::cuda_driver`] (the NVIDIA driver, asked before burn's CUDA runtime) |
+//! | [`nn`] | RMSNorm, LayerNorm (f32), GELU-tanh, [`nn::attention`], the head split/merge, [`nn::Linear`] and the fused CPU kernels |
 //!
 //! Reading checkpoints is `lynx-store`'s (it builds these layers from files); the Hub
 //! client is `lynx-hub`'s. Backends are cargo features: `flex` (CPU), `wgpu`, `cuda`,

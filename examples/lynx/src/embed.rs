@@ -41,7 +41,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = parse_device(&args.device).map_err(crate::BadDevice)?;
     check_writable(&args.output, false)?;
     let depths = args.face_flags.arcface_depths.as_deref();
     let arcface = load_arcface(&args.arcface, &device, depths)?;

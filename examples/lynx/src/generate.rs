@@ -20,6 +20,7 @@ use lynx_pipeline::{
     Variant, VariantDefaults, parse_device,
 };
 
+use crate::BadDevice;
 use crate::bundled::bundled;
 use crate::face::FaceFlags;
 use crate::models;
@@ -196,7 +197,8 @@ pub struct GenerateArgs {
     #[arg(long, help_heading = "Guidance")]
     pub ref_scale: Option<f64>,
 
-    /// `auto` (a GPU the build supports, else the CPU; printed), cpu, wgpu or cuda:N.
+    /// `auto` (a GPU the build supports and the machine has, else the CPU; printed, with
+    /// why CUDA was passed over in a `cuda` build), cpu, wgpu or cuda:N.
     #[arg(long, default_value = "auto", help_heading = "Runtime")]
     pub device: String,
     /// Model dtype.
@@ -207,8 +209,8 @@ pub struct GenerateArgs {
     /// read one at a time from the checkpoint).
     #[arg(long, value_enum, default_value_t = OffloadArg::None, help_heading = "Runtime")]
     pub offload: OffloadArg,
-    /// Memory the run may use, in GB [default: what the device has available; GPUs
-    /// report none, so no check there without it].
+    /// Memory the run may use, in GB [default: what the device has available, from the
+    /// driver on CUDA; wgpu reports none, so no check there without it].
     #[arg(long, help_heading = "Runtime")]
     pub memory_budget: Option<f64>,
     /// No progress bars or messages, errors only.
@@ -249,13 +251,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     };
     let bundled_model = args.model.is_none();
-    let device_name = match args.device.as_str() {
-        "auto" => lynx_pipeline::lynx_core::device::auto_device().to_string(),
-        other => other.to_string(),
-    };
-    let device = parse_device(&device_name)?;
-    if args.device == "auto" {
-        say(&format!("device: {device_name} (--device auto)"));
+    let auto = (args.device == "auto").then(lynx_pipeline::lynx_core::device::auto_device);
+    let device_name = auto.as_ref().map_or(args.device.as_str(), |a| a.name);
+    let device = parse_device(device_name).map_err(BadDevice)?;
+    if let Some(auto) = &auto {
+        let why = auto.passed_over.as_ref().map(|w| format!("{w}; "));
+        say(&format!(
+            "{}device: {device_name} (--device auto)",
+            why.unwrap_or_default()
+        ));
     }
     let mut options = PipelineOptions::new(device.clone());
     options.dtype = args.dtype.into();

@@ -39,6 +39,20 @@ enum Command {
     SynthModel(synth::SynthArgs),
 }
 
+/// A `--device` this build or this machine cannot run (no such backend, no CUDA driver,
+/// no such GPU): a usage error, told in one line with exit status 2 (as clap's), before
+/// anything is read or written.
+#[derive(Debug)]
+struct BadDevice(lynx_pipeline::Error);
+
+impl std::fmt::Display for BadDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BadDevice {}
+
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match Cli::parse().command {
@@ -46,6 +60,12 @@ fn main() -> anyhow::Result<()> {
         Command::EmbedFace(args) => embed::run(args),
         Command::SynthModel(args) => synth::run(args),
     };
+    if let Err(e) = &result
+        && let Some(bad) = e.downcast_ref::<BadDevice>()
+    {
+        eprintln!("Error: {bad}");
+        std::process::exit(2);
+    }
     if let Err(e) = &result
         && let Some(cancelled @ lynx_pipeline::Error::Cancelled { .. }) = e.downcast_ref()
     {
