@@ -43,6 +43,7 @@ use crate::attention::ExtraKv;
 use crate::block::{BlockExtras, WanBlock};
 use crate::config::WanConfig;
 use crate::embeddings::{ConditionEmbedder, PatchEmbedding};
+use crate::lora::DitLora;
 use crate::rope::{RopeTable, WanRope};
 
 /// The Wan2.1 text-to-video diffusion transformer.
@@ -80,6 +81,8 @@ pub struct DitInput<'a> {
     pub text: Tensor<3>,
     /// Per-block adapter inputs: empty, or one per block.
     pub extras: &'a [BlockExtras],
+    /// LoRAs applied on the fly in this pass (`None`: the weights as loaded).
+    pub lora: Option<&'a DitLora>,
 }
 
 /// Inputs after embedding, shared by the denoising and the reference pass (the tokens
@@ -295,6 +298,7 @@ impl WanTransformer {
             timestep,
             text,
             extras,
+            lora: None,
         };
         let mut out = self.run(std::slice::from_ref(&input), |i, h| observe(i, &h[0]))?;
         out.pop()
@@ -322,6 +326,7 @@ impl WanTransformer {
             let (x, p) =
                 self.prepare(input.x.clone(), input.timestep.clone(), input.text.clone())?;
             self.check_extras(input.extras, x.dims()[0])?;
+            self.check_lora(input.lora)?;
             hidden.push(x);
             prepared.push(p);
         }
@@ -332,7 +337,9 @@ impl WanTransformer {
                 .zip(inputs.iter().zip(&prepared))
                 .map(|(h, (input, p))| {
                     let extra = input.extras.get(i).unwrap_or(&none);
-                    block.forward(h, p.text.clone(), p.timestep_proj.clone(), &p.rope, extra)
+                    let lora = input.lora.and_then(|l| l.block(i));
+                    let (text, tproj) = (p.text.clone(), p.timestep_proj.clone());
+                    block.forward_lora(h, text, tproj, &p.rope, extra, lora)
                 })
                 .collect();
             observe(i, &hidden);
@@ -367,6 +374,20 @@ impl WanTransformer {
         &self,
         inputs: &[(Tensor<5>, Tensor<3>)],
     ) -> Result<Vec<Vec<Tensor<3>>>> {
+        self.reference_features_lora(inputs, None)
+    }
+
+    /// [`WanTransformer::reference_features_many`] with LoRAs applied on the fly (the
+    /// reference pass runs through the same LoRA'd transformer as the denoising passes).
+    ///
+    /// # Shapes
+    /// As [`WanTransformer::reference_features_many`].
+    pub fn reference_features_lora(
+        &self,
+        inputs: &[(Tensor<5>, Tensor<3>)],
+        lora: Option<&DitLora>,
+    ) -> Result<Vec<Vec<Tensor<3>>>> {
+        self.check_lora(lora)?;
         let mut prepared = Vec::with_capacity(inputs.len());
         let mut hidden = Vec::with_capacity(inputs.len());
         for (x, text) in inputs {
@@ -391,7 +412,9 @@ impl WanTransformer {
                     let n1 = block.norm1_modulated(&h, &m);
                     out.push(n1.clone());
                     if i < last {
-                        block.forward_from_norm1(h, n1, &m, p.text.clone(), &p.rope, &none)
+                        let lora = lora.and_then(|l| l.block(i));
+                        let text = p.text.clone();
+                        block.forward_from_norm1_lora(h, n1, &m, text, &p.rope, &none, lora)
                     } else {
                         h
                     }
@@ -460,6 +483,18 @@ impl WanTransformer {
                 grid,
             },
         ))
+    }
+
+    /// A LoRA for as many blocks as this model has.
+    fn check_lora(&self, lora: Option<&DitLora>) -> Result<()> {
+        match lora {
+            Some(l) if l.len() != self.num_layers() => Err(Error::input(format!(
+                "the LoRA was made for {} blocks, the DiT has {}",
+                l.len(),
+                self.num_layers()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn check_extras(&self, extras: &[BlockExtras], batch: usize) -> Result<()> {

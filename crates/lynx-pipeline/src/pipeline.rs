@@ -574,6 +574,7 @@ impl LynxPipeline {
                     timestep: timestep.clone(),
                     text: stacked.text.clone(),
                     extras: &stacked.extras,
+                    lora: None,
                 };
                 let out = dit
                     .forward_many(std::slice::from_ref(&input))?
@@ -597,6 +598,7 @@ impl LynxPipeline {
                         timestep: timestep.clone(),
                         text: b.text.clone(),
                         extras: &b.extras,
+                        lora: None,
                     })
                     .collect();
                 let mut out = dit.forward_many(&inputs)?.into_iter();
