@@ -8,8 +8,9 @@
 //! (`norm_q`, `norm_k`) and the cross-attention layer norm (`norm2`) run with their
 //! weight and bias deltas added. The numbers equal the fused weights'.
 //!
-//! Only the blocks' layers are handled here; a set that changes other tensors (the head,
-//! the embedders) is refused with the list — fuse such LoRAs at load.
+//! The blocks' layers, the text and time embedders and the head are handled here; a set
+//! that changes other tensors (the patch embedding, modulation tables) is refused with
+//! the list — fuse such LoRAs at load.
 
 use std::collections::BTreeSet;
 
@@ -123,10 +124,28 @@ pub struct BlockLora {
     pub ffn_out: LinearDelta,
 }
 
-/// A LoRA set's terms for every block of a DiT, on its device, applied per pass.
+/// The deltas of the layers outside the blocks.
+#[derive(Debug, Clone, Default)]
+pub struct OuterLora {
+    /// `condition_embedder.text_embedder.linear_1`.
+    pub text_1: LinearDelta,
+    /// `condition_embedder.text_embedder.linear_2`.
+    pub text_2: LinearDelta,
+    /// `condition_embedder.time_embedder.linear_1`.
+    pub time_1: LinearDelta,
+    /// `condition_embedder.time_embedder.linear_2`.
+    pub time_2: LinearDelta,
+    /// `condition_embedder.time_proj`.
+    pub time_proj: LinearDelta,
+    /// `proj_out` (the head).
+    pub proj_out: LinearDelta,
+}
+
+/// A LoRA set's terms for every layer of a DiT, on its device, applied per pass.
 #[derive(Debug, Clone, Default)]
 pub struct DitLora {
     blocks: Vec<BlockLora>,
+    outer: OuterLora,
 }
 
 impl DitLora {
@@ -151,6 +170,17 @@ impl DitLora {
             used.insert(w);
             used.insert(b);
             Ok(delta)
+        };
+        let (text_dim, freq_dim) = (config.text_dim, config.freq_dim);
+        let head = config.out_channels() * config.patch_volume();
+        let ce = "condition_embedder";
+        let outer = OuterLora {
+            text_1: linear(format!("{ce}.text_embedder.linear_1"), text_dim, dim)?,
+            text_2: linear(format!("{ce}.text_embedder.linear_2"), dim, dim)?,
+            time_1: linear(format!("{ce}.time_embedder.linear_1"), freq_dim, dim)?,
+            time_2: linear(format!("{ce}.time_embedder.linear_2"), dim, dim)?,
+            time_proj: linear(format!("{ce}.time_proj"), dim, 6 * dim)?,
+            proj_out: linear("proj_out".into(), dim, head)?,
         };
         let mut blocks = Vec::with_capacity(config.num_layers);
         let mut norms = Vec::new();
@@ -195,20 +225,25 @@ impl DitLora {
         if !elsewhere.is_empty() && !set.skips_unmatched() {
             let shown: Vec<String> = elsewhere.iter().take(8).map(|t| format!("`{t}`")).collect();
             return Err(Error::input(format!(
-                "LoRAs applied on the fly change the DiT blocks' layers only; {} tensor(s) \
-                 are outside them or have no place in this model: {}{} (fuse these LoRAs at \
+                "LoRAs applied on the fly change the DiT's linear layers and norms only; {} \
+                 tensor(s) are other tensors or have no place in this model: {}{} (fuse these LoRAs at \
                  load, or skip unmatched keys)",
                 elsewhere.len(),
                 shown.join(", "),
                 if elsewhere.len() > 8 { ", …" } else { "" }
             )));
         }
-        Ok(Self { blocks })
+        Ok(Self { blocks, outer })
     }
 
     /// The deltas of block `i`, if any.
     pub fn block(&self, i: usize) -> Option<&BlockLora> {
         self.blocks.get(i)
+    }
+
+    /// The deltas of the layers outside the blocks.
+    pub fn outer(&self) -> &OuterLora {
+        &self.outer
     }
 
     /// Number of blocks.

@@ -323,8 +323,12 @@ impl WanTransformer {
         let mut prepared = Vec::with_capacity(inputs.len());
         let mut hidden = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let (x, p) =
-                self.prepare(input.x.clone(), input.timestep.clone(), input.text.clone())?;
+            let (x, p) = self.prepare(
+                input.x.clone(),
+                input.timestep.clone(),
+                input.text.clone(),
+                input.lora,
+            )?;
             self.check_extras(input.extras, x.dims()[0])?;
             self.check_lora(input.lora)?;
             hidden.push(x);
@@ -348,7 +352,8 @@ impl WanTransformer {
         Ok(hidden
             .into_iter()
             .zip(prepared)
-            .map(|(h, p)| self.head(h, p.temb, p.grid))
+            .zip(inputs)
+            .map(|((h, p), input)| self.head(h, p.temb, p.grid, input.lora))
             .collect())
     }
 
@@ -393,7 +398,7 @@ impl WanTransformer {
         for (x, text) in inputs {
             let b = x.dims()[0];
             let t = Tensor::<1>::zeros([b], (&x.device(), DType::F32));
-            let (x, p) = self.prepare(x.clone(), t, text.clone())?;
+            let (x, p) = self.prepare(x.clone(), t, text.clone(), lora)?;
             hidden.push(x);
             prepared.push(p);
         }
@@ -432,6 +437,7 @@ impl WanTransformer {
         x: Tensor<5>,
         timestep: Tensor<1>,
         text: Tensor<3>,
+        lora: Option<&DitLora>,
     ) -> Result<(Tensor<3>, Prepared)> {
         let cfg = &self.config;
         let [b, c, f, h, w] = x.dims();
@@ -471,8 +477,13 @@ impl WanTransformer {
         let grid = [f / pt, h / ph, w / pw];
         let rope = self.rope.table(grid, &x.device())?;
         let x = self.patch_embedding.forward(x.cast(self.dtype));
-        let (temb, timestep_proj) = self.condition_embedder.time(timestep, self.dtype);
-        let text = self.condition_embedder.text(text.cast(self.dtype));
+        let outer = lora.map(DitLora::outer);
+        let (temb, timestep_proj) = self
+            .condition_embedder
+            .time_lora(timestep, self.dtype, outer);
+        let text = self
+            .condition_embedder
+            .text_lora(text.cast(self.dtype), outer);
         Ok((
             x,
             Prepared {
@@ -528,13 +539,23 @@ impl WanTransformer {
     }
 
     /// Output norm, modulation, projection and unpatchify.
-    fn head(&self, h: Tensor<3>, temb: Tensor<2>, grid: [usize; 3]) -> Tensor<5> {
+    fn head(
+        &self,
+        h: Tensor<3>,
+        temb: Tensor<2>,
+        grid: [usize; 3],
+        lora: Option<&DitLora>,
+    ) -> Tensor<5> {
         let [b, _, dim] = h.dims();
         let table = self.scale_shift_table.val() + temb.cast(DType::F32).reshape([b, 1, dim]);
         let mut parts = table.chunk(2, 1).into_iter();
         let (shift, scale) = (parts.next().unwrap(), parts.next().unwrap());
         let h = layer_norm_modulate(&h, &scale, &shift, self.norm_out.eps).cast(self.dtype);
-        let out = linear(&self.proj_out, h).cast(DType::F32);
+        let out = match lora {
+            Some(l) => l.outer().proj_out.forward(&self.proj_out, h),
+            None => linear(&self.proj_out, h),
+        }
+        .cast(DType::F32);
         let [nf, nh, nw] = grid;
         let [pt, ph, pw] = self.config.patch_size;
         let c = self.config.out_channels();

@@ -155,7 +155,8 @@ fn reference_pass_takes_the_lora() {
     assert!(lynx_testing::diff(&fly[last], &plain[last]).rel_l2 > 1e-3);
 }
 
-/// Writes a safetensors file of f32 tensors `(name, shape)` filled with 0.01.
+/// Writes a safetensors file of f32 tensors `(name, shape)` filled with deterministic
+/// values in [-0.1, 0.1).
 fn write_lora(dir: &std::path::Path, name: &str, tensors: &[(&str, &[usize])]) -> PathBuf {
     let mut header = serde_json_like(tensors);
     while !header.len().is_multiple_of(8) {
@@ -163,10 +164,14 @@ fn write_lora(dir: &std::path::Path, name: &str, tensors: &[(&str, &[usize])]) -
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
+    let mut i = 0u64;
     for (_, shape) in tensors {
         let n: usize = shape.iter().product();
         for _ in 0..n {
-            bytes.extend_from_slice(&0.01f32.to_le_bytes());
+            // Deterministic values in [-0.1, 0.1).
+            i += 1;
+            let v = ((i * 7919) % 1000) as f32 / 5000.0 - 0.1;
+            bytes.extend_from_slice(&v.to_le_bytes());
         }
     }
     let path = dir.join(name);
@@ -371,5 +376,64 @@ fn lightx2v_rank64_fits_the_14b_and_not_the_1_3b() {
         "{err}"
     );
     assert!(err.contains("lora_up.weight"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn on_the_fly_outside_the_blocks_matches_fused() {
+    // The keys real acceleration LoRAs carry outside the blocks: head, text and time
+    // embedders, time projection (low rank + bias deltas).
+    let dir = tmp("outer");
+    let dit =
+        WanTransformer::from_pretrained(transformer_dir(), &test_device(), DType::F32).unwrap();
+    let cfg = dit.config().clone();
+    let (dim, head) = (cfg.inner_dim(), cfg.out_channels() * cfg.patch_volume());
+    let layers = [
+        ("head.head", dim, head),
+        ("text_embedding.0", cfg.text_dim, dim),
+        ("text_embedding.2", dim, dim),
+        ("time_embedding.0", cfg.freq_dim, dim),
+        ("time_embedding.2", dim, dim),
+        ("time_projection.1", dim, 6 * dim),
+    ];
+    let names: Vec<(String, Vec<usize>)> = layers
+        .iter()
+        .flat_map(|(l, d_in, d_out)| {
+            [
+                (
+                    format!("diffusion_model.{l}.lora_down.weight"),
+                    vec![2, *d_in],
+                ),
+                (
+                    format!("diffusion_model.{l}.lora_up.weight"),
+                    vec![*d_out, 2],
+                ),
+                (format!("diffusion_model.{l}.diff_b"), vec![*d_out]),
+            ]
+        })
+        .collect();
+    let tensors: Vec<(&str, &[usize])> = names
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_slice()))
+        .collect();
+    let path = write_lora(&dir, "outer.safetensors", &tensors);
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    let set = LoraSet::open(&[(path.clone(), 0.8)]).unwrap();
+    let lora = lynx_dit::DitLora::new(&set, &cfg, &test_device(), DType::F32).unwrap();
+    let fly = dit_out_with(&dit, &lora);
+    let plain = dit_out(&dit);
+    assert!(lynx_testing::diff(&fly, &plain).rel_l2 > 1e-3);
+    // Fused: a checkpoint with the same set.
+    let mut ckpt = Checkpoint::open(transformer_dir()).unwrap();
+    ckpt.set_loras(set).unwrap();
+    let fused = ckpt
+        .build(&test_device(), DType::F32, |w| WanTransformer::load(w, cfg))
+        .unwrap();
+    assert_close(
+        &format!("{name} on the fly vs fused"),
+        &fly,
+        &dit_out(&fused),
+        1e-5,
+    );
     std::fs::remove_dir_all(dir).ok();
 }
