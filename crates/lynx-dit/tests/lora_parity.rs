@@ -19,6 +19,11 @@ fn lora(name: &str) -> PathBuf {
 
 /// The tiny DiT with `loras` fused at load (blocks streamed when `streamed`).
 fn fused(loras: &[(&str, f64)], streamed: bool) -> WanTransformer {
+    fused_in(loras, streamed, DType::F32)
+}
+
+/// [`fused`] in `dtype`.
+fn fused_in(loras: &[(&str, f64)], streamed: bool, dtype: DType) -> WanTransformer {
     let device = test_device();
     let dir = transformer_dir();
     let config = WanConfig::load(&dir).unwrap();
@@ -27,11 +32,11 @@ fn fused(loras: &[(&str, f64)], streamed: bool) -> WanTransformer {
     assert!(ckpt.set_loras(set).unwrap().is_empty());
     let ckpt = std::sync::Arc::new(ckpt);
     if streamed {
-        ckpt.build(&device, DType::F32, |w| {
+        ckpt.build(&device, dtype, |w| {
             WanTransformer::load_streamed(w, config, ckpt.clone())
         })
     } else {
-        ckpt.build(&device, DType::F32, |w| WanTransformer::load(w, config))
+        ckpt.build(&device, dtype, |w| WanTransformer::load(w, config))
     }
     .unwrap()
 }
@@ -436,4 +441,33 @@ fn on_the_fly_outside_the_blocks_matches_fused() {
         1e-5,
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn fused_in_bf16_is_the_f32_sum_rounded_once() {
+    if !test_device().supports_dtype(DType::BF16) {
+        return;
+    }
+    let stack = [
+        ("style_comfy.safetensors", 0.7),
+        ("accel_comfy.safetensors", 0.5),
+    ];
+    let f32 = fused_in(&stack, false, DType::F32);
+    let bf16 = fused_in(&stack, false, DType::BF16);
+    // The weight is W + ΔW summed in f32 and converted once.
+    let w = bf16.blocks()[1].attn2().to_out().weight();
+    assert_eq!(w.dtype(), DType::BF16);
+    let rounded = f32.blocks()[1].attn2().to_out().weight().cast(DType::BF16);
+    assert_close(
+        "bf16 fused to_out",
+        &w.cast(DType::F32),
+        &rounded.cast(DType::F32),
+        0.0,
+    );
+    // Streamed blocks are fused the same way; the output stays near the f32 reference.
+    let out = dit_out(&bf16);
+    let streamed = dit_out(&fused_in(&stack, true, DType::BF16));
+    assert_close("bf16 streamed vs resident", &streamed, &out, 1e-5);
+    let d = lynx_testing::diff(&out, &want("dit_out_stack"));
+    assert!(d.rel_l2 < 5e-2, "{d:?}");
 }
