@@ -339,10 +339,11 @@ impl LynxPipeline {
     /// and, when Lynx's reference pass runs, its prompt (not cleaned): in one pass of the
     /// text encoder, whose weights are then free to go (the embeddings stay cached).
     fn encode_prompts(&self, req: &GenerateRequest, plan: &Plan) -> Result<Prompts> {
-        let mut wanted = vec![
-            (req.prompt.as_str(), true),
-            (req.negative_prompt.as_str(), true),
-        ];
+        let mut wanted = vec![(req.prompt.as_str(), true)];
+        // Without guidance (`g` = 1) no pass reads the negative prompt: not encoded.
+        if plan.use_cfg {
+            wanted.push((req.negative_prompt.as_str(), true));
+        }
         if plan.reference {
             wanted.push((REFERENCE_PROMPT, false));
         }
@@ -353,9 +354,15 @@ impl LynxPipeline {
                 Error::input("the text encoder returned fewer embeddings than prompts")
             })
         };
+        let prompt = next()?;
+        let negative = if plan.use_cfg {
+            next()?
+        } else {
+            prompt.clone()
+        };
         Ok(Prompts {
-            prompt: next()?,
-            negative: next()?,
+            prompt,
+            negative,
             reference: if plan.reference { Some(next()?) } else { None },
         })
     }
