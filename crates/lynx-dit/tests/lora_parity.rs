@@ -471,3 +471,56 @@ fn fused_in_bf16_is_the_f32_sum_rounded_once() {
     let d = lynx_testing::diff(&out, &want("dit_out_stack"));
     assert!(d.rel_l2 < 5e-2, "{d:?}");
 }
+
+#[test]
+fn fused_style_with_kohya_names() {
+    // style_comfy.safetensors with its keys as kohya-style trainers write them
+    // (`lora_unet_blocks_0_self_attn_q.lora_down.weight`, `….alpha`).
+    let bytes = std::fs::read(lora("style_comfy.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let renamed: serde_json::Map<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| {
+            let Some(rest) = k.strip_prefix("diffusion_model.") else {
+                return (k, v);
+            };
+            let (module, part) = match rest.strip_suffix(".alpha") {
+                Some(m) => (m, "alpha"),
+                None => (rest.rsplitn(3, '.').nth(2).unwrap(), ""),
+            };
+            let part = if part.is_empty() {
+                &rest[module.len() + 1..]
+            } else {
+                part
+            };
+            (format!("lora_unet_{}.{part}", module.replace('.', "_")), v)
+        })
+        .collect();
+    let mut text = serde_json::to_string(&renamed).unwrap();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let dir = tmp("kohya");
+    let path = dir.join("style_kohya.safetensors");
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, out).unwrap();
+    let device = test_device();
+    let config = WanConfig::load(transformer_dir()).unwrap();
+    let mut ckpt = Checkpoint::open(transformer_dir()).unwrap();
+    ckpt.set_loras(LoraSet::open(&[(path, 1.0)]).unwrap())
+        .unwrap();
+    let dit = ckpt
+        .build(&device, DType::F32, |w| WanTransformer::load(w, config))
+        .unwrap();
+    assert_close(
+        "dit_out_lora_a (kohya names)",
+        &dit_out(&dit),
+        &want("dit_out_lora_a"),
+        1e-5,
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

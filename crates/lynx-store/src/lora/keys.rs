@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `transformer.`, `base_model.model.` | diffusers / PEFT |
 //! | `diffusion_model.`, `model.diffusion_model.` | native Wan, ComfyUI, lightx2v |
+//! | `lora_unet_` (module names joined by `_`) | kohya-style trainers (musubi-tuner) |
 //!
 //! | part | [`Part`] |
 //! |---|---|
@@ -68,7 +69,8 @@ pub fn parse_key(key: &str) -> Option<(String, Part)> {
     let (rest, part) = SUFFIXES
         .iter()
         .find_map(|(suffix, part)| key.strip_suffix(suffix).map(|rest| (rest, *part)))?;
-    let mut module = rest;
+    let kohya = rest.strip_prefix("lora_unet_").map(kohya_module);
+    let mut module = kohya.as_deref().unwrap_or(rest);
     // `base_model.model.transformer.` and similar stacks: drop prefixes while they match.
     while let Some(stripped) = PREFIXES.iter().find_map(|p| module.strip_prefix(p)) {
         module = stripped;
@@ -77,6 +79,48 @@ pub fn parse_key(key: &str) -> Option<(String, Part)> {
         return None;
     }
     Some((diffusers_module(module), part))
+}
+
+/// Native names joined by `_` in kohya-style keys (musubi-tuner, sd-scripts:
+/// `lora_unet_blocks_0_self_attn_q`), longest first.
+const KOHYA_WORDS: [&str; 12] = [
+    "norm_k_img",
+    "self_attn",
+    "cross_attn",
+    "k_img",
+    "v_img",
+    "norm_q",
+    "norm_k",
+    "text_embedding",
+    "time_embedding",
+    "time_projection",
+    "patch_embedding",
+    "img_emb",
+];
+
+/// A kohya module name (after `lora_unet_`) with its `_` separators back to `.`:
+/// `blocks_0_cross_attn_k_img` → `blocks.0.cross_attn.k_img`.
+fn kohya_module(name: &str) -> String {
+    let tokens: Vec<&str> = name.split('_').collect();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let word = KOHYA_WORDS.iter().find(|w| {
+            let n = w.split('_').count();
+            i + n <= tokens.len() && tokens[i..i + n].join("_") == **w
+        });
+        match word {
+            Some(w) => {
+                parts.push(w.to_string());
+                i += w.split('_').count();
+            }
+            None => {
+                parts.push(tokens[i].to_string());
+                i += 1;
+            }
+        }
+    }
+    parts.join(".")
 }
 
 /// The diffusers name of a module given by its native Wan name (or already diffusers).
@@ -242,6 +286,45 @@ mod tests {
             ),
         ] {
             assert_eq!(parsed(native), (diffusers.to_string(), part), "{native}");
+        }
+    }
+
+    #[test]
+    fn kohya_keys_map_to_diffusers() {
+        for (kohya, diffusers, part) in [
+            (
+                "lora_unet_blocks_0_self_attn_q.lora_down.weight",
+                "blocks.0.attn1.to_q",
+                Part::Down,
+            ),
+            (
+                "lora_unet_blocks_12_cross_attn_o.lora_up.weight",
+                "blocks.12.attn2.to_out.0",
+                Part::Up,
+            ),
+            (
+                "lora_unet_blocks_3_cross_attn_k_img.alpha",
+                "blocks.3.attn2.add_k_proj",
+                Part::Alpha,
+            ),
+            (
+                "lora_unet_blocks_3_ffn_2.lora_down.weight",
+                "blocks.3.ffn.net.2",
+                Part::Down,
+            ),
+            (
+                "lora_unet_blocks_3_self_attn_norm_q.diff",
+                "blocks.3.attn1.norm_q",
+                Part::WeightDiff,
+            ),
+            (
+                "lora_unet_time_projection_1.lora_up.weight",
+                "condition_embedder.time_proj",
+                Part::Up,
+            ),
+            ("lora_unet_head_head.diff_b", "proj_out", Part::BiasDiff),
+        ] {
+            assert_eq!(parsed(kohya), (diffusers.to_string(), part), "{kohya}");
         }
     }
 
