@@ -226,3 +226,32 @@ fn cli_refuses_a_lora_for_another_model() {
     assert!(!dir.join("x.mp4").exists());
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn cli_lora_from_the_hub_offline_names_repo_and_file() {
+    let dir = tmp("hub");
+    let out = Command::new(env!("CARGO_BIN_EXE_lynx"))
+        .env("HF_HOME", &dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "generate",
+            "--device",
+            "cpu",
+            "--lora",
+            "some-org/some-loras/sub/style.safetensors:0.5",
+            "--output",
+            dir.join("x.mp4").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Looked up in the Hub cache (not taken for a missing local path).
+    assert!(err.contains("Hub repo `some-org/some-loras`"), "{err}");
+    assert!(
+        err.contains("sub/style.safetensors") && err.contains("cache"),
+        "{err}"
+    );
+    assert!(!dir.join("x.mp4").exists());
+    std::fs::remove_dir_all(dir).ok();
+}
