@@ -27,6 +27,7 @@ use lynx_core::nn::{RmsNorm, attention, linear, merge_heads, split_heads};
 use lynx_store::Loader;
 
 use crate::config::WanConfig;
+use crate::lora::{AttnLora, LinearDelta};
 use crate::rope::RopeTable;
 
 /// An extra set of keys and values attended by a block's queries, added to the
@@ -177,10 +178,34 @@ impl WanAttention {
         rope: Option<&RopeTable>,
         extra: Option<&ExtraKv>,
     ) -> Tensor<3> {
+        self.forward_lora(x, context, rope, extra, None)
+    }
+
+    /// [`WanAttention::forward`] with a LoRA's deltas applied on the fly (see
+    /// [`crate::lora`]); `None` is the plain layer.
+    ///
+    /// # Shapes
+    /// As [`WanAttention::forward`].
+    pub fn forward_lora(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        rope: Option<&RopeTable>,
+        extra: Option<&ExtraKv>,
+        lora: Option<&AttnLora>,
+    ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.norm_q.forward(linear(&self.to_q, x));
-        let k = self.norm_k.forward(linear(&self.to_k, context.clone()));
-        let v = split_heads(linear(&self.to_v, context), self.heads);
+        let owned_q = lora.and_then(|l| l.norm_q.rms(&self.norm_q));
+        let owned_k = lora.and_then(|l| l.norm_k.rms(&self.norm_k));
+        let norm_q = owned_q.as_ref().unwrap_or(&self.norm_q);
+        let norm_k = owned_k.as_ref().unwrap_or(&self.norm_k);
+        let lin = |layer: &Linear, delta: Option<&LinearDelta>, x: Tensor<3>| match delta {
+            Some(d) => d.forward(layer, x),
+            None => linear(layer, x),
+        };
+        let q = norm_q.forward(lin(&self.to_q, lora.map(|l| &l.to_q), x));
+        let k = norm_k.forward(lin(&self.to_k, lora.map(|l| &l.to_k), context.clone()));
+        let v = split_heads(lin(&self.to_v, lora.map(|l| &l.to_v), context), self.heads);
         let (q_main, k) = match rope {
             Some(rope) => (rope.apply(q.clone()), rope.apply(k)),
             None => (q.clone(), k),
@@ -195,7 +220,7 @@ impl WanAttention {
         );
         if let Some(extra) = extra.filter(|e| e.scale != 0.0) {
             let key = if extra.apply_norm_k {
-                self.norm_k.forward(extra.key.clone())
+                norm_k.forward(extra.key.clone())
             } else {
                 extra.key.clone()
             };
@@ -208,6 +233,6 @@ impl WanAttention {
                 out + added * extra.scale
             };
         }
-        linear(&self.to_out, merge_heads(out))
+        lin(&self.to_out, lora.map(|l| &l.to_out), merge_heads(out))
     }
 }

@@ -29,6 +29,7 @@ use lynx_store::Loader;
 
 use crate::attention::{ExtraKv, WanAttention};
 use crate::config::WanConfig;
+use crate::lora::BlockLora;
 use crate::rope::RopeTable;
 
 /// What adapters add to one block: extra K/V for self-attention (Lynx's Ref-adapter)
@@ -101,6 +102,15 @@ impl FeedForward {
     /// - input `[B, N, dim]`, output `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         linear(&self.out, gelu_tanh(linear(&self.proj, x)))
+    }
+
+    /// [`FeedForward::forward`] with a block's LoRA deltas applied on the fly.
+    ///
+    /// # Shapes
+    /// As [`FeedForward::forward`].
+    pub fn forward_lora(&self, x: Tensor<3>, lora: &BlockLora) -> Tensor<3> {
+        let h = gelu_tanh(lora.ffn_proj.forward(&self.proj, x));
+        lora.ffn_out.forward(&self.out, h)
     }
 }
 
@@ -190,23 +200,57 @@ impl WanBlock {
         rope: &RopeTable,
         extras: &BlockExtras,
     ) -> Tensor<3> {
+        self.forward_from_norm1_lora(x, n1, m, text, rope, extras, None)
+    }
+
+    /// [`WanBlock::forward_from_norm1`] with the block's LoRA deltas applied on the fly
+    /// (see [`crate::lora`]); `None` is the plain block.
+    ///
+    /// # Shapes
+    /// As [`WanBlock::forward_from_norm1`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_from_norm1_lora(
+        &self,
+        x: Tensor<3>,
+        n1: Tensor<3>,
+        m: &Modulation,
+        text: Tensor<3>,
+        rope: &RopeTable,
+        extras: &BlockExtras,
+        lora: Option<&BlockLora>,
+    ) -> Tensor<3> {
         let dtype = x.dtype();
         // 1. self-attention
-        let attn = self
-            .attn1
-            .forward(n1, None, Some(rope), extras.self_attn.as_ref());
+        let attn = self.attn1.forward_lora(
+            n1,
+            None,
+            Some(rope),
+            extras.self_attn.as_ref(),
+            lora.map(|l| &l.attn1),
+        );
         let x = gated_residual(x, attn, &m.gate).cast(dtype);
         // 2. cross-attention
-        let n2 = match &self.norm2 {
+        let norm2 = match (&self.norm2, lora) {
+            (Some(norm), Some(l)) => l.norm2.layer(norm),
+            _ => None,
+        };
+        let n2 = match norm2.as_ref().or(self.norm2.as_ref()) {
             Some(norm) => norm.forward(x.clone()).cast(dtype),
             None => x.clone(),
         };
-        let x = x + self
-            .attn2
-            .forward(n2, Some(text), None, extras.cross_attn.as_ref());
+        let x = x + self.attn2.forward_lora(
+            n2,
+            Some(text),
+            None,
+            extras.cross_attn.as_ref(),
+            lora.map(|l| &l.attn2),
+        );
         // 3. feed-forward
         let n3 = layer_norm_modulate(&x, &m.c_scale, &m.c_shift, self.norm3.eps).cast(dtype);
-        let ff = self.ffn.forward(n3);
+        let ff = match lora {
+            Some(l) => self.ffn.forward_lora(n3, l),
+            None => self.ffn.forward(n3),
+        };
         gated_residual(x, ff, &m.c_gate).cast(dtype)
     }
 
@@ -223,8 +267,24 @@ impl WanBlock {
         rope: &RopeTable,
         extras: &BlockExtras,
     ) -> Tensor<3> {
+        self.forward_lora(x, text, timestep_proj, rope, extras, None)
+    }
+
+    /// [`WanBlock::forward`] with the block's LoRA deltas applied on the fly.
+    ///
+    /// # Shapes
+    /// As [`WanBlock::forward`].
+    pub fn forward_lora(
+        &self,
+        x: Tensor<3>,
+        text: Tensor<3>,
+        timestep_proj: Tensor<3>,
+        rope: &RopeTable,
+        extras: &BlockExtras,
+        lora: Option<&BlockLora>,
+    ) -> Tensor<3> {
         let m = self.modulation(timestep_proj);
         let n1 = self.norm1_modulated(&x, &m);
-        self.forward_from_norm1(x, n1, &m, text, rope, extras)
+        self.forward_from_norm1_lora(x, n1, &m, text, rope, extras, lora)
     }
 }

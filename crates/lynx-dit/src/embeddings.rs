@@ -21,6 +21,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
 use lynx_core::nn::Linear;
 use lynx_core::nn::{gelu_tanh, linear};
+
+use crate::lora::OuterLora;
 use lynx_store::Loader;
 
 use crate::config::WanConfig;
@@ -144,10 +146,34 @@ impl ConditionEmbedder {
     /// # Shapes
     /// - `timestep` `[B]` → `[B, dim]`, `[B, 6, dim]`.
     pub fn time(&self, timestep: Tensor<1>, dtype: DType) -> (Tensor<2>, Tensor<3>) {
+        self.time_lora(timestep, dtype, None)
+    }
+
+    /// [`ConditionEmbedder::time`] with a LoRA's deltas applied on the fly.
+    ///
+    /// # Shapes
+    /// As [`ConditionEmbedder::time`].
+    pub fn time_lora(
+        &self,
+        timestep: Tensor<1>,
+        dtype: DType,
+        lora: Option<&OuterLora>,
+    ) -> (Tensor<2>, Tensor<3>) {
         let b = timestep.dims()[0];
         let sinusoid = timestep_sinusoid(timestep, self.freq_dim);
-        let temb = self.time_embedder.forward(sinusoid).cast(dtype);
-        let proj = linear(&self.time_proj, silu(temb.clone()));
+        let te = &self.time_embedder;
+        let temb = match lora {
+            Some(l) => {
+                let h = silu(l.time_1.forward(&te.linear_1, sinusoid));
+                l.time_2.forward(&te.linear_2, h)
+            }
+            None => te.forward(sinusoid),
+        }
+        .cast(dtype);
+        let proj = match lora {
+            Some(l) => l.time_proj.forward(&self.time_proj, silu(temb.clone())),
+            None => linear(&self.time_proj, silu(temb.clone())),
+        };
         (temb, proj.reshape([b, 6, self.dim]))
     }
 
@@ -156,7 +182,20 @@ impl ConditionEmbedder {
     /// # Shapes
     /// - input `[B, L, text_dim]`, output `[B, L, dim]`.
     pub fn text(&self, text: Tensor<3>) -> Tensor<3> {
-        self.text_embedder.forward(text)
+        self.text_lora(text, None)
+    }
+
+    /// [`ConditionEmbedder::text`] with a LoRA's deltas applied on the fly.
+    ///
+    /// # Shapes
+    /// As [`ConditionEmbedder::text`].
+    pub fn text_lora(&self, text: Tensor<3>, lora: Option<&OuterLora>) -> Tensor<3> {
+        let Some(l) = lora else {
+            return self.text_embedder.forward(text);
+        };
+        let te = &self.text_embedder;
+        let h = gelu_tanh(l.text_1.forward(&te.linear_1, text));
+        l.text_2.forward(&te.linear_2, h)
     }
 }
 

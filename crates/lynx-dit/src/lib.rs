@@ -11,6 +11,7 @@
 //! | [`embeddings`] | `patch_embedding` (Conv3d), `WanTimeTextImageEmbedding` (T2V part) |
 //! | [`attention`] | `Attention` + `WanAttnProcessor2_0` / Lynx's `WanRefAttnProcessor`, `WanIPAttnProcessor` |
 //! | [`block`] | `WanTransformerBlock` (Lynx's version returning its norm1 output) |
+//! | [`lora`] | PEFT's `lora.Linear.forward` (LoRAs applied per pass, not fused) |
 //! | [`model`] | `WanTransformer3DModel.forward`, Lynx's `ref_feature_extractor` mode |
 //!
 //! Each module's `load` sits beside its type and its docs list the state-dict keys it
@@ -47,11 +48,13 @@ pub mod attention;
 pub mod block;
 pub mod config;
 pub mod embeddings;
+pub mod lora;
 pub mod model;
 pub mod rope;
 
 pub use attention::{ExtraKv, WanAttention};
 pub use block::{BlockExtras, Modulation, WanBlock};
 pub use config::WanConfig;
+pub use lora::DitLora;
 pub use model::{DitInput, WanTransformer};
 pub use rope::{RopeTable, WanRope};

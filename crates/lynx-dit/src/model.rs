@@ -43,6 +43,7 @@ use crate::attention::ExtraKv;
 use crate::block::{BlockExtras, WanBlock};
 use crate::config::WanConfig;
 use crate::embeddings::{ConditionEmbedder, PatchEmbedding};
+use crate::lora::DitLora;
 use crate::rope::{RopeTable, WanRope};
 
 /// The Wan2.1 text-to-video diffusion transformer.
@@ -80,6 +81,8 @@ pub struct DitInput<'a> {
     pub text: Tensor<3>,
     /// Per-block adapter inputs: empty, or one per block.
     pub extras: &'a [BlockExtras],
+    /// LoRAs applied on the fly in this pass (`None`: the weights as loaded).
+    pub lora: Option<&'a DitLora>,
 }
 
 /// Inputs after embedding, shared by the denoising and the reference pass (the tokens
@@ -295,6 +298,7 @@ impl WanTransformer {
             timestep,
             text,
             extras,
+            lora: None,
         };
         let mut out = self.run(std::slice::from_ref(&input), |i, h| observe(i, &h[0]))?;
         out.pop()
@@ -319,9 +323,14 @@ impl WanTransformer {
         let mut prepared = Vec::with_capacity(inputs.len());
         let mut hidden = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let (x, p) =
-                self.prepare(input.x.clone(), input.timestep.clone(), input.text.clone())?;
+            let (x, p) = self.prepare(
+                input.x.clone(),
+                input.timestep.clone(),
+                input.text.clone(),
+                input.lora,
+            )?;
             self.check_extras(input.extras, x.dims()[0])?;
+            self.check_lora(input.lora)?;
             hidden.push(x);
             prepared.push(p);
         }
@@ -332,7 +341,9 @@ impl WanTransformer {
                 .zip(inputs.iter().zip(&prepared))
                 .map(|(h, (input, p))| {
                     let extra = input.extras.get(i).unwrap_or(&none);
-                    block.forward(h, p.text.clone(), p.timestep_proj.clone(), &p.rope, extra)
+                    let lora = input.lora.and_then(|l| l.block(i));
+                    let (text, tproj) = (p.text.clone(), p.timestep_proj.clone());
+                    block.forward_lora(h, text, tproj, &p.rope, extra, lora)
                 })
                 .collect();
             observe(i, &hidden);
@@ -341,7 +352,8 @@ impl WanTransformer {
         Ok(hidden
             .into_iter()
             .zip(prepared)
-            .map(|(h, p)| self.head(h, p.temb, p.grid))
+            .zip(inputs)
+            .map(|((h, p), input)| self.head(h, p.temb, p.grid, input.lora))
             .collect())
     }
 
@@ -367,12 +379,26 @@ impl WanTransformer {
         &self,
         inputs: &[(Tensor<5>, Tensor<3>)],
     ) -> Result<Vec<Vec<Tensor<3>>>> {
+        self.reference_features_lora(inputs, None)
+    }
+
+    /// [`WanTransformer::reference_features_many`] with LoRAs applied on the fly (the
+    /// reference pass runs through the same LoRA'd transformer as the denoising passes).
+    ///
+    /// # Shapes
+    /// As [`WanTransformer::reference_features_many`].
+    pub fn reference_features_lora(
+        &self,
+        inputs: &[(Tensor<5>, Tensor<3>)],
+        lora: Option<&DitLora>,
+    ) -> Result<Vec<Vec<Tensor<3>>>> {
+        self.check_lora(lora)?;
         let mut prepared = Vec::with_capacity(inputs.len());
         let mut hidden = Vec::with_capacity(inputs.len());
         for (x, text) in inputs {
             let b = x.dims()[0];
             let t = Tensor::<1>::zeros([b], (&x.device(), DType::F32));
-            let (x, p) = self.prepare(x.clone(), t, text.clone())?;
+            let (x, p) = self.prepare(x.clone(), t, text.clone(), lora)?;
             hidden.push(x);
             prepared.push(p);
         }
@@ -391,7 +417,9 @@ impl WanTransformer {
                     let n1 = block.norm1_modulated(&h, &m);
                     out.push(n1.clone());
                     if i < last {
-                        block.forward_from_norm1(h, n1, &m, p.text.clone(), &p.rope, &none)
+                        let lora = lora.and_then(|l| l.block(i));
+                        let text = p.text.clone();
+                        block.forward_from_norm1_lora(h, n1, &m, text, &p.rope, &none, lora)
                     } else {
                         h
                     }
@@ -409,6 +437,7 @@ impl WanTransformer {
         x: Tensor<5>,
         timestep: Tensor<1>,
         text: Tensor<3>,
+        lora: Option<&DitLora>,
     ) -> Result<(Tensor<3>, Prepared)> {
         let cfg = &self.config;
         let [b, c, f, h, w] = x.dims();
@@ -448,8 +477,13 @@ impl WanTransformer {
         let grid = [f / pt, h / ph, w / pw];
         let rope = self.rope.table(grid, &x.device())?;
         let x = self.patch_embedding.forward(x.cast(self.dtype));
-        let (temb, timestep_proj) = self.condition_embedder.time(timestep, self.dtype);
-        let text = self.condition_embedder.text(text.cast(self.dtype));
+        let outer = lora.map(DitLora::outer);
+        let (temb, timestep_proj) = self
+            .condition_embedder
+            .time_lora(timestep, self.dtype, outer);
+        let text = self
+            .condition_embedder
+            .text_lora(text.cast(self.dtype), outer);
         Ok((
             x,
             Prepared {
@@ -460,6 +494,18 @@ impl WanTransformer {
                 grid,
             },
         ))
+    }
+
+    /// A LoRA for as many blocks as this model has.
+    fn check_lora(&self, lora: Option<&DitLora>) -> Result<()> {
+        match lora {
+            Some(l) if l.len() != self.num_layers() => Err(Error::input(format!(
+                "the LoRA was made for {} blocks, the DiT has {}",
+                l.len(),
+                self.num_layers()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn check_extras(&self, extras: &[BlockExtras], batch: usize) -> Result<()> {
@@ -493,13 +539,23 @@ impl WanTransformer {
     }
 
     /// Output norm, modulation, projection and unpatchify.
-    fn head(&self, h: Tensor<3>, temb: Tensor<2>, grid: [usize; 3]) -> Tensor<5> {
+    fn head(
+        &self,
+        h: Tensor<3>,
+        temb: Tensor<2>,
+        grid: [usize; 3],
+        lora: Option<&DitLora>,
+    ) -> Tensor<5> {
         let [b, _, dim] = h.dims();
         let table = self.scale_shift_table.val() + temb.cast(DType::F32).reshape([b, 1, dim]);
         let mut parts = table.chunk(2, 1).into_iter();
         let (shift, scale) = (parts.next().unwrap(), parts.next().unwrap());
         let h = layer_norm_modulate(&h, &scale, &shift, self.norm_out.eps).cast(self.dtype);
-        let out = linear(&self.proj_out, h).cast(DType::F32);
+        let out = match lora {
+            Some(l) => l.outer().proj_out.forward(&self.proj_out, h),
+            None => linear(&self.proj_out, h),
+        }
+        .cast(DType::F32);
         let [nf, nh, nw] = grid;
         let [pt, ph, pw] = self.config.patch_size;
         let c = self.config.out_channels();

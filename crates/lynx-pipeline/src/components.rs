@@ -11,13 +11,14 @@
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::{DType, Device};
 use lynx_adapters::{LynxAdapters, ResamplerConfig, Variant};
 use lynx_arcface::{DetectOptions, FaceAnalyzer};
 use lynx_core::{Error, Result};
-use lynx_dit::WanTransformer;
-use lynx_store::Offload;
+use lynx_dit::{WanConfig, WanTransformer};
+use lynx_store::{Checkpoint, LoraSet, Offload};
 use lynx_text::TextEncoder;
 use lynx_vae::{Tiling, WanVae};
 
@@ -55,6 +56,13 @@ pub struct PipelineOptions {
     /// The adapter folder inside a Hub repo or a folder holding both variants
     /// (`lynx_full` or `lynx_lite`); `None`: the folder as given, or `lynx_full` in a repo.
     pub adapters_subfolder: Option<String>,
+    /// LoRA files and their strengths, fused into the DiT as it loads (each streamed
+    /// block as it is read, with `--offload blocks`). Local files: resolve Hub names and
+    /// URLs first ([`crate::source::lora_file`]).
+    pub loras: Vec<(PathBuf, f64)>,
+    /// Skip LoRA keys the DiT has no place for instead of refusing the file
+    /// ([`crate::LynxPipeline::skipped_lora_keys`] lists them).
+    pub lora_skip_unmatched: bool,
 }
 
 /// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
@@ -102,7 +110,22 @@ impl PipelineOptions {
             memory_budget: None,
             guidance_batching: GuidanceBatching::Auto,
             adapters_subfolder: None,
+            loras: Vec::new(),
+            lora_skip_unmatched: false,
         }
+    }
+
+    /// These options with the LoRA file `path` fused at `strength` (repeatable: LoRAs
+    /// add).
+    pub fn with_lora(mut self, path: impl Into<PathBuf>, strength: f64) -> Self {
+        self.loras.push((path.into(), strength));
+        self
+    }
+
+    /// These options skipping (`true`) or refusing unmatched LoRA keys.
+    pub fn with_lora_skip_unmatched(mut self, skip: bool) -> Self {
+        self.lora_skip_unmatched = skip;
+        self
     }
 }
 
@@ -135,6 +158,10 @@ pub(crate) struct Components {
     adapters: Option<LynxAdapters>,
     face: Option<FaceAnalyzer>,
     vae_tiling: Option<Tiling>,
+    /// The fused LoRAs, checked against the DiT's checkpoint.
+    loras: Option<LoraSet>,
+    /// LoRA keys skipped as unmatched.
+    lora_skipped: Vec<String>,
 }
 
 impl Components {
@@ -170,7 +197,15 @@ impl Components {
             adapters: None,
             face: None,
             vae_tiling: None,
+            loras: None,
+            lora_skipped: Vec::new(),
         };
+        if !this.options.loras.is_empty() {
+            let mut set = LoraSet::open(&this.options.loras)?
+                .skip_unmatched(this.options.lora_skip_unmatched);
+            this.lora_skipped = set.check(&Checkpoint::open(base.join("transformer"))?)?;
+            this.loras = Some(set);
+        }
         if offload == Offload::None {
             let dit = this.load_dit()?;
             this.vae = Some(this.load_vae()?);
@@ -290,12 +325,30 @@ impl Components {
         }
     }
 
+    /// LoRA keys skipped as unmatched (with [`PipelineOptions::lora_skip_unmatched`]).
+    pub(crate) fn lora_skipped(&self) -> &[String] {
+        &self.lora_skipped
+    }
+
     fn load_dit(&self) -> Result<WanTransformer> {
         let (dir, device, dtype) = (
             self.base.join("transformer"),
             &self.options.device,
             self.options.dtype,
         );
+        if let Some(set) = &self.loras {
+            let config = WanConfig::load(&dir)?;
+            let mut ckpt = Checkpoint::open(&dir)?;
+            ckpt.set_loras(set.clone())?;
+            let ckpt = Arc::new(ckpt);
+            return if self.options.offload == Offload::Blocks {
+                ckpt.build(device, dtype, |w| {
+                    WanTransformer::load_streamed(w, config, ckpt.clone())
+                })
+            } else {
+                ckpt.build(device, dtype, |w| WanTransformer::load(w, config))
+            };
+        }
         if self.options.offload == Offload::Blocks {
             WanTransformer::from_pretrained_streamed(dir, device, dtype)
         } else {

@@ -28,9 +28,9 @@ use lynx_adapters::{Conditions, LynxAdapters, Variant};
 use lynx_arcface::{FaceAnalyzer, PreparedFace};
 use lynx_core::device::{check_dtype, to_host_f32};
 use lynx_core::{Error, Result};
-use lynx_dit::{DitInput, WanTransformer};
+use lynx_dit::{DitInput, DitLora, WanTransformer};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler, SchedulerConfig, UniPcMultistep};
-use lynx_store::Offload;
+use lynx_store::{LoraSet, Offload};
 use lynx_vae::Tiling;
 
 use crate::branches::{Branch, Branches, Stages};
@@ -242,13 +242,16 @@ impl LynxPipeline {
         let (subject, face) =
             stages.run(Stage::PrepareSubject, || self.prepare_subject(&req, &plan))?;
         let dit = self.components.dit()?;
+        let lora = self.request_lora(&dit, &req)?;
+        let lora = lora.as_ref();
         let conditions = stages.run(Stage::Condition, || {
-            self.condition(&dit, subject, prompts.reference.as_ref(), &req, &plan)
+            self.condition(&dit, lora, subject, prompts.reference.as_ref(), &req, &plan)
         })?;
         let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
         let (scheduler, latents) = self.prepare_latents(&dit, &req, &plan)?;
         let (latents, steps) = stages.run(Stage::Denoise, || {
-            self.denoise(&dit, &mut req, &plan, &branches, scheduler, latents, trace)
+            let dit = (&*dit, lora);
+            self.denoise(dit, &mut req, &plan, &branches, scheduler, latents, trace)
         })?;
         drop((branches, dit));
         self.components.release();
@@ -277,6 +280,21 @@ impl LynxPipeline {
             latents_per_step: steps,
             face,
         })
+    }
+
+    /// LoRA keys skipped as unmatched when the pipeline loaded (with
+    /// [`PipelineOptions::lora_skip_unmatched`]), as stored in the LoRA files.
+    pub fn skipped_lora_keys(&self) -> &[String] {
+        self.components.lora_skipped()
+    }
+
+    /// The request's LoRAs, read onto the device for passes on the fly.
+    fn request_lora(&self, dit: &WanTransformer, req: &GenerateRequest) -> Result<Option<DitLora>> {
+        if req.loras.is_empty() {
+            return Ok(None);
+        }
+        let set = LoraSet::open(&req.loras)?.skip_unmatched(req.lora_skip_unmatched);
+        DitLora::new(&set, dit.config(), self.device(), dit.dtype()).map(Some)
     }
 
     /// The memory check of one generation (see [`budget::check_run`]).
@@ -321,10 +339,11 @@ impl LynxPipeline {
     /// and, when Lynx's reference pass runs, its prompt (not cleaned): in one pass of the
     /// text encoder, whose weights are then free to go (the embeddings stay cached).
     fn encode_prompts(&self, req: &GenerateRequest, plan: &Plan) -> Result<Prompts> {
-        let mut wanted = vec![
-            (req.prompt.as_str(), true),
-            (req.negative_prompt.as_str(), true),
-        ];
+        let mut wanted = vec![(req.prompt.as_str(), true)];
+        // Without guidance (`g` = 1) no pass reads the negative prompt: not encoded.
+        if plan.use_cfg {
+            wanted.push((req.negative_prompt.as_str(), true));
+        }
         if plan.reference {
             wanted.push((REFERENCE_PROMPT, false));
         }
@@ -335,9 +354,15 @@ impl LynxPipeline {
                 Error::input("the text encoder returned fewer embeddings than prompts")
             })
         };
+        let prompt = next()?;
+        let negative = if plan.use_cfg {
+            next()?
+        } else {
+            prompt.clone()
+        };
         Ok(Prompts {
-            prompt: next()?,
-            negative: next()?,
+            prompt,
+            negative,
             reference: if plan.reference { Some(next()?) } else { None },
         })
     }
@@ -438,6 +463,7 @@ impl LynxPipeline {
     fn condition(
         &self,
         dit: &WanTransformer,
+        lora: Option<&DitLora>,
         subject: Option<SubjectInputs>,
         ref_text: Option<&Tensor<3>>,
         req: &GenerateRequest,
@@ -447,14 +473,24 @@ impl LynxPipeline {
             return Ok(None);
         };
         let features = match (subject.latents, ref_text) {
-            (Some((c, u)), Some(text)) => {
+            (Some((c, u)), Some(text)) if plan.use_cfg => {
                 let mut f = dit
-                    .reference_features_many(&[(c, text.clone()), (u, text.clone())])?
+                    .reference_features_lora(&[(c, text.clone()), (u, text.clone())], lora)?
                     .into_iter();
                 match (f.next(), f.next()) {
                     (Some(c), Some(u)) => Some((c, u)),
                     _ => return Err(Error::input("the reference pass returned too few features")),
                 }
+            }
+            // Without guidance only the conditional pass reads the features: no
+            // unconditional reference pass (its adapter inputs are made but not used).
+            (Some((c, _)), Some(text)) => {
+                let f = dit
+                    .reference_features_lora(&[(c, text.clone())], lora)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::input("the reference pass returned no features"))?;
+                Some((f.clone(), f))
             }
             _ => None,
         };
@@ -520,9 +556,13 @@ impl LynxPipeline {
         req: &GenerateRequest,
         plan: &Plan,
     ) -> Result<(Box<dyn Scheduler>, Tensor<5>)> {
+        let mut config = self.scheduler.clone();
+        if let Some(shift) = req.shift {
+            config.flow_shift = shift;
+        }
         let mut scheduler: Box<dyn Scheduler> = match req.sampler {
-            SamplerKind::UniPc => Box::new(UniPcMultistep::new(self.scheduler.clone())?),
-            SamplerKind::Euler => Box::new(FlowMatchEuler::from_config(&self.scheduler)?),
+            SamplerKind::UniPc => Box::new(UniPcMultistep::new(config)?),
+            SamplerKind::Euler => Box::new(FlowMatchEuler::from_config(&config)?),
         };
         scheduler.set_timesteps(req.steps)?;
         let shape = [
@@ -542,7 +582,7 @@ impl LynxPipeline {
     #[allow(clippy::too_many_arguments)]
     fn denoise(
         &self,
-        dit: &WanTransformer,
+        (dit, lora): (&WanTransformer, Option<&DitLora>),
         req: &mut GenerateRequest,
         plan: &Plan,
         branches: &Branches,
@@ -574,6 +614,7 @@ impl LynxPipeline {
                     timestep: timestep.clone(),
                     text: stacked.text.clone(),
                     extras: &stacked.extras,
+                    lora,
                 };
                 let out = dit
                     .forward_many(std::slice::from_ref(&input))?
@@ -597,6 +638,7 @@ impl LynxPipeline {
                         timestep: timestep.clone(),
                         text: b.text.clone(),
                         extras: &b.extras,
+                        lora,
                     })
                     .collect();
                 let mut out = dit.forward_many(&inputs)?.into_iter();

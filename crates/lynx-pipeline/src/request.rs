@@ -28,6 +28,10 @@ pub const DEFAULT_GUIDANCE: f64 = 5.0;
 pub const DEFAULT_IP_SCALE: f64 = 1.0;
 /// Default seed.
 pub const DEFAULT_SEED: u64 = 42;
+/// Steps of the fast path ([`GenerateRequest::fast`]).
+pub const FAST_STEPS: usize = 4;
+/// Flow shift of the fast path.
+pub const FAST_SHIFT: f64 = 5.0;
 
 /// Whose face the video shows.
 #[derive(Debug, Clone)]
@@ -153,6 +157,14 @@ pub struct GenerateRequest {
     pub ref_scale: Option<f64>,
     /// The sampler.
     pub sampler: SamplerKind,
+    /// Flow shift of the sampler's schedule; `None`: the scheduler config's (Wan's 3.0
+    /// for 480p, 5.0 for 720p; distillation LoRAs such as lightx2v's are trained at 5).
+    pub shift: Option<f64>,
+    /// LoRA files and their strengths applied on the fly for this request only (the
+    /// model's weights are not touched; several add, on top of any fused at load).
+    pub loras: Vec<(std::path::PathBuf, f64)>,
+    /// Skip keys of `loras` the DiT has no place for instead of refusing the request.
+    pub lora_skip_unmatched: bool,
     /// Initial latents and reference noise (seeded by default).
     pub noise: NoiseSource,
     /// Called after every denoising step.
@@ -194,11 +206,36 @@ impl GenerateRequest {
             ip_scale: DEFAULT_IP_SCALE,
             ref_scale: None,
             sampler: SamplerKind::UniPc,
+            shift: None,
+            loras: Vec::new(),
+            lora_skip_unmatched: false,
             noise: NoiseSource::seeded(DEFAULT_SEED),
             on_step: None,
             on_stage: None,
             cancel: None,
         }
+    }
+
+    /// This request with the LoRA file `path` applied on the fly at `strength`
+    /// (repeatable: LoRAs add).
+    pub fn with_lora(mut self, path: impl Into<std::path::PathBuf>, strength: f64) -> Self {
+        self.loras.push((path.into(), strength));
+        self
+    }
+
+    /// This request with flow shift `shift` ([`GenerateRequest::shift`]).
+    pub fn with_shift(mut self, shift: f64) -> Self {
+        self.shift = Some(shift);
+        self
+    }
+
+    /// This request on the fast path of step-distillation LoRAs (lightx2v's): 4 steps,
+    /// guidance 1 (one conditional DiT pass per step, no negative prompt), flow shift 5.
+    pub fn fast(mut self) -> Self {
+        self.steps = FAST_STEPS;
+        self.guidance = 1.0;
+        self.shift = Some(FAST_SHIFT);
+        self
     }
 
     /// The identity guidance of this request for `variant`: asked for, or the variant's

@@ -93,6 +93,44 @@ pub fn adapter_folder(
     })
 }
 
+/// The local LoRA file for `spec`: an existing file as it is, an `http(s)://` URL
+/// fetched into the URL cache, or a file in a Hub repo, `org/name/path/in/repo.safetensors`
+/// (`org/name@revision/…` for another revision than `main`), fetched into the Hub cache.
+pub fn lora_file(spec: &str, progress: &mut dyn Progress) -> Result<PathBuf> {
+    let path = PathBuf::from(spec);
+    if path.exists() {
+        return Ok(path);
+    }
+    #[cfg(feature = "hub")]
+    {
+        use lynx_hub as hub;
+        let opts = hub::HubOptions::from_env();
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            return hub::fetch_url(spec, &opts, progress);
+        }
+        let mut parts = spec.splitn(3, '/');
+        if let (Some(org), Some(name), Some(file)) = (parts.next(), parts.next(), parts.next())
+            && !spec.starts_with(['.', '/', '~'])
+            && !file.is_empty()
+        {
+            let repo = hub::RepoRef::parse(&format!("{org}/{name}"))?;
+            let dir = hub::resolve_repo(
+                &repo,
+                None,
+                &hub::FileSet::new().required(file),
+                &opts,
+                progress,
+            )?;
+            return Ok(dir.join(file));
+        }
+    }
+    let _ = progress;
+    Err(lynx_core::Error::MissingFile {
+        path,
+        hint: "no such LoRA file (a Hub file is `org/name/file.safetensors`, or give a URL)".into(),
+    })
+}
+
 /// What the pipeline reads from a Wan2.1 diffusers repo (`Wan-AI/Wan2.1-T2V-14B-Diffusers`):
 /// `model_index.json`, the scheduler config, the UMT5 text encoder (config, index and
 /// its shards, or `model.safetensors`), the tokenizer (`tokenizer.json`; its config,

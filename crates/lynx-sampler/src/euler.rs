@@ -1,12 +1,15 @@
-//! Flow-matching Euler sampler: `x ← x + (σ_next − σ)·v` on the same shifted flow
-//! schedule as [`crate::UniPcMultistep`] (the update of diffusers'
-//! `FlowMatchEulerDiscreteScheduler`).
+//! Flow-matching Euler sampler: diffusers 0.33.1 `FlowMatchEulerDiscreteScheduler(shift)`
+//! with its other options at their defaults, as the Wan docs configure it.
+//!
+//! Its schedule shifts the end point twice: with `f(s) = shift·s / (1 + (shift−1)·s)`,
+//! `σ = f(linspace(1, f(1/T), N))`, then a final 0; timesteps `T·σ` (not rounded). Each
+//! step is `x ← x + (σ_next − σ)·v`.
 
 use burn::tensor::Tensor;
 use lynx_core::{Error, Result};
 
+use crate::Scheduler;
 use crate::config::SchedulerConfig;
-use crate::{Scheduler, shifted_flow_sigmas};
 
 /// First-order flow sampler. With the exact velocity of a straight path it lands on the
 /// path's end in one step; it is the simplest sampler to swap in for UniPC.
@@ -52,7 +55,7 @@ impl Scheduler for FlowMatchEuler {
                 "the number of sampling steps must be at least 1",
             ));
         }
-        let sigmas = shifted_flow_sigmas(num_steps, self.num_train_timesteps, self.shift);
+        let sigmas = euler_sigmas(num_steps, self.num_train_timesteps, self.shift);
         self.timesteps = sigmas
             .iter()
             .map(|s| s * self.num_train_timesteps as f64)
@@ -94,4 +97,22 @@ impl Scheduler for FlowMatchEuler {
         self.step_index += 1;
         Ok(sample + model_output * dt)
     }
+}
+
+/// `f(linspace(1, f(1/T), n))` with `f(s) = shift·s / (1 + (shift−1)·s)`: the `n` sigmas
+/// of diffusers' `FlowMatchEulerDiscreteScheduler.set_timesteps` (its `sigma_min` is the
+/// shifted `1/T`, and the linspace is shifted again).
+fn euler_sigmas(n: usize, num_train_timesteps: usize, shift: f64) -> Vec<f64> {
+    let f = |s: f64| shift * s / (1.0 + (shift - 1.0) * s);
+    let end = f(1.0 / num_train_timesteps as f64);
+    (0..n)
+        .map(|i| {
+            let s = if n == 1 {
+                1.0
+            } else {
+                1.0 + (end - 1.0) * i as f64 / (n - 1) as f64
+            };
+            f(s)
+        })
+        .collect()
 }

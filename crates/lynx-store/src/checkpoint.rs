@@ -56,6 +56,8 @@ pub struct Checkpoint {
     entries: BTreeMap<String, Entry>,
     /// Standard deviation of the random tensors a synthetic checkpoint hands out.
     synthetic: Option<f64>,
+    /// LoRAs fused into the tensors as they are read ([`Checkpoint::set_loras`]).
+    loras: Option<std::sync::Arc<crate::lora::LoraSet>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -89,6 +91,7 @@ impl Checkpoint {
             files: Vec::new(),
             entries: BTreeMap::new(),
             synthetic: None,
+            loras: None,
         };
         if name.ends_with(".index.json") {
             ckpt.add_index(path)?;
@@ -119,7 +122,24 @@ impl Checkpoint {
             files: Vec::new(),
             entries: BTreeMap::new(),
             synthetic: Some(std),
+            loras: None,
         }
+    }
+
+    /// Fuses `loras` into every tensor they change as the tensor is read through a
+    /// [`Loader`] (resident or streamed), in f32 before the conversion to the run dtype.
+    /// The set is checked against this checkpoint's keys and shapes first
+    /// ([`crate::lora::LoraSet::check`]); returns the LoRA keys skipped as unmatched.
+    /// An empty set takes the LoRAs away.
+    pub fn set_loras(&mut self, mut loras: crate::lora::LoraSet) -> Result<Vec<String>> {
+        let skipped = loras.check(self)?;
+        self.loras = (!loras.is_empty()).then(|| std::sync::Arc::new(loras));
+        Ok(skipped)
+    }
+
+    /// The LoRAs fused as tensors are read, if any.
+    pub fn loras(&self) -> Option<&crate::lora::LoraSet> {
+        self.loras.as_deref()
     }
 
     /// The path this checkpoint was opened from.

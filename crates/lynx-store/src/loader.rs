@@ -33,6 +33,8 @@ struct LoadState {
     missing: Vec<String>,
     mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
     errors: Vec<Error>,
+    /// Tensors read that the checkpoint's LoRAs change.
+    patched: BTreeSet<String>,
     /// Bytes of the tensors read (or, validating, that would have been read).
     bytes: u64,
 }
@@ -271,13 +273,23 @@ impl<'a> Loader<'a> {
             let n: usize = s.iter().product();
             self.state.borrow_mut().bytes += (n * dtype.size()) as u64;
         };
+        let loras = self.ckpt.loras().filter(|l| l.changes(&key));
+        if loras.is_some() {
+            self.state.borrow_mut().patched.insert(key.clone());
+        }
         if let (Some(std), Some(shape)) = (self.ckpt.synthetic_std(), shape) {
             count(&shape);
+            if let Some(Err(e)) = loras.map(|l| l.check_shape(&key, &shape)) {
+                self.state.borrow_mut().errors.push(e);
+            }
             if self.validate {
                 return zeros(Some(shape));
             }
             let dist = Distribution::Normal(0.0, std);
-            return Tensor::<D>::random(shape, dist, &self.device).cast(dtype);
+            let t = Tensor::<D>::random(shape, dist, &self.device);
+            return self
+                .fuse(&key, t, shape, dtype)
+                .unwrap_or_else(|| zeros(Some(shape)));
         }
         let Some(found) = self.ckpt.shape(&key).map(<[usize]>::to_vec) else {
             self.state.borrow_mut().missing.push(key);
@@ -294,6 +306,10 @@ impl<'a> Loader<'a> {
             return zeros(shape);
         }
         count(&found);
+        if let Some(Err(e)) = loras.map(|l| l.check_shape(&key, &found)) {
+            self.state.borrow_mut().errors.push(e);
+            return zeros(shape);
+        }
         if self.validate {
             return zeros(<[usize; D]>::try_from(found).ok());
         }
@@ -301,11 +317,41 @@ impl<'a> Loader<'a> {
             // The module will be dropped: spare the reading and the memory.
             return zeros(shape);
         }
-        match self.ckpt.tensor::<D>(&key, &self.device, dtype) {
+        // A tensor a LoRA changes is read in f32, the delta added, then converted.
+        let read_dtype = if loras.is_some() { DType::F32 } else { dtype };
+        let read = self.ckpt.tensor::<D>(&key, &self.device, read_dtype);
+        match read {
+            Ok(t) if loras.is_some() => {
+                let dims = t.dims();
+                self.fuse(&key, t, dims, dtype)
+                    .unwrap_or_else(|| zeros(shape))
+            }
             Ok(t) => t,
             Err(e) => {
                 self.state.borrow_mut().errors.push(e);
                 zeros(shape)
+            }
+        }
+    }
+
+    /// `t` (f32) plus the checkpoint's LoRA delta for `key`, in `dtype`; `None` (the
+    /// error recorded) when the delta cannot be made.
+    fn fuse<const D: usize>(
+        &self,
+        key: &str,
+        t: Tensor<D>,
+        shape: [usize; D],
+        dtype: DType,
+    ) -> Option<Tensor<D>> {
+        let Some(loras) = self.ckpt.loras() else {
+            return Some(t.cast(dtype));
+        };
+        match loras.delta(key, shape, &self.device) {
+            Ok(Some(delta)) => Some((t.cast(DType::F32) + delta).cast(dtype)),
+            Ok(None) => Some(t.cast(dtype)),
+            Err(e) => {
+                self.state.borrow_mut().errors.push(e);
+                None
             }
         }
     }
@@ -324,6 +370,9 @@ impl<'a> Loader<'a> {
         } else {
             format!("{}.", self.prefix)
         };
+        if let Some(loras) = self.ckpt.loras() {
+            loras.unread(&root, |t| state.patched.contains(t))?;
+        }
         let unexpected: Vec<String> = self
             .ckpt
             .keys()

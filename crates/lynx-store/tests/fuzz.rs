@@ -139,3 +139,66 @@ fn fuzz_pth() {
         read_all(&file)
     });
 }
+
+/// Opens a LoRA file as a load does, and makes every delta a model of the file's own
+/// shapes would take (bounded as a model's tensors bound them).
+fn read_lora(path: &Path) -> lynx_core::Result<()> {
+    use lynx_store::{LoraFile, LoraSet};
+    let file = std::sync::Arc::new(LoraFile::open(path)?);
+    let mut set = LoraSet::new();
+    set.add(file.clone(), 0.5)?;
+    let device = lynx_core::device::parse_device("cpu")?;
+    let ckpt = Checkpoint::open(path)?;
+    for (module, delta) in file.modules() {
+        if let Some(lr) = &delta.low_rank
+            && lr.dims[0] * lr.dims[1] <= 1 << 16
+        {
+            set.delta::<2>(&format!("{module}.weight"), lr.dims, &device)?;
+            set.low_rank(&format!("{module}.weight"), lr.dims, &device, DType::F32)?;
+        }
+        if let Some(key) = &delta.bias
+            && let Some(&[n]) = ckpt.shape(key)
+        {
+            set.delta::<1>(&format!("{module}.bias"), [n], &device)?;
+        }
+        if let Some(key) = &delta.weight
+            && delta.low_rank.is_none()
+            && let Some(&[n]) = ckpt.shape(key)
+        {
+            set.delta::<1>(&format!("{module}.weight"), [n], &device)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_lora_files() {
+    let mut target = Target::new("lora").cases(900);
+    for rel in [
+        "loras/style_peft.safetensors",
+        "loras/style_comfy.safetensors",
+        "loras/accel_comfy.safetensors",
+    ] {
+        let file = FuzzFile::read(fixture(rel), Format::Safetensors).named("x.safetensors");
+        target = target.seed(vec![file]);
+    }
+    target.run(|dir| read_lora(&dir.join("x.safetensors")));
+}
+
+#[test]
+fn fuzz_lora_adapter_metadata() {
+    use lynx_store::lora::metadata::parse_adapter_config;
+    let seed =
+        FuzzFile::read(fixture("fuzz/lora_adapter_metadata.json"), Format::Json).named("meta.json");
+    Target::new("lora_adapter_metadata")
+        .cases(600)
+        .seed(vec![seed])
+        .run(|dir| {
+            let path = dir.join("meta.json");
+            let text = std::fs::read(&path).map_err(|e| lynx_core::Error::io(&path, e))?;
+            let text = String::from_utf8_lossy(&text);
+            parse_adapter_config(&text)
+                .map(drop)
+                .map_err(|reason| lynx_core::Error::format(&path, "LoRA metadata", reason))
+        });
+}

@@ -110,6 +110,15 @@ pub struct GenerateArgs {
     /// `lynx_lite` [default: lynx_full for a repo].
     #[arg(long, help_heading = "Model")]
     pub adapters_subfolder: Option<String>,
+    /// A LoRA to fuse into the DiT as it loads, `FILE[:STRENGTH]` (strength 1 by
+    /// default): a path, a Hub file `org/name/file.safetensors` or a URL. Repeat to
+    /// stack LoRAs (diffusers/PEFT or native Wan/ComfyUI files, e.g. lightx2v's).
+    #[arg(long, value_name = "FILE[:STRENGTH]", help_heading = "Model")]
+    pub lora: Vec<String>,
+    /// Skip LoRA keys the model has no place for (printing them) instead of refusing
+    /// the file.
+    #[arg(long, help_heading = "Model")]
+    pub lora_skip_unmatched: bool,
     /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
     /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
     #[arg(long, help_heading = "Model")]
@@ -176,6 +185,14 @@ pub struct GenerateArgs {
     /// The sampler.
     #[arg(long, value_enum, default_value_t = SamplerArg::Unipc, help_heading = "Video")]
     pub sampler: SamplerArg,
+    /// Flow shift of the sampler's schedule [default: the model's scheduler config].
+    #[arg(long, visible_alias = "flow_shift", help_heading = "Video")]
+    pub shift: Option<f64>,
+    /// The fast path of step-distillation LoRAs (e.g. lightx2v's): 4 steps, guidance 1
+    /// (one DiT pass per step, no negative prompt), shift 5; --steps and --shift still
+    /// apply.
+    #[arg(long, conflicts_with = "guidance", help_heading = "Video")]
+    pub fast: bool,
     /// Safetensors with key `latents` to start from instead of seeded noise.
     #[arg(long, help_heading = "Video")]
     pub init_latents: Option<PathBuf>,
@@ -309,6 +326,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 format!("--guidance-identity takes a number or `none`, not `{v}`")
             })?),
         };
+    if args.fast {
+        request = request.fast();
+        request.steps = args.steps.unwrap_or(request.steps);
+    }
+    request.shift = args.shift.or(request.shift);
     request.ip_scale = args.ip_scale;
     request.ref_scale = args.ref_scale;
     request.sampler = args.sampler.into();
@@ -355,6 +377,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         .as_deref()
         .map(|d| models::file(d, quiet))
         .transpose()?;
+    for spec in &args.lora {
+        let (file, strength) = lora_arg(spec)?;
+        options.loras.push((models::lora(file, quiet)?, strength));
+    }
+    options.lora_skip_unmatched = args.lora_skip_unmatched;
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
     let frames = request
@@ -395,6 +422,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
     loading.finish();
     let load_time = start.elapsed();
+    let skipped = pipe.skipped_lora_keys();
+    if !skipped.is_empty() {
+        say(&format!(
+            "--lora-skip-unmatched: skipped {} LoRA key(s) the model has no place for: {}",
+            skipped.len(),
+            skipped.join(", ")
+        ));
+    }
     say(&format!(
         "loaded {} in {:.1}s (offload {})",
         variant.name(),
@@ -556,4 +591,18 @@ fn write_trace(path: &Path, generated: &Generated) -> Result<()> {
         .map(|(k, d, s, b)| (k.as_str(), *d, s.as_slice(), b.as_slice()))
         .collect();
     Ok(safetensors_io::save(path, &tensors, None)?)
+}
+
+/// `FILE[:STRENGTH]` of `--lora`: the strength after the last `:` when it is a number
+/// (so URLs and Windows paths keep their colons), else 1.
+fn lora_arg(spec: &str) -> Result<(&str, f64)> {
+    if let Some((file, tail)) = spec.rsplit_once(':')
+        && let Ok(strength) = tail.parse::<f64>()
+    {
+        if !strength.is_finite() || file.is_empty() {
+            bail!("--lora {spec}: expected FILE[:STRENGTH] with a finite strength");
+        }
+        return Ok((file, strength));
+    }
+    Ok((spec, 1.0))
 }

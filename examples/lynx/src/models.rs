@@ -84,3 +84,9 @@ pub fn file(spec: &Path, quiet: bool) -> Result<PathBuf> {
         _ => Ok(spec.to_path_buf()),
     }
 }
+
+/// A LoRA file: a path, a Hub file `org/name/file.safetensors` or a URL, fetched into
+/// the cache.
+pub fn lora(spec: &str, quiet: bool) -> Result<PathBuf> {
+    Ok(source::lora_file(spec, &mut Bars::new(quiet))?)
+}
