@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use lynx_core::config::{load_json, unsupported};
 use lynx_core::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The activation of the feed-forward block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,55 @@ fn default_eps() -> f64 {
 }
 fn default_ffn() -> String {
     "gated-gelu".into()
+}
+
+/// The fields of `config.json` a [`Umt5Config`] is written as.
+#[derive(Serialize)]
+struct SavedConfig<'a> {
+    model_type: &'a str,
+    vocab_size: usize,
+    d_model: usize,
+    d_kv: usize,
+    d_ff: usize,
+    num_heads: usize,
+    num_layers: usize,
+    relative_attention_num_buckets: usize,
+    relative_attention_max_distance: usize,
+    layer_norm_epsilon: f64,
+    feed_forward_proj: &'a str,
+    dense_act_fn: &'a str,
+    is_gated_act: bool,
+}
+
+/// Written as transformers' `UMT5Config` fields that [`Umt5Config::load`] reads back to
+/// the same value (`model_type`, the sizes, `layer_norm_epsilon`, the gated activation).
+impl Serialize for Umt5Config {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        SavedConfig {
+            model_type: "umt5",
+            vocab_size: self.vocab_size,
+            d_model: self.d_model,
+            d_kv: self.d_kv,
+            d_ff: self.d_ff,
+            num_heads: self.num_heads,
+            num_layers: self.num_layers,
+            relative_attention_num_buckets: self.relative_attention_num_buckets,
+            relative_attention_max_distance: self.relative_attention_max_distance,
+            layer_norm_epsilon: self.layer_norm_epsilon,
+            feed_forward_proj: "gated-gelu",
+            dense_act_fn: match self.activation {
+                Activation::GeluTanh => "gelu_new",
+                Activation::Gelu => "gelu",
+                Activation::Relu => "relu",
+                Activation::Silu => "silu",
+            },
+            is_gated_act: true,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Umt5Config {
