@@ -20,6 +20,14 @@
 //! few MB through [`SafetensorsWriter`], so no model is ever held in memory.
 //!
 //! [`subject`] writes a random face embedding and aligned face to run Lynx full with.
+//!
+//! Other files of the same models come the same way, without describing a layer: a
+//! synthetic LoRA for the DiT is its records narrowed to the linear layers (rank-2
+//! `*.weight` read in the model dtype), each giving a `lora_down [rank, in]` and a
+//! `lora_up [out, rank]` under the LoRA file's key names; an fp8 or GGUF encoding of the
+//! DiT writes the same records in another encoding per record (the model-dtype matrices
+//! quantised, the tensors read in f32 kept). Each is a new kind of file content in
+//! [`plan`], fed by the same walk.
 
 #![warn(missing_docs)]
 

@@ -1,18 +1,18 @@
 //! The tensors the models' own loaders ask for (walked on a recording checkpoint) against
 //! the state dicts the previous synth-model wrote from its own description of every
 //! layer (`tests/fixtures/synth/tiny_state_dicts.tsv`, listed from it before it was
-//! removed): the same keys, shapes and fills, for the tiny preset; and the same
-//! state-dict order where it matters (sharded files).
+//! removed): the same keys, shapes and fills, for the tiny preset; the same state-dict
+//! order where it matters (sharded files); the same files of the same sizes.
 
 use lynx_adapters::IpLayout;
 use lynx_synth::walk::{self, Param};
-use lynx_synth::{Init, Preset};
+use lynx_synth::{Preset, SynthOptions, WeightDtype, plan};
 
-/// `group → [(key, shape, init)]` as listed in the fixture.
-fn expected() -> Vec<(String, Vec<(String, String, String)>)> {
-    let path = lynx_testing::fixtures_dir().join("synth/tiny_state_dicts.tsv");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut groups: Vec<(String, Vec<(String, String, String)>)> = Vec::new();
+type Rows = Vec<(String, String, String)>;
+
+/// `group → [(key, shape, init)]` as listed (`group\tkey\tshape\tinit` lines).
+fn parse(text: &str) -> Vec<(String, Rows)> {
+    let mut groups: Vec<(String, Rows)> = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         let row = (f[1].to_string(), f[2].to_string(), f[3].to_string());
@@ -24,15 +24,12 @@ fn expected() -> Vec<(String, Vec<(String, String, String)>)> {
     groups
 }
 
-fn listed(params: Vec<Param>) -> Vec<(String, String, String)> {
+fn listed(params: Vec<Param>) -> Rows {
     params
         .into_iter()
         .map(|p| {
-            let init = match p.init {
-                Init::Normal(std) => format!("Normal({std:?})"),
-                other => format!("{other:?}"),
-            };
-            (p.key().to_string(), format!("{:?}", p.shape()), init)
+            let shape = format!("{:?}", p.shape());
+            (p.key().to_string(), shape, format!("{:?}", p.init))
         })
         .collect()
 }
@@ -41,13 +38,14 @@ fn listed(params: Vec<Param>) -> Vec<(String, String, String)> {
 /// which shard. (A single file lists its tensors sorted, whatever the order.)
 const SHARDED: [&str; 2] = ["text_encoder", "transformer"];
 
-#[test]
-fn tiny_records_equal_the_previous_tool() {
-    let m = Preset::Tiny.model_set();
+/// Every state dict of `preset` walked from the loaders against `listing`; the
+/// differences, one entry per group.
+fn differences(preset: Preset, listing: &str) -> Vec<String> {
+    let m = preset.model_set();
     let lite = m.lite.clone().unwrap();
     let (dim, blocks) = (m.dit.inner_dim(), m.dit.num_layers);
     let lite_layers = blocks.div_ceil(lite.interval);
-    let out = m.resampler.output_dim;
+    let (out, lite_out) = (m.resampler.output_dim, lite.resampler.output_dim);
     let walked = [
         ("text_encoder", walk::umt5_encoder(&m.text)),
         ("transformer", walk::dit(&m.dit)),
@@ -61,37 +59,70 @@ fn tiny_records_equal_the_previous_tool() {
         ("lynx_lite/resampler", walk::resampler(&lite.resampler)),
         (
             "lynx_lite/ip_layers",
-            walk::ip_layers(
-                IpLayout::Lite,
-                lite_layers,
-                lite.resampler.output_dim,
-                dim,
-                0,
-            ),
+            walk::ip_layers(IpLayout::Lite, lite_layers, lite_out, dim, 0),
         ),
     ];
-    let expected = expected();
+    let expected = parse(listing);
     assert_eq!(expected.len(), walked.len());
     let mut differ = Vec::new();
     for ((group, params), (g, rows)) in walked.into_iter().zip(expected) {
         assert_eq!(group, g);
         let ours = listed(params.unwrap());
-        let sorted = |v: &[(String, String, String)]| {
-            let mut v = v.to_vec();
+        let sorted = |v: &Rows| {
+            let mut v = v.clone();
             v.sort();
             v
         };
+        let keys = |v: &Rows| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
         if sorted(&ours) != sorted(&rows) {
             differ.push(format!("{group}: ours {ours:?}\nprevious {rows:?}"));
         } else if ours != rows && SHARDED.contains(&group) {
-            let keys =
-                |v: &[(String, String, String)]| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
-            differ.push(format!(
-                "{group} order: ours {:?}\nprevious {:?}",
-                keys(&ours),
-                keys(&rows)
-            ));
+            let (a, b) = (keys(&ours), keys(&rows));
+            differ.push(format!("{group} order: ours {a:?}\nprevious {b:?}"));
         }
     }
+    differ
+}
+
+/// `path\tbytes` of every file `preset` plans in bf16 (default options).
+fn files(preset: Preset) -> String {
+    let plan = plan(
+        &preset.model_set(),
+        WeightDtype::BF16,
+        &SynthOptions::default(),
+    )
+    .unwrap();
+    plan.files
+        .iter()
+        .map(|f| format!("{}\t{}\n", f.path.display(), f.bytes))
+        .collect()
+}
+
+#[test]
+fn tiny_records_equal_the_previous_tool() {
+    let dir = lynx_testing::fixtures_dir().join("synth");
+    let listing = std::fs::read_to_string(dir.join("tiny_state_dicts.tsv")).unwrap();
+    let differ = differences(Preset::Tiny, &listing);
     assert!(differ.is_empty(), "{}", differ.join("\n\n"));
+    // The same files, of the same sizes (the shards fall alike).
+    let listed = std::fs::read_to_string(dir.join("tiny_files_bf16.tsv")).unwrap();
+    assert_eq!(files(Preset::Tiny), listed);
+}
+
+/// The real presets against the previous tool's listings (`synth-old-{1.3b,14b}.tsv` and
+/// `…-files.tsv` in the folder `LYNX_SYNTH_PREVIOUS` names; 100+ KB each, so not bundled).
+#[test]
+#[ignore = "needs LYNX_SYNTH_PREVIOUS: the previous tool's listings of the real presets"]
+fn real_records_equal_the_previous_tool() {
+    let dir = std::path::PathBuf::from(std::env::var("LYNX_SYNTH_PREVIOUS").unwrap());
+    for (name, preset) in [("1.3b", Preset::Wan1_3B), ("14b", Preset::Wan14B)] {
+        let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap();
+        let differ = differences(preset, &read(format!("synth-old-{name}.tsv")));
+        assert!(differ.is_empty(), "{name}: {}", differ.join("\n\n"));
+        assert_eq!(
+            files(preset),
+            read(format!("synth-old-{name}-files.tsv")),
+            "{name}"
+        );
+    }
 }

@@ -46,7 +46,8 @@ pub struct Umt5Config {
     pub path: PathBuf,
 }
 
-#[derive(Deserialize)]
+/// `config.json` as transformers writes it (and as [`Umt5Config`] is serialised).
+#[derive(Deserialize, Serialize)]
 struct RawConfig {
     model_type: Option<String>,
     #[serde(default = "default_vocab")]
@@ -84,24 +85,6 @@ fn default_ffn() -> String {
     "gated-gelu".into()
 }
 
-/// The fields of `config.json` a [`Umt5Config`] is written as.
-#[derive(Serialize)]
-struct SavedConfig<'a> {
-    model_type: &'a str,
-    vocab_size: usize,
-    d_model: usize,
-    d_kv: usize,
-    d_ff: usize,
-    num_heads: usize,
-    num_layers: usize,
-    relative_attention_num_buckets: usize,
-    relative_attention_max_distance: usize,
-    layer_norm_epsilon: f64,
-    feed_forward_proj: &'a str,
-    dense_act_fn: &'a str,
-    is_gated_act: bool,
-}
-
 /// Written as transformers' `UMT5Config` fields that [`Umt5Config::load`] reads back to
 /// the same value (`model_type`, the sizes, `layer_norm_epsilon`, the gated activation).
 impl Serialize for Umt5Config {
@@ -109,8 +92,14 @@ impl Serialize for Umt5Config {
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        SavedConfig {
-            model_type: "umt5",
+        let act = match self.activation {
+            Activation::GeluTanh => "gelu_new",
+            Activation::Gelu => "gelu",
+            Activation::Relu => "relu",
+            Activation::Silu => "silu",
+        };
+        RawConfig {
+            model_type: Some("umt5".into()),
             vocab_size: self.vocab_size,
             d_model: self.d_model,
             d_kv: self.d_kv,
@@ -120,14 +109,9 @@ impl Serialize for Umt5Config {
             relative_attention_num_buckets: self.relative_attention_num_buckets,
             relative_attention_max_distance: self.relative_attention_max_distance,
             layer_norm_epsilon: self.layer_norm_epsilon,
-            feed_forward_proj: "gated-gelu",
-            dense_act_fn: match self.activation {
-                Activation::GeluTanh => "gelu_new",
-                Activation::Gelu => "gelu",
-                Activation::Relu => "relu",
-                Activation::Silu => "silu",
-            },
-            is_gated_act: true,
+            feed_forward_proj: "gated-gelu".into(),
+            dense_act_fn: Some(act.into()),
+            is_gated_act: Some(true),
         }
         .serialize(serializer)
     }
