@@ -119,13 +119,15 @@ impl WanAttention {
     /// Loads `attn1` or `attn2` of a block (keys in the module docs).
     pub fn load(w: &Loader, cfg: &WanConfig) -> Self {
         let dim = cfg.inner_dim();
+        // Read in `state_dict()` order (diffusers registers the norms first), which is
+        // the order a synthetic checkpoint of this model is written in.
         Self {
+            norm_q: w.sub("norm_q").rms_norm(dim, cfg.eps),
+            norm_k: w.sub("norm_k").rms_norm(dim, cfg.eps),
             to_q: w.sub("to_q").linear(dim, dim, true),
             to_k: w.sub("to_k").linear(dim, dim, true),
             to_v: w.sub("to_v").linear(dim, dim, true),
             to_out: w.sub("to_out").sub(0).linear(dim, dim, true),
-            norm_q: w.sub("norm_q").rms_norm(dim, cfg.eps),
-            norm_k: w.sub("norm_k").rms_norm(dim, cfg.eps),
             heads: cfg.num_attention_heads,
         }
     }

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 
 use lynx_core::config::{load_json, unsupported};
 use lynx_core::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The one query/key normalisation Wan2.1 uses: RMS norm over all heads at once.
 pub const QK_NORM_ACROSS_HEADS: &str = "rms_norm_across_heads";
 
 /// Hyper-parameters of the Wan2.1 DiT, as `WanTransformer3DModel.__init__` takes them.
-#[derive(Debug, Clone, Deserialize)]
+/// Serialises back to the fields of `config.json` (with `extra` beside them).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WanConfig {
     /// `_class_name`; only `WanTransformer3DModel` is implemented.
     #[serde(rename = "_class_name", default)]

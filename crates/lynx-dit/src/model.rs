@@ -108,10 +108,12 @@ impl WanTransformer {
     /// Builds the model from the state dict under `w` (keys in the module docs).
     pub fn load(w: &Loader, config: WanConfig) -> Result<Self> {
         config.validate()?;
-        let blocks = (0..config.num_layers)
-            .map(|i| WanBlock::load(&w.sub("blocks").sub(i), &config))
-            .collect();
-        Self::load_rest(w, config, blocks, None)
+        Self::load_rest(w, config, |config| {
+            let blocks = (0..config.num_layers)
+                .map(|i| WanBlock::load(&w.sub("blocks").sub(i), config))
+                .collect();
+            (blocks, None)
+        })
     }
 
     /// [`WanTransformer::from_pretrained`] with the blocks left in the checkpoint, read
@@ -135,27 +137,30 @@ impl WanTransformer {
     /// checked through a [validating](Loader::validating) loader.
     pub fn load_streamed(w: &Loader, config: WanConfig, ckpt: Arc<Checkpoint>) -> Result<Self> {
         config.validate()?;
-        let check = w.validating().sub("blocks");
-        for i in 0..config.num_layers {
-            drop(WanBlock::load(&check.sub(i), &config));
-        }
-        let blocks = w.sub("blocks");
-        let prefixes = (0..config.num_layers)
-            .map(|i| blocks.key(&i.to_string()))
-            .collect();
-        let cfg = config.clone();
-        let stream = LayerStream::new(ckpt, prefixes, w.device(), w.dtype(), move |b| {
-            WanBlock::load(b, &cfg)
-        });
-        Self::load_rest(w, config, Vec::new(), Some(stream))
+        Self::load_rest(w, config, |config| {
+            let check = w.validating().sub("blocks");
+            for i in 0..config.num_layers {
+                drop(WanBlock::load(&check.sub(i), config));
+            }
+            let blocks = w.sub("blocks");
+            let prefixes = (0..config.num_layers)
+                .map(|i| blocks.key(&i.to_string()))
+                .collect();
+            let cfg = config.clone();
+            let stream = LayerStream::new(ckpt, prefixes, w.device(), w.dtype(), move |b| {
+                WanBlock::load(b, &cfg)
+            });
+            (Vec::new(), Some(stream))
+        })
     }
 
-    /// Everything but the blocks.
+    /// The sizes checked, then the model read in `state_dict()` order: the embeddings,
+    /// the blocks (made by `blocks`), the output projection.
+    #[allow(clippy::type_complexity)]
     fn load_rest(
         w: &Loader,
         config: WanConfig,
-        blocks: Vec<WanBlock>,
-        stream: Option<LayerStream<WanBlock>>,
+        blocks: impl FnOnce(&WanConfig) -> (Vec<WanBlock>, Option<LayerStream<WanBlock>>),
     ) -> Result<Self> {
         let dim = config.inner_dim();
         let out = config.out_channels() * config.patch_volume();
@@ -207,9 +212,12 @@ impl WanTransformer {
             )
             .count("num_layers", config.num_layers, "blocks")
             .finish()?;
+        let patch_embedding = PatchEmbedding::load(&w.sub("patch_embedding"), &config);
+        let condition_embedder = ConditionEmbedder::load(&w.sub("condition_embedder"), &config);
+        let (blocks, stream) = blocks(&config);
         Ok(Self {
-            patch_embedding: PatchEmbedding::load(&w.sub("patch_embedding"), &config),
-            condition_embedder: ConditionEmbedder::load(&w.sub("condition_embedder"), &config),
+            patch_embedding,
+            condition_embedder,
             blocks,
             stream,
             norm_out: LayerNorm::plain(dim, config.eps, w.device()),

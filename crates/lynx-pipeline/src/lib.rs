@@ -34,7 +34,6 @@
 //! | [`folder`] | the diffusers folder and its `model_index.json`, checked before loading |
 //! | [`inputs`] | face embeddings, recorded latents and noise read from files |
 //! | [`source`] | model arguments: a folder, or a Hub repo id fetched into the Hub cache (feature `hub`) |
-//! | [`synth`] | synthetic models: random weights in the released layouts, at the real sizes |
 
 #![warn(missing_docs)]
 
@@ -49,7 +48,6 @@ pub mod noise;
 pub mod pipeline;
 pub mod request;
 pub mod source;
-pub mod synth;
 
 pub use export::Video;
 pub use lynx_adapters::Variant;

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
-use lynx_pipeline::synth::{Preset, SynthOptions, WeightDtype, write_synthetic};
 use lynx_pipeline::{
     Error, GenerateRequest, IdentityGuidance, LynxPipeline, MemoryPlan, NoiseSource, Offload,
     PipelineOptions, Subject,
 };
+use lynx_synth::{Preset, SynthOptions, WeightDtype, write_synthetic};
 use lynx_testing::{diff, fixture, fixtures_dir, test_device};
 
 /// The tiny fixture's Wan2.1 folder and `lynx_full`.

@@ -51,13 +51,15 @@ impl Backing {
 
 /// A set of named tensors on disk.
 pub struct Checkpoint {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     files: Vec<Backing>,
     entries: BTreeMap<String, Entry>,
     /// Standard deviation of the random tensors a synthetic checkpoint hands out.
-    synthetic: Option<f64>,
+    pub(crate) synthetic: Option<f64>,
     /// LoRAs fused into the tensors as they are read ([`Checkpoint::set_loras`]).
     loras: Option<std::sync::Arc<crate::lora::LoraSet>>,
+    /// A [recording](Checkpoint::recording) checkpoint's declared shapes.
+    pub(crate) recording: Option<BTreeMap<String, Vec<usize>>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -92,6 +94,7 @@ impl Checkpoint {
             entries: BTreeMap::new(),
             synthetic: None,
             loras: None,
+            recording: None,
         };
         if name.ends_with(".index.json") {
             ckpt.add_index(path)?;
@@ -123,6 +126,7 @@ impl Checkpoint {
             entries: BTreeMap::new(),
             synthetic: Some(std),
             loras: None,
+            recording: None,
         }
     }
 
@@ -147,29 +151,35 @@ impl Checkpoint {
         &self.path
     }
 
-    /// All tensor names, sorted.
+    /// All tensor names, sorted (a recording checkpoint's declared ones).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
+        let declared = self.recording.iter().flat_map(|d| d.keys());
+        self.entries.keys().chain(declared).map(String::as_str)
     }
 
-    /// Number of tensors.
+    /// Number of tensors in files (none for a synthetic or recording checkpoint).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether the checkpoint holds no tensor.
+    /// Whether the checkpoint holds no tensor in a file (as a synthetic or recording
+    /// one): then there is nothing to check a config against.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Whether `key` is present.
+    /// Whether `key` is present (declared, for a recording checkpoint).
     pub fn contains(&self, key: &str) -> bool {
-        self.entries.contains_key(key)
+        self.shape(key).is_some()
     }
 
-    /// The shape of `key` from the file header.
+    /// The shape of `key` from the file header (or as declared to a recording
+    /// checkpoint).
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
-        self.entries.get(key).map(|e| e.shape.as_slice())
+        match self.entries.get(key) {
+            Some(e) => Some(e.shape.as_slice()),
+            None => self.recording.as_ref()?.get(key).map(Vec::as_slice),
+        }
     }
 
     /// The file that holds `key` (a shard, for sharded checkpoints).
@@ -402,10 +412,17 @@ impl Checkpoint {
 
     /// Whether any key starts with `prefix`.
     pub fn has_prefix(&self, prefix: &str) -> bool {
-        self.entries
-            .range(prefix.to_string()..)
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(prefix))
+        let starts = |k: Option<&String>| k.is_some_and(|k| k.starts_with(prefix));
+        let declared = self
+            .recording
+            .as_ref()
+            .map(|d| d.range(prefix.to_string()..));
+        starts(
+            self.entries
+                .range(prefix.to_string()..)
+                .next()
+                .map(|(k, _)| k),
+        ) || starts(declared.and_then(|mut r| r.next()).map(|(k, _)| k))
     }
 
     /// The standard deviation of a [`Checkpoint::synthetic`] checkpoint's tensors.

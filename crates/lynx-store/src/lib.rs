@@ -23,6 +23,7 @@
 //! | [`checkpoint`] | [`Checkpoint`]: safetensors, sharded index, `.pth`; [`Checkpoint::build`], [`Checkpoint::measure`] |
 //! | [`loader`] | [`Loader`]: what a module's `load` reads its tensors through, by PyTorch attribute names; lynx-core's layers (linear, norms) read from a checkpoint |
 //! | [`lora`] | [`LoraFile`], [`LoraSet`]: LoRA files (diffusers/PEFT, native Wan/ComfyUI), fused at load or applied on the fly |
+//! | [`record`] | [`Checkpoint::recording`]: the tensors a model's loader asks for, without a file |
 //! | [`stream`] | [`Offload`], [`LayerStream`]: blocks read one at a time |
 //! | [`size_check`] | [`SizeCheck`]: a config's sizes against the weights, before any layer is built |
 //! | [`pth`] | PyTorch `.pth` archives (zip, legacy, restricted unpickler) without Python |
@@ -41,6 +42,7 @@ pub mod lora;
 pub mod output;
 pub mod pth;
 mod read;
+pub mod record;
 pub mod safetensors_io;
 pub mod size_check;
 pub mod stream;
@@ -48,5 +50,6 @@ pub mod stream;
 pub use checkpoint::{Checkpoint, load_module};
 pub use loader::Loader;
 pub use lora::{LoraFile, LoraSet};
+pub use record::TensorRecord;
 pub use size_check::SizeCheck;
 pub use stream::{LayerStream, Offload, for_each_layer};

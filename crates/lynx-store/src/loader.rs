@@ -37,6 +37,8 @@ struct LoadState {
     patched: BTreeSet<String>,
     /// Bytes of the tensors read (or, validating, that would have been read).
     bytes: u64,
+    /// What a recording checkpoint was asked for, in order.
+    records: Vec<crate::TensorRecord>,
 }
 
 impl LoadState {
@@ -273,6 +275,10 @@ impl<'a> Loader<'a> {
             let n: usize = s.iter().product();
             self.state.borrow_mut().bytes += (n * dtype.size()) as u64;
         };
+        if self.ckpt.is_recording() {
+            let shape = self.record(key, shape, dtype);
+            return zeros(shape);
+        }
         let loras = self.ckpt.loras().filter(|l| l.changes(&key));
         if loras.is_some() {
             self.state.borrow_mut().patched.insert(key.clone());
@@ -354,6 +360,64 @@ impl<'a> Loader<'a> {
                 None
             }
         }
+    }
+
+    /// Records a read of a recording checkpoint: checks it against a declared shape and
+    /// against an earlier read of the same key, and returns the shape to hand out
+    /// (`None`: a rank-only read of an undeclared tensor, reported missing).
+    fn record<const D: usize>(
+        &self,
+        key: String,
+        shape: Option<[usize; D]>,
+        dtype: DType,
+    ) -> Option<[usize; D]> {
+        let mut state = self.state.borrow_mut();
+        let declared = self.ckpt.shape(&key).map(<[usize]>::to_vec);
+        let asked = shape.map(|s| s.to_vec());
+        let found = match (declared, asked) {
+            (Some(d), Some(a)) if d != a => {
+                state.mismatched.push((key, a, d));
+                return shape;
+            }
+            (Some(d), _) if d.len() != D => {
+                state.mismatched.push((key, vec![0; D], d));
+                return shape;
+            }
+            (Some(d), _) | (None, Some(d)) => d,
+            (None, None) => {
+                state.missing.push(key);
+                return None;
+            }
+        };
+        let out = <[usize; D]>::try_from(found.as_slice()).ok();
+        let first = state
+            .records
+            .iter()
+            .find(|r| r.key == key)
+            .map(|r| (r.shape.clone(), r.dtype));
+        match first {
+            Some((s, d)) if s != found || d != dtype => {
+                state.errors.push(Error::input(format!(
+                    "`{key}` is read as {s:?} in {d:?} and again as {found:?} in {dtype:?}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                state.bytes += found.iter().product::<usize>() as u64 * dtype.size() as u64;
+                state.used.insert(key.clone());
+                state.records.push(crate::TensorRecord {
+                    key,
+                    shape: found,
+                    dtype,
+                });
+            }
+        }
+        out
+    }
+
+    /// The tensors recorded so far (see [`crate::record`]), leaving none behind.
+    pub(crate) fn take_records(&self) -> Vec<crate::TensorRecord> {
+        std::mem::take(&mut self.state.borrow_mut().records)
     }
 
     /// Checks that every requested tensor was found with the right shape, and that

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use lynx_core::config::{load_json, unsupported};
 use lynx_core::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The activation of the feed-forward block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,8 @@ pub struct Umt5Config {
     pub path: PathBuf,
 }
 
-#[derive(Deserialize)]
+/// `config.json` as transformers writes it (and as [`Umt5Config`] is serialised).
+#[derive(Deserialize, Serialize)]
 struct RawConfig {
     model_type: Option<String>,
     #[serde(default = "default_vocab")]
@@ -82,6 +83,38 @@ fn default_eps() -> f64 {
 }
 fn default_ffn() -> String {
     "gated-gelu".into()
+}
+
+/// Written as transformers' `UMT5Config` fields that [`Umt5Config::load`] reads back to
+/// the same value (`model_type`, the sizes, `layer_norm_epsilon`, the gated activation).
+impl Serialize for Umt5Config {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let act = match self.activation {
+            Activation::GeluTanh => "gelu_new",
+            Activation::Gelu => "gelu",
+            Activation::Relu => "relu",
+            Activation::Silu => "silu",
+        };
+        RawConfig {
+            model_type: Some("umt5".into()),
+            vocab_size: self.vocab_size,
+            d_model: self.d_model,
+            d_kv: self.d_kv,
+            d_ff: self.d_ff,
+            num_heads: self.num_heads,
+            num_layers: self.num_layers,
+            relative_attention_num_buckets: self.relative_attention_num_buckets,
+            relative_attention_max_distance: self.relative_attention_max_distance,
+            layer_norm_epsilon: self.layer_norm_epsilon,
+            feed_forward_proj: "gated-gelu".into(),
+            dense_act_fn: Some(act.into()),
+            is_gated_act: Some(true),
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Umt5Config {

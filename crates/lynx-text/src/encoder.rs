@@ -52,14 +52,16 @@ impl Umt5Block {
             l.sub("layer_norm")
                 .rms_norm(cfg.d_model, cfg.layer_norm_epsilon)
         };
+        // Read in `state_dict()` order (each sub-layer before its norm), which is the
+        // order a synthetic checkpoint of this model is written in.
         Self {
             attention: Umt5LayerSelfAttention {
-                layer_norm: norm(&l0),
                 self_attention: Umt5Attention::load(&l0.sub("SelfAttention"), cfg),
+                layer_norm: norm(&l0),
             },
             ff: Umt5LayerFf {
-                layer_norm: norm(&l1),
                 dense_relu_dense: DenseGatedActDense::load(&l1.sub("DenseReluDense"), cfg),
+                layer_norm: norm(&l1),
             },
         }
     }

@@ -31,6 +31,9 @@ impl DenseGatedActDense {
     /// biases) in the loader's dtype, `wo` in f32 for f16 models.
     pub fn load(w: &Loader, cfg: &Umt5Config) -> Self {
         let (d, ff) = (cfg.d_model, cfg.d_ff);
+        // `wi_0`, `wi_1`, `wo`: `state_dict()` order.
+        let wi_0 = w.sub("wi_0").linear(d, ff, false);
+        let wi_1 = w.sub("wi_1").linear(d, ff, false);
         let wo = if wo_dtype(w.dtype()) == DType::F32 && w.dtype() != DType::F32 {
             // Kept in f32 like transformers' `_keep_in_fp32_modules` does for f16.
             w.sub("wo").linear_f32(ff, d, false)
@@ -38,8 +41,8 @@ impl DenseGatedActDense {
             w.sub("wo").linear(ff, d, false)
         };
         Self {
-            wi_0: w.sub("wi_0").linear(d, ff, false),
-            wi_1: w.sub("wi_1").linear(d, ff, false),
+            wi_0,
+            wi_1,
             wo,
             activation: cfg.activation,
         }

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use lynx_core::config::{load_json, unsupported};
 use lynx_core::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The fields of diffusers' `AutoencoderKLWan` config, with diffusers 0.33.1's defaults.
-/// Unknown fields are ignored.
-#[derive(Debug, Clone, Deserialize)]
+/// Unknown fields are ignored. Serialises back to the fields of `config.json`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct VaeConfig {
     /// `_class_name`; only `AutoencoderKLWan` is implemented.

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lynx_pipeline::memory::gb;
-use lynx_pipeline::synth::subject::write_subject;
-use lynx_pipeline::synth::{Preset, SynthOptions, WeightDtype, plan, write_plan};
+use lynx_synth::subject::write_subject;
+use lynx_synth::{Preset, SynthOptions, WeightDtype, plan, write_plan};
 
 use crate::bundled::bundled;
 
@@ -93,11 +93,11 @@ pub fn run(args: SynthArgs) -> Result<()> {
         lite: args.lite,
         layers: args.layers,
     };
-    let plan = plan(&preset.spec(), dtype, &options)?;
+    let plan = plan(&preset.model_set(), dtype, &options)?;
     let total = plan.total_bytes();
     eprintln!(
         "{} in {}: {} files, {}",
-        plan.spec.wan_folder,
+        plan.models.wan_folder,
         dtype.torch_name(),
         plan.files.len(),
         gb(total)
@@ -132,7 +132,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         report.mb_per_s(),
         args.output.display()
     );
-    let model = args.output.join(&plan.spec.wan_folder);
+    let model = args.output.join(&plan.models.wan_folder);
     eprintln!(
         "run it with:\n  lynx generate --model {} --adapters {} --face-embedding {} \
          --aligned-face {} --frames 1 --height 64 --width 64 --steps 2 --dtype bf16 \

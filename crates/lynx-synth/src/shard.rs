@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::json::dumps;
+use crate::json::dumps;
 
 /// Splits tensors of the given byte sizes (state-dict order) into shards of at most
 /// `max_shard_size` bytes each (a larger tensor gets a shard of its own); returns the

@@ -1,5 +1,6 @@
-//! Synthetic checkpoints: random weights in exactly the released file layout and at the
-//! real sizes, to exercise loading, memory and speed without the real weights.
+//! lynx-synth (a tool, not published): synthetic checkpoints — random weights in exactly
+//! the released file layout and at the real sizes, to exercise loading, memory and speed
+//! without the real weights. The `lynx synth-model` command runs it.
 //!
 //! Writes, under an output folder:
 //! - `Wan2.1-T2V-{14B,1.3B}-Diffusers/` as `Wan-AI/Wan2.1-T2V-*-Diffusers` on the Hub:
@@ -11,28 +12,42 @@
 //!   (with `registers`), `ref_layers.safetensors`;
 //! - `lynx_lite/` (optional): `resampler.safetensors`, `ip_layers.safetensors`.
 //!
-//! Every file list is derived from one description per model ([`spec`] sizes →
-//! [`layout`] state dicts → shards, index and `config.json`); [`plan`] computes every
-//! file's exact size without writing anything. Tensors are streamed to disk in chunks of
-//! a few MB through [`SafetensorsWriter`].
+//! Nothing here describes a layer. A [`Preset`] is the models' own configs ([`presets`]);
+//! each file's tensors are what the models' own loaders ask a recording checkpoint for
+//! ([`walk`]: key, shape, dtype), in state-dict order, and each `config.json` is the
+//! model's config type serialised ([`json`]). [`plan`] computes every file's exact size
+//! without writing anything; [`write_plan`] streams the tensors to disk in chunks of a
+//! few MB through [`SafetensorsWriter`], so no model is ever held in memory.
 //!
 //! [`subject`] writes a random face embedding and aligned face to run Lynx full with.
+//!
+//! Other files of the same models come the same way, without describing a layer: a
+//! synthetic LoRA for the DiT is its records narrowed to the linear layers (rank-2
+//! `*.weight` read in the model dtype), each giving a `lora_down [rank, in]` and a
+//! `lora_up [out, rank]` under the LoRA file's key names; an fp8 or GGUF encoding of the
+//! DiT writes the same records in another encoding per record (the model-dtype matrices
+//! quantised, the tensors read in f32 kept). Each is a new kind of file content in
+//! [`plan`], fed by the same walk.
+
+#![warn(missing_docs)]
 
 pub mod fill;
 pub mod json;
-pub mod layout;
+pub mod presets;
 pub mod shard;
-pub mod spec;
 pub mod subject;
+pub mod walk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use layout::{Init, Param};
-pub use spec::{DitSpec, LiteSpec, ModelSpec, Preset, ResamplerSpec, TextSpec, VaeSpec};
+pub use fill::Init;
+pub use presets::{Lite, ModelSet, Preset};
+pub use walk::Param;
 
 use fill::{CHUNK_ELEMS, Xoshiro256pp, fill_chunk};
+use lynx_adapters::IpLayout;
 use lynx_core::{Error, Result};
 use lynx_store::safetensors_io::{Dtype, Layout, SafetensorsWriter, TensorSpec};
 
@@ -109,7 +124,7 @@ pub struct SynthOptions {
     /// Folder whose files are copied into `tokenizer/` (e.g. the tiny fixture's
     /// tokenizer); `None` writes only the README.
     pub tokenizer_dir: Option<PathBuf>,
-    /// Whether to write `lynx_lite/` (when the spec has one).
+    /// Whether to write `lynx_lite/` (when the model set has one).
     pub lite: bool,
     /// Caps the DiT's blocks and the text encoder's layers at this many (the adapters
     /// follow the DiT): the real widths at a fraction of the size, to check per-block
@@ -129,14 +144,14 @@ impl Default for SynthOptions {
 }
 
 impl SynthOptions {
-    /// `spec` with [`SynthOptions::layers`] applied.
-    pub fn apply(&self, spec: &ModelSpec) -> ModelSpec {
-        let mut spec = spec.clone();
+    /// `set` with [`SynthOptions::layers`] applied.
+    pub fn apply(&self, set: &ModelSet) -> ModelSet {
+        let mut set = set.clone();
         if let Some(n) = self.layers {
-            spec.dit.num_layers = spec.dit.num_layers.min(n);
-            spec.text.num_layers = spec.text.num_layers.min(n);
+            set.dit.num_layers = set.dit.num_layers.min(n);
+            set.text.num_layers = set.text.num_layers.min(n);
         }
-        spec
+        set
     }
 }
 
@@ -172,8 +187,8 @@ impl PlannedFile {
 /// Every file a model set consists of, with exact sizes; nothing written yet.
 #[derive(Debug)]
 pub struct Plan {
-    /// The sizes planned for.
-    pub spec: ModelSpec,
+    /// The configs planned for.
+    pub models: ModelSet,
     /// The weights' dtype.
     pub dtype: WeightDtype,
     /// Seed of all random values.
@@ -227,7 +242,7 @@ fn sharded(
     for (members, name) in shards.iter().zip(&names) {
         let group: Vec<&Param> = members.iter().map(|&i| &params[i]).collect();
         for p in &group {
-            weight_map.insert(p.key.clone(), name.clone());
+            weight_map.insert(p.key().to_string(), name.clone());
         }
         files.push(tensor_file(
             dir.join(name),
@@ -254,10 +269,10 @@ fn tensor_file(
 ) -> Result<PlannedFile> {
     let specs = params
         .iter()
-        .map(|p| TensorSpec::new(p.key.clone(), dtype, &p.shape))
+        .map(|p| TensorSpec::new(p.key(), dtype, p.shape()))
         .collect();
     let layout = Layout::new(specs, metadata)?;
-    let by_key: HashMap<&str, Init> = params.iter().map(|p| (p.key.as_str(), p.init)).collect();
+    let by_key: HashMap<&str, Init> = params.iter().map(|p| (p.key(), p.init)).collect();
     let inits = layout
         .tensors()
         .iter()
@@ -280,36 +295,37 @@ fn text_file(path: PathBuf, component: Component, text: String) -> PlannedFile {
     }
 }
 
-/// Plans every file of `spec` in `dtype`: paths relative to the output folder, exact
-/// sizes, contents. Reads only the tokenizer folder's listing.
-pub fn plan(spec: &ModelSpec, dtype: WeightDtype, opts: &SynthOptions) -> Result<Plan> {
+/// Plans every file of `models` in `dtype`: paths relative to the output folder, exact
+/// sizes, contents. Runs the models' loaders on recording checkpoints (no weights are
+/// made) and reads only the tokenizer folder's listing.
+pub fn plan(models: &ModelSet, dtype: WeightDtype, opts: &SynthOptions) -> Result<Plan> {
     use Component as C;
-    let spec = &opts.apply(spec);
+    let m = &opts.apply(models);
     let dt = dtype.dtype();
     let mut files = Vec::new();
-    let wan = PathBuf::from(&spec.wan_folder);
-    let dit_dim = spec.dit.dim();
-    let blocks = spec.dit.num_layers;
+    let wan = PathBuf::from(&m.wan_folder);
+    let dit_dim = m.dit.inner_dim();
+    let blocks = m.dit.num_layers;
 
     files.push(text_file(
         wan.join("model_index.json"),
         C::ModelIndex,
-        json::dumps(&json::model_index(spec)),
+        json::dumps(&json::model_index(&m.transformer_library)),
     ));
     files.push(text_file(
         wan.join("scheduler/scheduler_config.json"),
         C::Scheduler,
-        json::dumps(&json::scheduler(spec.flow_shift)),
+        json::dumps(&json::scheduler(m.flow_shift)),
     ));
 
     let te = wan.join("text_encoder");
-    let te_config = json::text_encoder(&spec.text, dtype.torch_name());
+    let te_config = json::text_encoder(&m.text, dtype.torch_name())?;
     files.push(text_file(
         te.join("config.json"),
         C::TextEncoder,
         json::dumps(&te_config),
     ));
-    let te_params = layout::umt5_encoder(&spec.text);
+    let te_params = walk::umt5_encoder(&m.text)?;
     sharded(
         &mut files,
         &te,
@@ -317,7 +333,7 @@ pub fn plan(spec: &ModelSpec, dtype: WeightDtype, opts: &SynthOptions) -> Result
         C::TextEncoder,
         te_params,
         dt,
-        spec.text_max_shard,
+        m.text_max_shard,
     )?;
 
     let tok = wan.join("tokenizer");
@@ -348,43 +364,41 @@ pub fn plan(spec: &ModelSpec, dtype: WeightDtype, opts: &SynthOptions) -> Result
     ));
 
     let tr = wan.join("transformer");
-    let tr_config = json::dumps(&json::transformer(&spec.dit));
+    let tr_config = json::dumps(&json::transformer(&m.dit)?);
     files.push(text_file(tr.join("config.json"), C::Transformer, tr_config));
-    let tr_params = layout::dit(&spec.dit);
     let prefix = "diffusion_pytorch_model";
     sharded(
         &mut files,
         &tr,
         prefix,
         C::Transformer,
-        tr_params,
+        walk::dit(&m.dit)?,
         dt,
-        spec.dit_max_shard,
+        m.dit_max_shard,
     )?;
 
     let vae = wan.join("vae");
-    let vae_config = json::dumps(&json::vae(&spec.vae));
+    let vae_config = json::dumps(&json::vae(&m.vae)?);
     files.push(text_file(vae.join("config.json"), C::Vae, vae_config));
-    let vae_params = layout::vae(&spec.vae);
     sharded(
         &mut files,
         &vae,
         prefix,
         C::Vae,
-        vae_params,
+        walk::vae(&m.vae)?,
         dt,
-        spec.vae_max_shard,
+        m.vae_max_shard,
     )?;
 
     let full = PathBuf::from("lynx_full");
-    let r = &spec.resampler;
+    let r = &m.resampler;
     let adapters = [
-        ("resampler", layout::resampler(r)),
+        ("resampler", walk::resampler(r)?),
         (
             "ip_layers",
-            layout::ip_layers(blocks, dit_dim, r.output_dim, spec.n_registers),
+            walk::ip_layers(IpLayout::Full, blocks, r.output_dim, dit_dim, m.n_registers)?,
         ),
-        ("ref_layers", layout::ref_layers(blocks, dit_dim)),
+        ("ref_layers", walk::ref_layers(blocks, dit_dim)?),
     ];
     for (name, params) in adapters {
         let group: Vec<&Param> = params.iter().collect();
@@ -392,11 +406,16 @@ pub fn plan(spec: &ModelSpec, dtype: WeightDtype, opts: &SynthOptions) -> Result
         files.push(tensor_file(path, C::LynxFull, &group, dt, None)?);
     }
 
-    if let (true, Some(lite)) = (opts.lite, &spec.lite) {
+    if let (true, Some(lite)) = (opts.lite, &m.lite) {
         let dir = PathBuf::from("lynx_lite");
+        let token_dim = lite.resampler.output_dim;
+        let layers = blocks.div_ceil(lite.interval.max(1));
         let adapters = [
-            ("resampler", layout::resampler(&lite.resampler)),
-            ("ip_layers", layout::lite_ip_layers(lite, blocks, dit_dim)),
+            ("resampler", walk::resampler(&lite.resampler)?),
+            (
+                "ip_layers",
+                walk::ip_layers(IpLayout::Lite, layers, token_dim, dit_dim, 0)?,
+            ),
         ];
         for (name, params) in adapters {
             let group: Vec<&Param> = params.iter().collect();
@@ -406,7 +425,7 @@ pub fn plan(spec: &ModelSpec, dtype: WeightDtype, opts: &SynthOptions) -> Result
     }
 
     Ok(Plan {
-        spec: spec.clone(),
+        models: m.clone(),
         dtype,
         seed: opts.seed,
         files,
@@ -547,6 +566,6 @@ pub fn write_synthetic(
     opts: &SynthOptions,
     progress: impl FnMut(&Progress),
 ) -> Result<SynthReport> {
-    let plan = plan(&preset.spec(), dtype, opts)?;
+    let plan = plan(&preset.model_set(), dtype, opts)?;
     write_plan(&plan, out_dir, progress)
 }

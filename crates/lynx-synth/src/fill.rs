@@ -9,8 +9,18 @@
 
 use burn::tensor::bf16;
 
-use super::layout::Init;
 use lynx_store::safetensors_io::Dtype;
+
+/// How a synthetic tensor is filled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Zero-mean noise with this standard deviation (triangular, bounded at ±2.45 std).
+    Normal(f32),
+    /// All ones (norm gains).
+    Ones,
+    /// All zeros (biases).
+    Zeros,
+}
 
 /// Four interleaved xoshiro256++ generators (Blackman & Vigna), stored lane-wise so that
 /// the compiler can run the four in SIMD registers.

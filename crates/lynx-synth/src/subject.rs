@@ -8,7 +8,7 @@ use image::{Rgb, RgbImage};
 use lynx_core::{Error, Result};
 use lynx_store::safetensors_io::{self, Dtype};
 
-use super::fill::Xoshiro256pp;
+use crate::fill::Xoshiro256pp;
 
 /// Width of an ArcFace embedding.
 pub const EMBEDDING_DIM: usize = 512;

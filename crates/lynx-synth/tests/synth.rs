@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lynx_pipeline::synth::{Preset, SynthOptions, WeightDtype, plan, write_synthetic};
+use lynx_synth::{Preset, SynthOptions, WeightDtype, plan, write_synthetic};
 
 /// The bundled fixtures.
 fn fixtures() -> PathBuf {
@@ -161,7 +161,7 @@ fn values_are_sane_and_deterministic() {
 /// Shard sizes as the Hub lists them: GB (10^9 B) to 2 decimals without trailing zeros,
 /// or whole MB below 1 GB.
 fn shard_gb(preset: Preset, dtype: WeightDtype, dir: &str) -> Vec<String> {
-    let p = plan(&preset.spec(), dtype, &SynthOptions::default()).unwrap();
+    let p = plan(&preset.model_set(), dtype, &SynthOptions::default()).unwrap();
     p.files
         .iter()
         .filter(|f| {

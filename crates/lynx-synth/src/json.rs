@@ -4,9 +4,12 @@
 //! the shard index), so that a synthetic file reads like a released one: floats in
 //! Python's `repr` (`1e-06`, `3.0`), keys sorted.
 
+use lynx_core::{Error, Result};
+use lynx_dit::WanConfig;
+use lynx_text::Umt5Config;
+use lynx_vae::VaeConfig;
+use serde::Serialize;
 use serde_json::{Value, json};
-
-use super::spec::{DitSpec, ModelSpec, TextSpec, VaeSpec};
 
 /// diffusers version the configs claim (the fixture's).
 const DIFFUSERS_VERSION: &str = "0.33.1";
@@ -93,15 +96,16 @@ pub fn py_float(f: f64) -> String {
     }
 }
 
-/// `model_index.json` of `WanPipeline`.
-pub fn model_index(spec: &ModelSpec) -> Value {
+/// `model_index.json` of `WanPipeline`; `transformer_library` names the module the
+/// transformer class comes from.
+pub fn model_index(transformer_library: &str) -> Value {
     json!({
         "_class_name": "WanPipeline",
         "_diffusers_version": DIFFUSERS_VERSION,
         "scheduler": ["diffusers", "UniPCMultistepScheduler"],
         "text_encoder": ["transformers", "UMT5EncoderModel"],
         "tokenizer": ["transformers", "T5TokenizerFast"],
-        "transformer": [spec.transformer_library, "WanTransformer3DModel"],
+        "transformer": [transformer_library, "WanTransformer3DModel"],
         "vae": ["diffusers", "AutoencoderKLWan"],
     })
 }
@@ -138,75 +142,47 @@ pub fn scheduler(flow_shift: f64) -> Value {
     })
 }
 
-/// `text_encoder/config.json` of `UMT5EncoderModel`; `torch_dtype` is the weights' dtype.
-pub fn text_encoder(c: &TextSpec, torch_dtype: &str) -> Value {
-    json!({
+/// `config` serialised, with `extra` fields (the library's bookkeeping) added.
+fn with_fields(config: &impl Serialize, what: &str, extra: Value) -> Result<Value> {
+    let mut value = serde_json::to_value(config)
+        .map_err(|e| Error::input(format!("cannot serialise the {what} config: {e}")))?;
+    if let (Some(obj), Value::Object(extra)) = (value.as_object_mut(), extra) {
+        obj.extend(extra);
+    }
+    Ok(value)
+}
+
+/// `text_encoder/config.json` of `UMT5EncoderModel`: the [`Umt5Config`] and what
+/// transformers saves beside it; `torch_dtype` is the weights' dtype. The encoder-only
+/// checkpoint claims as many decoder layers as encoder layers, as UMT5's do.
+pub fn text_encoder(c: &Umt5Config, torch_dtype: &str) -> Result<Value> {
+    let extra = json!({
         "architectures": ["UMT5EncoderModel"],
         "classifier_dropout": 0.0,
-        "d_ff": c.d_ff,
-        "d_kv": c.d_kv,
-        "d_model": c.d_model,
         "decoder_start_token_id": 0,
-        "dense_act_fn": "gelu_new",
         "dropout_rate": 0.0,
         "eos_token_id": 1,
-        "feed_forward_proj": "gated-gelu",
         "initializer_factor": 1.0,
         "is_encoder_decoder": true,
-        "is_gated_act": true,
-        "layer_norm_epsilon": 1e-06,
-        "model_type": "umt5",
-        "num_decoder_layers": c.num_decoder_layers,
-        "num_heads": c.num_heads,
-        "num_layers": c.num_layers,
+        "num_decoder_layers": c.num_layers,
         "pad_token_id": 0,
-        "relative_attention_max_distance": c.relative_attention_max_distance,
-        "relative_attention_num_buckets": c.relative_attention_num_buckets,
         "tie_word_embeddings": false,
         "tokenizer_class": "T5Tokenizer",
         "torch_dtype": torch_dtype,
         "transformers_version": TRANSFORMERS_VERSION,
         "use_cache": true,
-        "vocab_size": c.vocab_size,
-    })
+    });
+    with_fields(c, "text encoder", extra)
 }
 
-/// `transformer/config.json` of `WanTransformer3DModel`.
-pub fn transformer(c: &DitSpec) -> Value {
-    json!({
-        "_class_name": "WanTransformer3DModel",
-        "_diffusers_version": DIFFUSERS_VERSION,
-        "added_kv_proj_dim": null,
-        "attention_head_dim": c.head_dim,
-        "cross_attn_norm": true,
-        "eps": c.eps,
-        "ffn_dim": c.ffn_dim,
-        "freq_dim": c.freq_dim,
-        "image_dim": null,
-        "in_channels": c.in_channels,
-        "num_attention_heads": c.num_heads,
-        "num_layers": c.num_layers,
-        "out_channels": c.out_channels,
-        "patch_size": c.patch_size,
-        "qk_norm": "rms_norm_across_heads",
-        "rope_max_seq_len": c.rope_max_seq_len,
-        "text_dim": c.text_dim,
-    })
+/// `transformer/config.json` of `WanTransformer3DModel`: the [`WanConfig`].
+pub fn transformer(c: &WanConfig) -> Result<Value> {
+    let extra = json!({ "_diffusers_version": DIFFUSERS_VERSION });
+    with_fields(c, "transformer", extra)
 }
 
-/// `vae/config.json` of `AutoencoderKLWan`.
-pub fn vae(c: &VaeSpec) -> Value {
-    json!({
-        "_class_name": "AutoencoderKLWan",
-        "_diffusers_version": DIFFUSERS_VERSION,
-        "attn_scales": c.attn_scales,
-        "base_dim": c.base_dim,
-        "dim_mult": c.dim_mult,
-        "dropout": 0.0,
-        "latents_mean": c.latents_mean,
-        "latents_std": c.latents_std,
-        "num_res_blocks": c.num_res_blocks,
-        "temperal_downsample": c.temperal_downsample,
-        "z_dim": c.z_dim,
-    })
+/// `vae/config.json` of `AutoencoderKLWan`: the [`VaeConfig`].
+pub fn vae(c: &VaeConfig) -> Result<Value> {
+    let extra = json!({ "_diffusers_version": DIFFUSERS_VERSION });
+    with_fields(c, "VAE", extra)
 }
