@@ -21,8 +21,23 @@ use lynx_store::Offload;
 use lynx_text::TextEncoder;
 use lynx_vae::{Tiling, WanVae};
 
-/// How to load a [`crate::LynxPipeline`].
+use crate::source::{Progress, Source};
+
+/// How to load a [`crate::LynxPipeline`]: plain data, built with
+/// [`PipelineOptions::new`] and the `with_*` methods.
+///
+/// ```
+/// use lynx_pipeline::{Offload, PipelineOptions, parse_device};
+/// use lynx_pipeline::source::Source;
+/// # fn main() -> lynx_pipeline::Result<()> {
+/// let options = PipelineOptions::new(parse_device("cpu")?)
+///     .with_offload(Offload::Model)
+///     .with_arcface(Source::url("https://example.com/recognition_arcface_ir_se50.pth"))
+///     .with_detector("models/detection_Resnet50_Final.pth");
+/// # let _ = options; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PipelineOptions {
     /// Where everything runs.
     pub device: Device,
@@ -30,12 +45,12 @@ pub struct PipelineOptions {
     /// latents and the sampler are always f32). Files in f32 or bf16 load into either.
     pub dtype: DType,
     /// ArcFace IR-SE checkpoint (`.pth` or `.safetensors`), needed for photo subjects.
-    pub arcface: Option<PathBuf>,
+    pub arcface: Option<Source>,
     /// Units per stage of the ArcFace IR-SE backbone, needed only when two consecutive
     /// stages have the same width (see [`lynx_arcface::ArcFaceConfig::from_checkpoint`]).
     pub arcface_depths: Option<Vec<usize>>,
     /// RetinaFace checkpoint, needed for photos without given landmarks.
-    pub detector: Option<PathBuf>,
+    pub detector: Option<Source>,
     /// Detection settings for photo subjects (score threshold, NMS, downscaling).
     pub detect: DetectOptions,
     /// Head width of the Perceiver Resampler, which its file does not record
@@ -52,9 +67,6 @@ pub struct PipelineOptions {
     pub memory_budget: Option<u64>,
     /// Whether a step's guidance passes run as one batch.
     pub guidance_batching: GuidanceBatching,
-    /// The adapter folder inside a Hub repo or a folder holding both variants
-    /// (`lynx_full` or `lynx_lite`); `None`: the folder as given, or `lynx_full` in a repo.
-    pub adapters_subfolder: Option<String>,
 }
 
 /// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
@@ -101,8 +113,84 @@ impl PipelineOptions {
             offload: Offload::None,
             memory_budget: None,
             guidance_batching: GuidanceBatching::Auto,
-            adapters_subfolder: None,
         }
+    }
+
+    /// With weights in `dtype`.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// With this ArcFace checkpoint (for photo subjects).
+    pub fn with_arcface(mut self, arcface: impl Into<Source>) -> Self {
+        self.arcface = Some(arcface.into());
+        self
+    }
+
+    /// With the ArcFace backbone's units per stage.
+    pub fn with_arcface_depths(mut self, depths: Vec<usize>) -> Self {
+        self.arcface_depths = Some(depths);
+        self
+    }
+
+    /// With this RetinaFace checkpoint (for photos without landmarks).
+    pub fn with_detector(mut self, detector: impl Into<Source>) -> Self {
+        self.detector = Some(detector.into());
+        self
+    }
+
+    /// With these detection settings.
+    pub fn with_detect(mut self, detect: DetectOptions) -> Self {
+        self.detect = detect;
+        self
+    }
+
+    /// With this head width of the Perceiver Resampler.
+    pub fn with_resampler_dim_head(mut self, dim_head: usize) -> Self {
+        self.resampler_dim_head = dim_head;
+        self
+    }
+
+    /// With weights held as `offload` says.
+    pub fn with_offload(mut self, offload: Offload) -> Self {
+        self.offload = offload;
+        self
+    }
+
+    /// With at most `bytes` for the run.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// With the guidance passes run as `batching` says.
+    pub fn with_guidance_batching(mut self, batching: GuidanceBatching) -> Self {
+        self.guidance_batching = batching;
+        self
+    }
+
+    /// These options with the face models made local ([`Source::file`]: URLs and Hub
+    /// files fetched into the cache).
+    pub fn resolved(&self, progress: &mut dyn Progress) -> Result<Self> {
+        let mut o = self.clone();
+        for source in [&mut o.arcface, &mut o.detector].into_iter().flatten() {
+            *source = Source::Local(source.file(progress)?);
+        }
+        Ok(o)
+    }
+
+    /// The local face model files (after [`PipelineOptions::resolved`]).
+    pub(crate) fn face_files(&self) -> Result<(Option<&Path>, Option<&Path>)> {
+        fn local(s: &Option<Source>) -> Result<Option<&Path>> {
+            s.as_ref()
+                .map(|s| {
+                    s.as_local()
+                        .ok_or_else(|| Error::input(format!("{s} was not fetched before use")))
+                })
+                .transpose()
+        }
+        Ok((local(&self.arcface)?, local(&self.detector)?))
     }
 }
 
@@ -330,13 +418,13 @@ impl Components {
     }
 
     fn load_face(&self) -> Result<Option<FaceAnalyzer>> {
-        let Some(arcface) = &self.options.arcface else {
+        let (Some(arcface), detector) = self.options.face_files()? else {
             return Ok(None);
         };
         let device = &self.options.device;
         let depths = self.options.arcface_depths.as_deref();
         let arcface = lynx_arcface::load_arcface(arcface, device, depths)?;
-        let detector = match &self.options.detector {
+        let detector = match detector {
             Some(d) => Some(lynx_arcface::load_retinaface(d, device)?),
             None => None,
         };
