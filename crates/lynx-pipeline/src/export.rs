@@ -493,6 +493,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "export")]
     fn writes_every_format() {
         let dir = std::env::temp_dir().join(format!("lynx-export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -127,9 +127,9 @@ impl Source {
         }
         #[cfg(feature = "hub")]
         {
-            Ok(match lynx_hub::Source::parse(spec)? {
-                lynx_hub::Source::Local(path) => Source::Local(path),
-                lynx_hub::Source::Hub(repo) => Source::Hub {
+            Ok(match lynx_hub::Spec::parse(spec)? {
+                lynx_hub::Spec::Local(path) => Source::Local(path),
+                lynx_hub::Spec::Hub(repo) => Source::Hub {
                     repo_id: repo.repo_id,
                     revision: repo.revision,
                     subfolder: None,
