@@ -547,11 +547,17 @@ fn observers_stop_runs_and_samplers_swap() {
     let config = pipe.scheduler_config();
     let given = Box::new(FlowMatchEuler::new(config.num_train_timesteps, 5.0).unwrap());
     let by_scheduler = pipe.generate_with_scheduler(&req, given, &mut ()).unwrap();
-    assert_eq!(by_request.video.data(), by_scheduler.video.data());
+    assert!(
+        by_request.video.data() == by_scheduler.video.data(),
+        "the request's Euler with shift 5 differs from FlowMatchEuler(shift 5) given whole"
+    );
     // The shift is used: the config's gives another video.
     let unshifted = pipe
         .generate(&req.clone().with_sampler(SamplerKind::Euler))
         .unwrap();
-    assert_ne!(by_request.video.data(), unshifted.video.data());
+    assert!(
+        by_request.video.data() != unshifted.video.data(),
+        "flow_shift 5 gave the video of the config's shift 3"
+    );
     assert_eq!(by_request.fps, 16, "plain Wan2.1 runs at 16 fps");
 }
