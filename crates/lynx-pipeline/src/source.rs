@@ -34,6 +34,18 @@ pub struct NoProgress;
 #[cfg(not(feature = "hub"))]
 impl Progress for NoProgress {}
 
+/// Extensions of weight and config files: a spec ending in one is a path, never a repo id.
+const FILE_EXTENSIONS: [&str; 8] = [
+    "pth",
+    "pt",
+    "bin",
+    "ckpt",
+    "safetensors",
+    "gguf",
+    "json",
+    "onnx",
+];
+
 /// Where a model, a model folder or a weight file comes from.
 ///
 /// ```
@@ -118,12 +130,18 @@ impl Source {
         }
     }
 
-    /// Reads what a user typed: an `http(s)://` URL; an existing path; otherwise (feature
-    /// `hub`) `org/name` or `org/name@revision`. A spec that can only be a path
-    /// (`./x`, absolute, more than one `/`) must exist. Errors say what was expected.
+    /// Reads what a user typed: an `http(s)://` URL; an existing path, or a missing one
+    /// named like a weight file (`.pth`, `.safetensors`, … — its loader then says it is
+    /// missing); otherwise (feature `hub`) `org/name` or `org/name@revision`. A spec that
+    /// can only be a path (`./x`, absolute, more than one `/`) must exist. Errors say what
+    /// was expected.
     pub fn parse(spec: &str) -> Result<Self> {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             return Ok(Source::Url(spec.to_string()));
+        }
+        let ext = Path::new(spec).extension().and_then(|e| e.to_str());
+        if ext.is_some_and(|e| FILE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
+            return Ok(Source::Local(PathBuf::from(spec)));
         }
         #[cfg(feature = "hub")]
         {
@@ -355,6 +373,11 @@ mod tests {
         assert_eq!(Source::parse(url).unwrap(), Source::url(url));
         let here = env!("CARGO_MANIFEST_DIR");
         assert_eq!(Source::parse(here).unwrap(), Source::local(here));
+        // A missing weight file is a path, not a repo id.
+        assert_eq!(
+            Source::from("models/detection_Resnet50_Final.pth"),
+            Source::local("models/detection_Resnet50_Final.pth")
+        );
         // A missing path is still a path: its loader names it.
         assert_eq!(
             Source::from("/nonexistent/Wan"),
