@@ -108,7 +108,30 @@ pub enum Error {
         /// The sentence: both figures in GB and the options that would make it fit.
         message: String,
     },
-    /// A run was cancelled (through its cancel flag) before it finished.
+    /// No face was found in a photo: the detector saw none above its score threshold.
+    #[error(
+        "no face found in the {width}×{height} photo (RetinaFace, score threshold {threshold}); \
+         pass the five landmarks explicitly or use a photo with a clearly visible face"
+    )]
+    NoFace {
+        /// The photo's width in pixels.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// The detector's score threshold.
+        threshold: f32,
+    },
+    /// An output cannot be written at `path`: a format this build does not write, a
+    /// missing or read-only folder, something of the user's in the way, a frame size the
+    /// format refuses. Found before a run where possible.
+    #[error("{reason}")]
+    Output {
+        /// The output asked for.
+        path: PathBuf,
+        /// What is wrong, naming the path, and what would work.
+        reason: String,
+    },
+    /// A run was stopped (by its observer, e.g. on Ctrl-C) before it finished.
     #[error("cancelled after {done} of {total} steps")]
     Cancelled {
         /// Steps completed.
@@ -151,6 +174,14 @@ impl Error {
     /// An [`Error::Input`] (`reason` joined into one line).
     pub fn input(reason: impl ToString) -> Self {
         Error::Input(one_line(reason.to_string()))
+    }
+
+    /// An [`Error::Output`] for `path` (`reason` joined into one line).
+    pub fn output(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
+        Error::Output {
+            path: path.into(),
+            reason: one_line(reason.to_string()),
+        }
     }
 
     /// An [`Error::Device`] for a failed read of `what` from `device` back to the host.

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use lynx_core::Result;
 
-pub use spec::{FileSet, RepoRef, Source, Wanted};
+pub use spec::{FileSet, RepoRef, Spec, Wanted};
 
 /// The Hub's address when `HF_ENDPOINT` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -192,7 +192,7 @@ impl Progress for NoProgress {}
 
 /// The folder holding `files` for `spec`, downloading what is missing.
 ///
-/// `spec` is parsed by [`Source::parse`]. A local folder is returned as it is (its
+/// `spec` is parsed by [`Spec::parse`]. A local folder is returned as it is (its
 /// `subfolder` if that exists inside it, for a folder holding the whole repo), without
 /// looking at `files`. A repo's files are fetched into the cache (see [`resolve_repo`]),
 /// and the snapshot folder, or its `subfolder`, is returned.
@@ -203,12 +203,12 @@ pub fn resolve(
     opts: &HubOptions,
     progress: &mut dyn Progress,
 ) -> Result<PathBuf> {
-    match Source::parse(spec)? {
-        Source::Local(path) => Ok(match subfolder {
+    match Spec::parse(spec)? {
+        Spec::Local(path) => Ok(match subfolder {
             Some(sub) if !sub.is_empty() && path.join(sub).is_dir() => path.join(sub),
             _ => path,
         }),
-        Source::Hub(repo) => resolve_repo(&repo, subfolder, files, opts, progress),
+        Spec::Hub(repo) => resolve_repo(&repo, subfolder, files, opts, progress),
     }
 }
 

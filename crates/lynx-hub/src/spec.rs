@@ -5,22 +5,24 @@ use std::path::{Path, PathBuf};
 
 use lynx_core::error::{Error, Result};
 
-/// What a model argument names: a local folder or a Hub repo.
+/// What a typed model argument names: a local folder or a Hub repo (the Hub client's
+/// parse; applications use `lynx_pipeline::Source`, which also holds URLs and
+/// subfolders).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum Spec {
     /// An existing local file or folder.
     Local(PathBuf),
     /// A repo on the Hub.
     Hub(RepoRef),
 }
 
-impl Source {
+impl Spec {
     /// Tells a local path from a repo id. An existing path always wins; a spec that can
     /// only be a path (`./x`, `../x`, `~/x`, absolute, a backslash or drive letter, more
     /// than one `/` before any `@`) must exist; otherwise `org/name` or
     /// `org/name@revision` is a repo id (revision: branch, tag or commit; default
     /// `main`). Anything else is an [`Error::Input`] saying what was expected.
-    pub fn parse(spec: &str) -> Result<Source> {
+    pub fn parse(spec: &str) -> Result<Spec> {
         if spec.trim().is_empty() {
             return Err(Error::input(
                 "empty model argument: expected a folder or a Hub repo id like `org/name`",
@@ -28,7 +30,7 @@ impl Source {
         }
         let path = expand_home(spec);
         if path.exists() {
-            return Ok(Source::Local(path));
+            return Ok(Spec::Local(path));
         }
         let id_part = spec.split('@').next().unwrap_or(spec);
         let pathlike = spec.starts_with(['.', '/', '\\', '~'])
@@ -43,7 +45,7 @@ impl Source {
                 hint: "no such file or folder (a Hub repo id has the form `org/name`)".into(),
             });
         }
-        RepoRef::parse(spec).map(Source::Hub).map_err(|e| {
+        RepoRef::parse(spec).map(Spec::Hub).map_err(|e| {
             Error::input(format!(
                 "`{spec}` is neither an existing folder nor a Hub repo id \
                  (`org/name` or `org/name@revision`): {}",

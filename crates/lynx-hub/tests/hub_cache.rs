@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::{TempDir, adapter_files, fixtures, load_dir, wan_files};
 use lynx_core::Error;
-use lynx_hub::{HubOptions, NoProgress, RepoRef, Source, repo_cache_dir, resolve};
+use lynx_hub::{HubOptions, NoProgress, RepoRef, Spec, repo_cache_dir, resolve};
 
 const COMMIT: &str = "c0ffee0000000000000000000000000000c0ffee";
 
@@ -175,17 +175,17 @@ fn local_folders_are_returned_as_they_are() {
 
 #[test]
 fn paths_and_repo_ids_are_told_apart() {
-    let repo = |id: &str, rev: &str| Source::Hub(RepoRef::new(id, rev).unwrap());
+    let repo = |id: &str, rev: &str| Spec::Hub(RepoRef::new(id, rev).unwrap());
     assert_eq!(
-        Source::parse("Wan-AI/Wan2.1-T2V-14B-Diffusers").unwrap(),
+        Spec::parse("Wan-AI/Wan2.1-T2V-14B-Diffusers").unwrap(),
         repo("Wan-AI/Wan2.1-T2V-14B-Diffusers", "main")
     );
     assert_eq!(
-        Source::parse("ByteDance/lynx@v1.0").unwrap(),
+        Spec::parse("ByteDance/lynx@v1.0").unwrap(),
         repo("ByteDance/lynx", "v1.0")
     );
     assert_eq!(
-        Source::parse("ByteDance/lynx@refs/pr/3").unwrap(),
+        Spec::parse("ByteDance/lynx@refs/pr/3").unwrap(),
         repo("ByteDance/lynx", "refs/pr/3")
     );
     assert!(
@@ -195,8 +195,8 @@ fn paths_and_repo_ids_are_told_apart() {
     );
     let root = fixtures();
     assert_eq!(
-        Source::parse(root.to_str().unwrap()).unwrap(),
-        Source::Local(root.clone())
+        Spec::parse(root.to_str().unwrap()).unwrap(),
+        Spec::Local(root.clone())
     );
 
     // Only a path: must exist.
@@ -207,7 +207,7 @@ fn paths_and_repo_ids_are_told_apart() {
         "models/wan/2.1",
         "org/name/",
     ] {
-        let err = Source::parse(spec).unwrap_err();
+        let err = Spec::parse(spec).unwrap_err();
         assert!(matches!(err, Error::MissingFile { .. }), "{spec}: {err}");
     }
     // Neither.
@@ -220,7 +220,7 @@ fn paths_and_repo_ids_are_told_apart() {
         "org/name@",
         "org/name@a/../b",
     ] {
-        let err = Source::parse(spec).unwrap_err();
+        let err = Spec::parse(spec).unwrap_err();
         assert!(matches!(err, Error::Input(_)), "{spec}: {err}");
     }
 }

@@ -2,18 +2,19 @@
 //! compared with the budget ([`PipelineOptions::memory_budget`], else what the device has
 //! available), with the settings that would fit when it does not.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::DType;
 use lynx_adapters::Variant;
 use lynx_core::Result;
 use lynx_core::device::available_memory;
 use lynx_store::Offload;
-use lynx_text::{Tokenizer, prompt_clean};
+use lynx_text::Tokenizer;
 
 use crate::components::PipelineOptions;
 use crate::memory::{MemoryPlan, RUNTIME_BYTES, RunSize, WeightSizes};
-use crate::request::{GenerateRequest, REFERENCE_PROMPT, VariantDefaults};
+use crate::plan::Plan;
+use crate::request::GenerateRequest;
 
 /// The plan of `request` on the models of `base` and `adapter_dir` with `options`: the
 /// weights sized from the headers (every key and shape checked), nothing read.
@@ -25,7 +26,17 @@ pub(crate) fn plan(
 ) -> Result<MemoryPlan> {
     let variant = adapter_dir.map(Variant::detect).transpose()?;
     let tokenizer = Tokenizer::from_pretrained(base.join("tokenizer"))?;
-    let run = run_size(request, variant, &tokenizer, options.batched())?;
+    let run = Plan::new(request, variant, &tokenizer, options.batched())?.run_size();
+    sized(base, adapter_dir, options, run)
+}
+
+/// The plan of a run of `run`'s size with `options`.
+fn sized(
+    base: &Path,
+    adapter_dir: Option<&Path>,
+    options: &PipelineOptions,
+    run: RunSize,
+) -> Result<MemoryPlan> {
     let weights = measure(base, adapter_dir, options, options.dtype)?;
     Ok(MemoryPlan::new(weights, options.offload, run))
 }
@@ -44,22 +55,22 @@ pub(crate) fn check(
     if let Some(budget) = budget
         && plan.peak() > budget
     {
-        let alternatives = alternatives(base, adapter_dir, options, request)?;
+        let alternatives = alternatives(base, adapter_dir, options, plan.run)?;
         plan.check(budget, &alternatives)?;
     }
     Ok(plan)
 }
 
-/// The check of a generation on a loaded pipeline (`weights` as measured at loading):
-/// against the budget; or, without one, the peak beyond what the process already holds
-/// (itself and its resident weights) against what the device has left.
+/// The check of a generation on a loaded pipeline (`weights` as measured at loading),
+/// sized from its `plan`: against the budget; or, without one, the peak beyond what the
+/// process already holds (itself and its resident weights) against what the device has
+/// left.
 pub(crate) fn check_run(
     base: &Path,
     adapter_dir: Option<&Path>,
     options: &PipelineOptions,
-    request: &GenerateRequest,
+    plan: &Plan,
     weights: &WeightSizes,
-    tokenizer: &Tokenizer,
 ) -> Result<()> {
     let (budget, already_held) = match options.memory_budget {
         Some(b) => (b, false),
@@ -68,8 +79,7 @@ pub(crate) fn check_run(
             None => return Ok(()),
         },
     };
-    let variant = adapter_dir.map(Variant::detect).transpose()?;
-    let run = run_size(request, variant, tokenizer, options.batched())?;
+    let run = plan.run_size();
     let plan = MemoryPlan::new(weights.clone(), options.offload, run);
     let budget = if already_held {
         budget + RUNTIME_BYTES + plan.resident()
@@ -77,7 +87,7 @@ pub(crate) fn check_run(
         budget
     };
     if plan.peak() > budget {
-        plan.check(budget, &alternatives(base, adapter_dir, options, request)?)?;
+        plan.check(budget, &alternatives(base, adapter_dir, options, run)?)?;
     }
     Ok(())
 }
@@ -89,48 +99,9 @@ fn measure(
     options: &PipelineOptions,
     dtype: DType,
 ) -> Result<WeightSizes> {
-    let face: Vec<&Path> = [&options.arcface, &options.detector]
-        .into_iter()
-        .flatten()
-        .map(PathBuf::as_path)
-        .collect();
+    let (arcface, detector) = options.face_files()?;
+    let face: Vec<&Path> = [arcface, detector].into_iter().flatten().collect();
     WeightSizes::measure(base, adapter_dir, &face, &options.device, dtype)
-}
-
-/// What a memory plan needs to know of a request.
-fn run_size(
-    req: &GenerateRequest,
-    variant: Option<Variant>,
-    tok: &Tokenizer,
-    batched: bool,
-) -> Result<RunSize> {
-    let reference = variant == Some(Variant::Full) && req.subject.is_some();
-    let mut prompts = vec![
-        prompt_clean(&req.prompt),
-        prompt_clean(&req.negative_prompt),
-    ];
-    if reference {
-        prompts.push(REFERENCE_PROMPT.to_string());
-    }
-    let mut text_tokens = 1;
-    for p in &prompts {
-        text_tokens = text_tokens.max(tok.tokenize(p)?.len);
-    }
-    let passes = match (req.guidance > 1.0, req.identity_guidance(variant)) {
-        (false, _) => 1,
-        (true, None) => 2,
-        (true, Some(_)) => 3,
-    };
-    Ok(RunSize {
-        frames: req.frames.unwrap_or(VariantDefaults::of(variant).frames),
-        height: req.height,
-        width: req.width,
-        passes,
-        batched,
-        reference,
-        text_tokens,
-        prompts: prompts.len(),
-    })
 }
 
 /// Plans of the same request in the other dtype and offload settings (bf16 where the
@@ -139,7 +110,7 @@ fn alternatives(
     base: &Path,
     adapter_dir: Option<&Path>,
     options: &PipelineOptions,
-    request: &GenerateRequest,
+    run: RunSize,
 ) -> Result<Vec<MemoryPlan>> {
     let mut dtypes = vec![options.dtype];
     if options.dtype == DType::F32 && options.device.supports_dtype(DType::BF16) {
@@ -153,7 +124,7 @@ fn alternatives(
             }
             let mut o = options.clone();
             (o.dtype, o.offload) = (dtype, offload);
-            plans.push(plan(base, adapter_dir, &o, request)?);
+            plans.push(sized(base, adapter_dir, &o, run)?);
         }
     }
     Ok(plans)

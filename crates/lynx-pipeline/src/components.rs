@@ -22,8 +22,23 @@ use lynx_store::{Checkpoint, LoraSet, Offload};
 use lynx_text::TextEncoder;
 use lynx_vae::{Tiling, WanVae};
 
-/// How to load a [`crate::LynxPipeline`].
+use crate::source::{Progress, Source};
+
+/// How to load a [`crate::LynxPipeline`]: plain data, built with
+/// [`PipelineOptions::new`] and the `with_*` methods.
+///
+/// ```
+/// use lynx_pipeline::{Offload, PipelineOptions, parse_device};
+/// use lynx_pipeline::source::Source;
+/// # fn main() -> lynx_pipeline::Result<()> {
+/// let options = PipelineOptions::new(parse_device("cpu")?)
+///     .with_offload(Offload::Model)
+///     .with_arcface(Source::url("https://example.com/recognition_arcface_ir_se50.pth"))
+///     .with_detector("models/detection_Resnet50_Final.pth");
+/// # let _ = options; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PipelineOptions {
     /// Where everything runs.
     pub device: Device,
@@ -31,12 +46,12 @@ pub struct PipelineOptions {
     /// latents and the sampler are always f32). Files in f32 or bf16 load into either.
     pub dtype: DType,
     /// ArcFace IR-SE checkpoint (`.pth` or `.safetensors`), needed for photo subjects.
-    pub arcface: Option<PathBuf>,
+    pub arcface: Option<Source>,
     /// Units per stage of the ArcFace IR-SE backbone, needed only when two consecutive
     /// stages have the same width (see [`lynx_arcface::ArcFaceConfig::from_checkpoint`]).
     pub arcface_depths: Option<Vec<usize>>,
     /// RetinaFace checkpoint, needed for photos without given landmarks.
-    pub detector: Option<PathBuf>,
+    pub detector: Option<Source>,
     /// Detection settings for photo subjects (score threshold, NMS, downscaling).
     pub detect: DetectOptions,
     /// Head width of the Perceiver Resampler, which its file does not record
@@ -53,13 +68,10 @@ pub struct PipelineOptions {
     pub memory_budget: Option<u64>,
     /// Whether a step's guidance passes run as one batch.
     pub guidance_batching: GuidanceBatching,
-    /// The adapter folder inside a Hub repo or a folder holding both variants
-    /// (`lynx_full` or `lynx_lite`); `None`: the folder as given, or `lynx_full` in a repo.
-    pub adapters_subfolder: Option<String>,
     /// LoRA files and their strengths, fused into the DiT as it loads (each streamed
-    /// block as it is read, with `--offload blocks`). Local files: resolve Hub names and
-    /// URLs first ([`crate::source::lora_file`]).
-    pub loras: Vec<(PathBuf, f64)>,
+    /// block as it is read, with `--offload blocks`); Hub files and URLs are fetched by
+    /// [`PipelineOptions::resolved`].
+    pub loras: Vec<(Source, f64)>,
     /// Skip LoRA keys the DiT has no place for instead of refusing the file
     /// ([`crate::LynxPipeline::skipped_lora_keys`] lists them).
     pub lora_skip_unmatched: bool,
@@ -109,23 +121,114 @@ impl PipelineOptions {
             offload: Offload::None,
             memory_budget: None,
             guidance_batching: GuidanceBatching::Auto,
-            adapters_subfolder: None,
             loras: Vec::new(),
             lora_skip_unmatched: false,
         }
     }
 
-    /// These options with the LoRA file `path` fused at `strength` (repeatable: LoRAs
-    /// add).
-    pub fn with_lora(mut self, path: impl Into<PathBuf>, strength: f64) -> Self {
-        self.loras.push((path.into(), strength));
+    /// With weights in `dtype`.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
         self
     }
 
-    /// These options skipping (`true`) or refusing unmatched LoRA keys.
+    /// With this ArcFace checkpoint (for photo subjects).
+    pub fn with_arcface(mut self, arcface: impl Into<Source>) -> Self {
+        self.arcface = Some(arcface.into());
+        self
+    }
+
+    /// With the ArcFace backbone's units per stage.
+    pub fn with_arcface_depths(mut self, depths: Vec<usize>) -> Self {
+        self.arcface_depths = Some(depths);
+        self
+    }
+
+    /// With this RetinaFace checkpoint (for photos without landmarks).
+    pub fn with_detector(mut self, detector: impl Into<Source>) -> Self {
+        self.detector = Some(detector.into());
+        self
+    }
+
+    /// With these detection settings.
+    pub fn with_detect(mut self, detect: DetectOptions) -> Self {
+        self.detect = detect;
+        self
+    }
+
+    /// With this head width of the Perceiver Resampler.
+    pub fn with_resampler_dim_head(mut self, dim_head: usize) -> Self {
+        self.resampler_dim_head = dim_head;
+        self
+    }
+
+    /// With weights held as `offload` says.
+    pub fn with_offload(mut self, offload: Offload) -> Self {
+        self.offload = offload;
+        self
+    }
+
+    /// With at most `bytes` for the run.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// With the guidance passes run as `batching` says.
+    pub fn with_guidance_batching(mut self, batching: GuidanceBatching) -> Self {
+        self.guidance_batching = batching;
+        self
+    }
+
+    /// With the LoRA file `lora` fused at `strength` (repeatable: LoRAs add).
+    pub fn with_lora(mut self, lora: impl Into<Source>, strength: f64) -> Self {
+        self.loras.push((lora.into(), strength));
+        self
+    }
+
+    /// Skipping (`true`) or refusing LoRA keys the DiT has no place for.
     pub fn with_lora_skip_unmatched(mut self, skip: bool) -> Self {
         self.lora_skip_unmatched = skip;
         self
+    }
+
+    /// These options with the face models and LoRA files made local ([`Source::file`]:
+    /// URLs and Hub files fetched into the cache).
+    pub fn resolved(&self, progress: &mut dyn Progress) -> Result<Self> {
+        let mut o = self.clone();
+        let loras = o.loras.iter_mut().map(|(s, _)| s);
+        for source in [&mut o.arcface, &mut o.detector]
+            .into_iter()
+            .flatten()
+            .chain(loras)
+        {
+            *source = Source::Local(source.file(progress)?);
+        }
+        Ok(o)
+    }
+
+    /// The local LoRA files (after [`PipelineOptions::resolved`]).
+    pub(crate) fn lora_files(&self) -> Result<Vec<(PathBuf, f64)>> {
+        self.loras
+            .iter()
+            .map(|(s, strength)| match s.as_local() {
+                Some(path) => Ok((path.to_path_buf(), *strength)),
+                None => Err(Error::input(format!("{s} was not fetched before use"))),
+            })
+            .collect()
+    }
+
+    /// The local face model files (after [`PipelineOptions::resolved`]).
+    pub(crate) fn face_files(&self) -> Result<(Option<&Path>, Option<&Path>)> {
+        fn local(s: &Option<Source>) -> Result<Option<&Path>> {
+            s.as_ref()
+                .map(|s| {
+                    s.as_local()
+                        .ok_or_else(|| Error::input(format!("{s} was not fetched before use")))
+                })
+                .transpose()
+        }
+        Ok((local(&self.arcface)?, local(&self.detector)?))
     }
 }
 
@@ -201,7 +304,7 @@ impl Components {
             lora_skipped: Vec::new(),
         };
         if !this.options.loras.is_empty() {
-            let mut set = LoraSet::open(&this.options.loras)?
+            let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
             this.lora_skipped = set.check(&Checkpoint::open(base.join("transformer"))?)?;
             this.loras = Some(set);
@@ -383,13 +486,13 @@ impl Components {
     }
 
     fn load_face(&self) -> Result<Option<FaceAnalyzer>> {
-        let Some(arcface) = &self.options.arcface else {
+        let (Some(arcface), detector) = self.options.face_files()? else {
             return Ok(None);
         };
         let device = &self.options.device;
         let depths = self.options.arcface_depths.as_deref();
         let arcface = lynx_arcface::load_arcface(arcface, device, depths)?;
-        let detector = match &self.options.detector {
+        let detector = match detector {
             Some(d) => Some(lynx_arcface::load_retinaface(d, device)?),
             None => None,
         };

@@ -1,32 +1,86 @@
 //! Writing generated videos: `.mp4` (H.264 via the bundled OpenH264 source, no system
-//! ffmpeg), animated `.gif` and `.webp`, a folder of PNGs, or `.safetensors`
-//! (key `frames`, `[F, H, W, 3]` f32 in `[0, 1]`).
+//! ffmpeg; feature `export`, on by default), animated `.gif` and `.webp`, a folder of
+//! PNGs, or `.safetensors` (key `frames`, `[F, H, W, 3]` f32 in `[0, 1]`).
 
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use lynx_core::{Error, Result};
 use lynx_store::output::{StagedPath, check_writable};
 use lynx_store::safetensors_io::{self, Dtype};
 
-/// Frames of a video, `[F, H, W, 3]` RGB, f32 in `[0, 1]`.
+/// Frames of a video, `[F, H, W, 3]` RGB, f32 in `[0, 1]`, made by
+/// [`Video::new`] (which checks that the data fills the shape).
 #[derive(Debug, Clone)]
 pub struct Video {
-    /// Number of frames `F`.
-    pub frames: usize,
-    /// Frame height `H`.
-    pub height: usize,
-    /// Frame width `W`.
-    pub width: usize,
-    /// Row-major `[F, H, W, 3]`.
-    pub data: Vec<f32>,
-    /// What made it (`seed`, `prompt`, `generator`, …), written where the format has
-    /// room: the `__metadata__` of `.safetensors` outputs. A generation fills in its seed,
-    /// so any run, `--seed -1` included, can be replayed from its output.
-    pub metadata: std::collections::BTreeMap<String, String>,
+    frames: usize,
+    height: usize,
+    width: usize,
+    data: Vec<f32>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl Video {
+    /// `frames` frames of `height`×`width`, `data` row-major `[F, H, W, 3]`; an error
+    /// unless every size is non-zero and `data` holds exactly `F·H·W·3` values.
+    pub fn new(frames: usize, height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+        let want = frames
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(width))
+            .and_then(|n| n.checked_mul(3));
+        if frames == 0 || height == 0 || width == 0 || want != Some(data.len()) {
+            return Err(Error::input(format!(
+                "a video of {frames} frames of {height}×{width} needs {} values, got {}",
+                want.map_or("more than usize::MAX".to_string(), |n| n.to_string()),
+                data.len()
+            )));
+        }
+        Ok(Self {
+            frames,
+            height,
+            width,
+            data,
+            metadata: BTreeMap::new(),
+        })
+    }
+
+    /// Number of frames `F`.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Frame height `H`.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Frame width `W`.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The values, row-major `[F, H, W, 3]`.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The values, taken out.
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// What made it (`seed`, `prompt`, `generator`, …), written where the format has
+    /// room: the `__metadata__` of `.safetensors` outputs. A generation fills in its seed,
+    /// so any run, `--seed -1` included, can be replayed from its output.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The metadata, to add to.
+    pub fn metadata_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.metadata
+    }
+
     /// Frame `i` as RGB bytes (`round(x·255)`, clamped).
     pub fn frame_rgb8(&self, i: usize) -> Vec<u8> {
         let n = self.height * self.width * 3;
@@ -164,99 +218,21 @@ impl Video {
     }
 
     /// H.264 in MP4 (OpenH264 encoder built from its bundled source; written whole or
-    /// not at all).
+    /// not at all). Without the `export` feature, an [`Error::Output`] saying so.
     pub fn save_mp4(&self, path: &Path, fps: u32) -> Result<()> {
-        staged(path, |tmp| self.write_mp4(tmp, path, fps))
-    }
-
-    fn write_mp4(&self, tmp: &Path, path: &Path, fps: u32) -> Result<()> {
-        use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate};
-        use openh264::formats::{RgbSliceU8, YUVBuffer};
-        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
-            return Err(Error::input(format!(
-                "H.264 needs even frame sizes, got {}×{}",
-                self.width, self.height
-            )));
-        }
-        let fps = fps.max(1);
-        let h264 = |e: openh264::Error| Error::format(path, "H.264", e);
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(
-                (self.width * self.height * fps as usize * 3 / 2) as u32,
-            ))
-            .max_frame_rate(FrameRate::from_hz(fps as f32));
-        let mut encoder =
-            Encoder::with_api_config(openh264::OpenH264API::from_source(), config).map_err(h264)?;
-        let (mut sps, mut pps) = (None, None);
-        let mut samples = Vec::with_capacity(self.frames);
-        for i in 0..self.frames {
-            let rgb = self.frame_rgb8(i);
-            let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&rgb, (self.width, self.height)));
-            let annex_b = encoder.encode(&yuv).map_err(h264)?.to_vec();
-            let mut sample = Vec::with_capacity(annex_b.len() + 16);
-            let mut is_sync = false;
-            for nal in split_annex_b(&annex_b) {
-                match nal[0] & 0x1f {
-                    7 => sps = Some(nal.to_vec()),
-                    8 => pps = Some(nal.to_vec()),
-                    t => {
-                        is_sync |= t == 5;
-                        sample.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                        sample.extend_from_slice(nal);
-                    }
-                }
-            }
-            samples.push((sample, is_sync));
-        }
-        let (Some(sps), Some(pps)) = (sps, pps) else {
-            return Err(Error::format(
-                path,
-                "H.264",
-                "the encoder produced no SPS/PPS",
-            ));
-        };
-        let mp4 = |e: mp4::Error| Error::format(path, "MP4", e);
-        let file = std::fs::File::create(tmp).map_err(|e| Error::io(path, e))?;
-        let config = mp4::Mp4Config {
-            major_brand: "isom".parse().expect("fourcc"),
-            minor_version: 512,
-            compatible_brands: ["isom", "iso2", "avc1", "mp41"]
-                .iter()
-                .map(|b| b.parse().expect("fourcc"))
-                .collect(),
-            timescale: 1000,
-        };
-        let mut writer =
-            mp4::Mp4Writer::write_start(std::io::BufWriter::new(file), &config).map_err(mp4)?;
-        writer
-            .add_track(&mp4::TrackConfig {
-                track_type: mp4::TrackType::Video,
-                timescale: fps * 1000,
-                language: "und".into(),
-                media_conf: mp4::MediaConfig::AvcConfig(mp4::AvcConfig {
-                    width: self.width as u16,
-                    height: self.height as u16,
-                    seq_param_set: sps,
-                    pic_param_set: pps,
-                }),
+        check_mp4(path, self.width, self.height)?;
+        #[cfg(feature = "export")]
+        {
+            let shape = (self.width, self.height, fps);
+            staged(path, |tmp| {
+                crate::mp4::write_mp4(tmp, path, shape, self.frames, |i| self.frame_rgb8(i))
             })
-            .map_err(mp4)?;
-        for (i, (bytes, is_sync)) in samples.into_iter().enumerate() {
-            writer
-                .write_sample(
-                    1,
-                    &mp4::Mp4Sample {
-                        start_time: i as u64 * 1000,
-                        duration: 1000,
-                        rendering_offset: 0,
-                        is_sync,
-                        bytes: mp4::Bytes::from(bytes),
-                    },
-                )
-                .map_err(mp4)?;
         }
-        writer.write_end().map_err(mp4)?;
-        writer.into_writer().flush().map_err(|e| Error::io(path, e))
+        #[cfg(not(feature = "export"))]
+        {
+            let _ = fps;
+            Err(no_mp4(path))
+        }
     }
 }
 
@@ -288,18 +264,24 @@ impl OutputKind {
             Some("safetensors") => Self::Safetensors,
             Some("png") if frames == Some(1) => Self::Png,
             Some("png") => {
-                return Err(Error::input(format!(
-                    "{} holds one frame; for a video of several frames give a folder \
-                     (a path without extension) for one PNG per frame",
-                    path.display()
-                )));
+                return Err(Error::output(
+                    path,
+                    format!(
+                        "{} holds one frame; for a video of several frames give a folder \
+                         (a path without extension) for one PNG per frame",
+                        path.display()
+                    ),
+                ));
             }
             Some(other) => {
-                return Err(Error::input(format!(
-                    "cannot write `.{other}` ({}): use .mp4, .gif, .webp, .safetensors or a \
-                     folder",
-                    path.display()
-                )));
+                return Err(Error::output(
+                    path,
+                    format!(
+                        "cannot write `.{other}` ({}): use .mp4, .gif, .webp, .safetensors or \
+                         a folder",
+                        path.display()
+                    ),
+                ));
             }
         })
     }
@@ -312,6 +294,10 @@ impl OutputKind {
 pub fn check_output(path: impl AsRef<Path>, frames: Option<usize>) -> Result<()> {
     let path = path.as_ref();
     let kind = OutputKind::of(path, frames.or(Some(2)))?;
+    #[cfg(not(feature = "export"))]
+    if kind == OutputKind::Mp4 {
+        return Err(no_mp4(path));
+    }
     let folder = kind == OutputKind::PngFolder;
     if folder {
         check_frame_folder(path)?;
@@ -329,14 +315,44 @@ fn check_frame_folder(dir: &Path) -> Result<()> {
         let name = e.file_name();
         let name = name.to_string_lossy();
         if !(name.starts_with("frame_") && name.ends_with(".png")) {
-            return Err(Error::input(format!(
-                "the output folder {} holds {name}, which is not a frame of an earlier \
-                 output; give a new or empty folder",
-                dir.display()
-            )));
+            return Err(Error::output(
+                dir,
+                format!(
+                    "the output folder {} holds {name}, which is not a frame of an earlier \
+                     output; give a new or empty folder",
+                    dir.display()
+                ),
+            ));
         }
     }
     Ok(())
+}
+
+/// H.264 takes even frame sizes only.
+fn check_mp4(path: &Path, width: usize, height: usize) -> Result<()> {
+    if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
+        return Err(Error::output(
+            path,
+            format!(
+                "cannot write {}: H.264 needs even frame sizes, got {width}×{height}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The error of an `.mp4` output in a build without the encoder.
+#[cfg(not(feature = "export"))]
+fn no_mp4(path: &Path) -> Error {
+    Error::output(
+        path,
+        format!(
+            "cannot write {}: this build of lynx-pipeline has no H.264 encoder (feature \
+             `export`); write .gif, .webp, .safetensors or a PNG folder",
+            path.display()
+        ),
+    )
 }
 
 /// Writes through a temporary sibling of `path` renamed into place once `write`
@@ -370,31 +386,6 @@ fn find_chunk<'a>(webp: &'a [u8], tag: &[u8; 4]) -> Option<&'a [u8]> {
     None
 }
 
-/// NAL units of an Annex-B stream (start codes `00 00 01` / `00 00 00 01` removed).
-fn split_annex_b(stream: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= stream.len() {
-        if stream[i] == 0 && stream[i + 1] == 0 && stream[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nals = Vec::with_capacity(starts.len());
-    for (k, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(stream.len(), |n| n - 3);
-        while end > s && stream[end - 1] == 0 {
-            end -= 1; // the leading zero of a 4-byte start code
-        }
-        if end > s {
-            nals.push(&stream[s..end]);
-        }
-    }
-    nals
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,13 +403,7 @@ mod tests {
                 }
             }
         }
-        Video {
-            frames,
-            height: h,
-            width: w,
-            data,
-            metadata: Default::default(),
-        }
+        Video::new(frames, h, w, data).unwrap()
     }
 
     fn scratch(name: &str) -> std::path::PathBuf {
@@ -457,6 +442,36 @@ mod tests {
     }
 
     #[test]
+    fn videos_are_checked_when_made() {
+        assert!(Video::new(2, 16, 16, vec![0.0; 2 * 16 * 16 * 3]).is_ok());
+        let e = Video::new(2, 16, 16, vec![0.0; 5]).unwrap_err().to_string();
+        assert!(e.contains("needs 1536 values, got 5"), "{e}");
+        assert!(Video::new(0, 16, 16, Vec::new()).is_err());
+        assert!(Video::new(usize::MAX, 2, 2, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn output_errors_are_their_own_variant() {
+        let dir = scratch("variant");
+        for (path, frames) in [
+            (dir.join("v.avi"), None),
+            (dir.join("v.png"), None),
+            (dir.join("missing/v.mp4"), None),
+        ] {
+            let e = check_output(&path, frames).unwrap_err();
+            assert!(
+                matches!(&e, Error::Output { path: p, .. } if *p == path),
+                "{e:?}"
+            );
+        }
+        let e = gradient(1, 15, 16)
+            .save(dir.join("odd.mp4"), 16)
+            .unwrap_err();
+        assert!(matches!(e, Error::Output { .. }), "{e:?}");
+        assert!(e.to_string().contains("even frame sizes"), "{e}");
+    }
+
+    #[test]
     fn outputs_are_checked_before_the_run() {
         let dir = scratch("check");
         assert!(check_output(dir.join("v.mp4"), None).is_ok());
@@ -478,6 +493,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "export")]
     fn writes_every_format() {
         let dir = std::env::temp_dir().join(format!("lynx-export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -9,17 +9,18 @@
 //! `lynx_infer.py` and `modules/lite/lynx_lite_pipeline.py`.
 //!
 //! ```no_run
+//! use lynx_pipeline::source::Source;
 //! use lynx_pipeline::{GenerateRequest, LynxPipeline, PipelineOptions, Subject};
 //! # fn main() -> lynx_pipeline::Result<()> {
 //! let device = lynx_pipeline::parse_device("cpu")?;
-//! let mut options = PipelineOptions::new(device);
-//! options.arcface = Some("models/recognition_arcface_ir_se50.pth".into());
-//! options.detector = Some("models/detection_Resnet50_Final.pth".into());
+//! let options = PipelineOptions::new(device)
+//!     .with_arcface("models/recognition_arcface_ir_se50.pth")
+//!     .with_detector("models/detection_Resnet50_Final.pth");
 //! let pipe = LynxPipeline::from_pretrained(
-//!     "models/Wan2.1-T2V-14B-Diffusers", Some("models/lynx_full".as_ref()), options)?;
-//! let mut request = GenerateRequest::new("A person carves a pumpkin on a porch, smiling.");
-//! request.subject = Some(Subject::Photo { image: lynx_arcface::load_rgb("me.jpg")?, landmarks: None });
-//! pipe.generate(request)?.video.save("pumpkin.mp4", 16)?;
+//!     "models/Wan2.1-T2V-14B-Diffusers", Some(Source::local("models/lynx_full")), options)?;
+//! let request = GenerateRequest::new("A person carves a pumpkin on a porch, smiling.")
+//!     .with_subject(Subject::photo_file("me.jpg")?);
+//! pipe.generate(&request)?.save("pumpkin.mp4")?;
 //! # Ok(()) }
 //! ```
 //!
@@ -29,11 +30,12 @@
 //! | [`components`] | [`PipelineOptions`], and where each model's weights live ([`Offload`]) |
 //! | [`memory`] | [`MemoryPlan`]: what a run needs, before loading |
 //! | [`request`] | [`GenerateRequest`], [`Subject`], defaults, input checks |
+//! | [`observer`] | [`Observer`]: progress of the stages and steps, and stopping a run |
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
 //! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors`, each written whole or not at all |
 //! | [`folder`] | the diffusers folder and its `model_index.json`, checked before loading |
 //! | [`inputs`] | face embeddings, recorded latents and noise read from files |
-//! | [`source`] | model arguments: a folder, or a Hub repo id fetched into the Hub cache (feature `hub`) |
+//! | [`source`] | [`Source`]: a folder or file, a Hub repo (feature `hub`), a URL, for every model and weight file |
 
 #![warn(missing_docs)]
 
@@ -44,24 +46,31 @@ pub mod export;
 pub mod folder;
 pub mod inputs;
 pub mod memory;
+#[cfg(feature = "export")]
+mod mp4;
 pub mod noise;
+pub mod observer;
 pub mod pipeline;
+mod plan;
 pub mod request;
 pub mod source;
 
 pub use export::Video;
 pub use lynx_adapters::Variant;
-pub use lynx_core::device::{parse_device, parse_dtype};
+pub use lynx_core::device::{auto_device, parse_device, parse_dtype};
 pub use lynx_core::{Error, Result};
+pub use lynx_sampler::Scheduler;
 pub use lynx_store::Offload;
 pub use memory::MemoryPlan;
 pub use noise::NoiseSource;
+pub use observer::{Observer, Stage, StageEvent, StepInfo};
 pub use pipeline::{Generated, GuidanceBatching, LynxPipeline, PipelineOptions, VariantDefaults};
 pub use request::{
     DEFAULT_GUIDANCE, DEFAULT_HEIGHT, DEFAULT_IP_SCALE, DEFAULT_NEGATIVE_PROMPT, DEFAULT_SEED,
     DEFAULT_STEPS, DEFAULT_WIDTH, GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind,
-    Stage, StageEvent, StepInfo, Subject, check_frames,
+    Subject, check_frames,
 };
+pub use source::Source;
 
 #[cfg(feature = "hub")]
 pub use lynx_hub;

@@ -5,7 +5,9 @@
 //! A generation runs in the steps diffusers' pipelines are written in:
 //!
 //! 1. [`check_inputs`](LynxPipeline::generate): sizes, counts, and what the loaded
-//!    variant accepts; the variant's defaults fill what the request leaves open.
+//!    variant accepts; the variant's defaults fill what the request leaves open, and the
+//!    prompts are tokenized — once, into the run's plan, which the memory check and
+//!    every later step read.
 //! 2. encode prompts: the prompt and the negative prompt (cached per text).
 //! 3. prepare subject: face embedding (and for Lynx full the reference pass over the
 //!    aligned face) → the adapters' per-block inputs, once per video.
@@ -19,8 +21,7 @@
 //! ([`PipelineOptions::offload`], [`crate::components`]) each component is on the device
 //! only while it runs, and the DiT's blocks can be streamed from the checkpoint.
 
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use image::RgbImage;
@@ -28,12 +29,12 @@ use lynx_adapters::{Conditions, LynxAdapters, Variant};
 use lynx_arcface::{FaceAnalyzer, PreparedFace};
 use lynx_core::device::{check_dtype, to_host_f32};
 use lynx_core::{Error, Result};
-use lynx_dit::{DitInput, DitLora, WanTransformer};
+use lynx_dit::{DitLora, WanTransformer};
 use lynx_sampler::{FlowMatchEuler, Guidance, Scheduler, SchedulerConfig, UniPcMultistep};
 use lynx_store::{LoraSet, Offload};
 use lynx_vae::Tiling;
 
-use crate::branches::{Branch, Branches, Stages};
+use crate::branches::{Branch, Branches, Denoise, Stages};
 use crate::budget;
 use crate::components::Components;
 pub use crate::components::{GuidanceBatching, PipelineOptions};
@@ -41,20 +42,24 @@ use crate::export::Video;
 use crate::folder::check_model_folder;
 use crate::memory::{MemoryPlan, WeightSizes};
 use crate::noise::NoiseSource;
+use crate::observer::{Observer, Stage};
+use crate::plan::Plan;
 pub use crate::request::VariantDefaults;
-use crate::request::{
-    GenerateRequest, IdentityGuidance, REFERENCE_PROMPT, SamplerKind, Stage, StepInfo, Subject,
-};
+use crate::request::{GenerateRequest, SamplerKind, Subject};
+use crate::source::Source;
 
 /// The generated video.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Generated {
     /// `[F, H, W, 3]` in `[0, 1]`.
     pub video: Video,
+    /// Frames per second: the request's, else the variant's.
+    pub fps: u32,
     /// The same frames on the device, `[F, H, W, 3]` f32.
     pub frames: Tensor<4>,
     /// Latents after each step, `[1, C, F', H/8, W/8]` (kept only when asked for with
-    /// [`LynxPipeline::generate_with_trace`]).
+    /// [`GenerateRequest::with_trace`]).
     pub latents_per_step: Vec<Tensor<5>>,
     /// For a photo subject: the detection, landmarks, both crops and the embedding the
     /// adapters were given.
@@ -69,17 +74,11 @@ pub struct LynxPipeline {
     weights: WeightSizes,
 }
 
-/// A request with the variant's defaults filled in and checked.
-struct Plan {
-    frames: usize,
-    /// Whether the guidance passes run as one batch.
-    batched: bool,
-    guidance: Guidance,
-    /// Whether the text guidance runs at all (`g > 1`, as diffusers' pipelines decide).
-    use_cfg: bool,
-    ref_scale: f64,
-    /// Whether Lynx's reference pass runs (full, with a subject).
-    reference: bool,
+impl Generated {
+    /// Saves the video at its frame rate, by the path's extension (see [`Video::save`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.video.save(path, self.fps)
+    }
 }
 
 /// The prompt embeddings of a run.
@@ -99,15 +98,16 @@ struct SubjectInputs {
 
 impl LynxPipeline {
     /// Loads tokenizer, text encoder, DiT, VAE and scheduler config from a diffusers Wan2.1
-    /// folder (`base_dir`, checked first against its `model_index.json`, see
-    /// [`crate::folder::ModelIndex`]), and the adapters from `adapter_dir`: `lynx_full/` or
+    /// folder (`base`, checked first against its `model_index.json`, see
+    /// [`crate::folder::ModelIndex`]), and the adapters from `adapters`: `lynx_full/` or
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
-    /// `adapter_dir` the pipeline is plain Wan2.1 text-to-video.
+    /// `adapters` the pipeline is plain Wan2.1 text-to-video.
     ///
-    /// Either may also be a Hugging Face Hub repo id, as in diffusers (feature `hub`, on by
-    /// default): `"Wan-AI/Wan2.1-T2V-14B-Diffusers"`, and `"ByteDance/lynx"` with
-    /// [`PipelineOptions::adapters_subfolder`] (default `lynx_full`); the files are fetched
-    /// into the shared Hub cache ([`crate::source`]). An existing folder always wins.
+    /// Each is a [`Source`]: a folder, or a Hugging Face Hub repo as in diffusers (feature
+    /// `hub`, on by default): `Source::hub("Wan-AI/Wan2.1-T2V-14B-Diffusers")`, and
+    /// `Source::hub("ByteDance/lynx")` with a subfolder (default `lynx_full`); the files
+    /// are fetched into the shared Hub cache, as are the face models of `options`. A
+    /// string is read by [`Source::parse`] (an existing folder always wins).
     ///
     /// First the weights are sized from the checkpoints' headers and checked against the
     /// memory budget for the smallest run (one frame of 16×16): a model that cannot be
@@ -115,26 +115,21 @@ impl LynxPipeline {
     /// [`PipelineOptions::offload`] the components are only checked now and loaded when
     /// they run.
     pub fn from_pretrained(
-        base_dir: impl AsRef<Path>,
-        adapter_dir: Option<&Path>,
+        base: impl Into<Source>,
+        adapters: Option<Source>,
         options: PipelineOptions,
     ) -> Result<Self> {
-        let mut quiet = crate::source::NoProgress;
-        let base = &crate::source::model_folder(base_dir.as_ref(), &mut quiet)?;
-        let adapter_dir = adapter_dir
-            .map(|a| {
-                crate::source::adapter_folder(a, options.adapters_subfolder.as_deref(), &mut quiet)
-            })
-            .transpose()?;
-        let adapter_dir = adapter_dir.as_deref();
+        let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, &options)?;
+        let (base, adapter_dir) = (base.as_path(), adapter_dir.as_deref());
         check_model_folder(base)?;
         check_dtype(&options.device, options.dtype)?;
         let variant = adapter_dir.map(Variant::detect).transpose()?;
         let scheduler = SchedulerConfig::load(base.join("scheduler"))?;
         scheduler.check_unipc()?;
-        let mut smallest = GenerateRequest::new("");
-        (smallest.frames, smallest.height, smallest.width) = (Some(1), 16, 16);
-        smallest.negative_prompt = String::new();
+        let smallest = GenerateRequest::new("")
+            .with_frames(1)
+            .with_size(16, 16)
+            .with_negative_prompt("");
         let plan = budget::check(base, adapter_dir, &options, &smallest)?;
         let components = Components::load(base, adapter_dir, options, variant)?;
         Ok(Self {
@@ -144,17 +139,29 @@ impl LynxPipeline {
         })
     }
 
+    /// The sources made local (fetched without progress reports).
+    fn resolve(
+        base: Source,
+        adapters: Option<Source>,
+        options: &PipelineOptions,
+    ) -> Result<(PathBuf, Option<PathBuf>, PipelineOptions)> {
+        let mut quiet = crate::source::NoProgress;
+        let base = base.model_folder(&mut quiet)?;
+        let adapters = adapters.map(|a| a.adapter_folder(&mut quiet)).transpose()?;
+        Ok((base, adapters, options.resolved(&mut quiet)?))
+    }
+
     /// The memory a generation of `request` needs with these models and options (the
     /// weights sized from the checkpoints' headers, nothing read), per phase.
     pub fn plan_memory(
-        base_dir: impl AsRef<Path>,
-        adapter_dir: Option<&Path>,
+        base: impl Into<Source>,
+        adapters: Option<Source>,
         options: &PipelineOptions,
         request: &GenerateRequest,
     ) -> Result<MemoryPlan> {
-        let base = base_dir.as_ref();
-        check_model_folder(base)?;
-        budget::plan(base, adapter_dir, options, request)
+        let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, options)?;
+        check_model_folder(&base)?;
+        budget::plan(&base, adapter_dir.as_deref(), &options, request)
     }
 
     /// [`LynxPipeline::plan_memory`], checked against the budget
@@ -162,14 +169,14 @@ impl LynxPipeline {
     /// plan when it fits, else [`Error::Memory`] with both figures in GB and the dtype
     /// and offload settings that would fit. No check on GPUs without a budget.
     pub fn check_memory(
-        base_dir: impl AsRef<Path>,
-        adapter_dir: Option<&Path>,
+        base: impl Into<Source>,
+        adapters: Option<Source>,
         options: &PipelineOptions,
         request: &GenerateRequest,
     ) -> Result<MemoryPlan> {
-        let base = base_dir.as_ref();
-        check_model_folder(base)?;
-        budget::check(base, adapter_dir, options, request)
+        let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, options)?;
+        check_model_folder(&base)?;
+        budget::check(&base, adapter_dir.as_deref(), &options, request)
     }
 
     /// Checks that `base_dir` is a diffusers Wan2.1 folder (its five parts present),
@@ -224,40 +231,72 @@ impl LynxPipeline {
         self.components.set_guidance_batching(batching);
     }
 
-    /// Generates a video.
-    pub fn generate(&self, request: GenerateRequest) -> Result<Generated> {
-        self.run(request, false)
+    /// Generates a video. The pipeline stays loaded: call it again with other requests.
+    pub fn generate(&self, request: &GenerateRequest) -> Result<Generated> {
+        self.generate_with(request, &mut ())
     }
 
-    /// [`LynxPipeline::generate`], also returning the latents after every step.
-    pub fn generate_with_trace(&self, request: GenerateRequest) -> Result<Generated> {
-        self.run(request, true)
+    /// [`LynxPipeline::generate`], telling `observer` of each stage and step; the
+    /// observer may stop the run ([`Error::Cancelled`]).
+    pub fn generate_with(
+        &self,
+        request: &GenerateRequest,
+        observer: &mut (impl Observer + ?Sized),
+    ) -> Result<Generated> {
+        let mut observer = observer;
+        self.run(request, None, &mut observer)
     }
 
-    fn run(&self, mut req: GenerateRequest, trace: bool) -> Result<Generated> {
-        let plan = self.check_inputs(&req)?;
-        self.check_run_memory(&req)?;
-        let mut stages = Stages(req.on_stage.take());
-        let prompts = stages.run(Stage::EncodePrompts, || self.encode_prompts(&req, &plan))?;
+    /// [`LynxPipeline::generate_with`] with `scheduler` as the sampler instead of the
+    /// request's [`SamplerKind`] and flow shift: any [`Scheduler`], such as one built
+    /// from [`LynxPipeline::scheduler_config`]. Its timesteps are set for the request's
+    /// steps (which resets it), so one scheduler serves one run.
+    pub fn generate_with_scheduler(
+        &self,
+        request: &GenerateRequest,
+        scheduler: Box<dyn Scheduler>,
+        observer: &mut (impl Observer + ?Sized),
+    ) -> Result<Generated> {
+        let mut observer = observer;
+        self.run(request, Some(scheduler), &mut observer)
+    }
+
+    fn run(
+        &self,
+        req: &GenerateRequest,
+        custom: Option<Box<dyn Scheduler>>,
+        observer: &mut dyn Observer,
+    ) -> Result<Generated> {
+        let plan = self.check_inputs(req)?;
+        self.check_run_memory(&plan)?;
+        let mut stages = Stages::new(observer, plan.steps);
+        let prompts = stages.run(Stage::EncodePrompts, |_| self.encode_prompts(&plan))?;
         let (subject, face) =
-            stages.run(Stage::PrepareSubject, || self.prepare_subject(&req, &plan))?;
+            stages.run(Stage::PrepareSubject, |_| self.prepare_subject(req, &plan))?;
         let dit = self.components.dit()?;
-        let lora = self.request_lora(&dit, &req)?;
+        let lora = self.request_lora(&dit, req)?;
         let lora = lora.as_ref();
-        let conditions = stages.run(Stage::Condition, || {
-            self.condition(&dit, lora, subject, prompts.reference.as_ref(), &req, &plan)
+        let conditions = stages.run(Stage::Condition, |_| {
+            self.condition(&dit, lora, subject, prompts.reference.as_ref(), &plan)
         })?;
         let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
-        let (scheduler, latents) = self.prepare_latents(&dit, &req, &plan)?;
-        let (latents, steps) = stages.run(Stage::Denoise, || {
-            let dit = (&*dit, lora);
-            self.denoise(dit, &mut req, &plan, &branches, scheduler, latents, trace)
+        let (scheduler, latents) = self.prepare_latents(&dit, req, &plan, custom)?;
+        let (latents, steps) = stages.run(Stage::Denoise, |stages| {
+            let run = Denoise {
+                dit: &dit,
+                lora,
+                plan: &plan,
+                branches: &branches,
+                trace: req.trace,
+            };
+            run.run(scheduler, latents, stages)
         })?;
         drop((branches, dit));
         self.components.release();
-        let frames = stages.run(Stage::Decode, || self.decode(latents))?;
+        let frames = stages.run(Stage::Decode, |_| self.decode(latents))?;
         let [f, h, w, _] = frames.dims();
-        let mut metadata = std::collections::BTreeMap::new();
+        let mut video = Video::new(f, h, w, to_host_f32(frames.clone(), "the decoded frames")?)?;
+        let metadata = video.metadata_mut();
         metadata.insert(
             "generator".into(),
             format!("lynx-rs {}", env!("CARGO_PKG_VERSION")),
@@ -269,13 +308,8 @@ impl LynxPipeline {
             metadata.insert("seed".into(), req.noise.seed().to_string());
         }
         Ok(Generated {
-            video: Video {
-                frames: f,
-                height: h,
-                width: w,
-                data: to_host_f32(frames.clone(), "the decoded frames")?,
-                metadata,
-            },
+            video,
+            fps: plan.fps,
             frames,
             latents_per_step: steps,
             face,
@@ -298,56 +332,39 @@ impl LynxPipeline {
     }
 
     /// The memory check of one generation (see [`budget::check_run`]).
-    fn check_run_memory(&self, req: &GenerateRequest) -> Result<()> {
+    fn check_run_memory(&self, plan: &Plan) -> Result<()> {
         let c = &self.components;
         let (base, adapters) = (c.base(), c.adapter_dir());
-        let tokenizer = c.text().tokenizer();
-        budget::check_run(base, adapters, c.options(), req, &self.weights, tokenizer)
+        budget::check_run(base, adapters, c.options(), plan, &self.weights)
     }
 
-    /// Step 1: sizes and counts, and what the loaded variant accepts; fills its defaults.
+    /// Step 1: sizes and counts, and what the loaded variant accepts; fills its
+    /// defaults and tokenizes the prompts ([`Plan`]).
     fn check_inputs(&self, req: &GenerateRequest) -> Result<Plan> {
-        req.validate()?;
-        let variant = self.variant();
-        let defaults = self.defaults();
-        let lite = variant == Some(Variant::Lite);
-        if lite {
-            if let IdentityGuidance::Scale(g) = req.guidance_identity {
-                return Err(Error::input(format!(
-                    "Lynx-lite has no identity guidance (guidance_identity = {g}): it runs \
-                     plain classifier-free guidance; leave it unset"
-                )));
-            }
-            if let Some(s) = req.ref_scale {
-                return Err(Error::input(format!(
-                    "Lynx-lite has no Ref-adapter (ref_scale = {s}); leave it unset"
-                )));
-            }
-        }
-        let identity = req.identity_guidance(variant);
-        Ok(Plan {
-            frames: req.frames.unwrap_or(defaults.frames),
-            batched: self.components.options().batched(),
-            guidance: Guidance::new(req.guidance, identity),
-            use_cfg: req.guidance > 1.0,
-            ref_scale: req.ref_scale.unwrap_or(1.0),
-            reference: variant == Some(Variant::Full) && req.subject.is_some(),
-        })
+        let batched = self.components.options().batched();
+        Plan::new(
+            req,
+            self.variant(),
+            self.components.text().tokenizer(),
+            batched,
+        )
     }
 
     /// Step 2: the prompt and the negative prompt, cleaned as the Wan pipeline cleans them,
     /// and, when Lynx's reference pass runs, its prompt (not cleaned): in one pass of the
-    /// text encoder, whose weights are then free to go (the embeddings stay cached).
-    fn encode_prompts(&self, req: &GenerateRequest, plan: &Plan) -> Result<Prompts> {
-        let mut wanted = vec![(req.prompt.as_str(), true)];
-        // Without guidance (`g` = 1) no pass reads the negative prompt: not encoded.
-        if plan.use_cfg {
-            wanted.push((req.negative_prompt.as_str(), true));
-        }
-        if plan.reference {
-            wanted.push((REFERENCE_PROMPT, false));
-        }
-        let mut embeddings = self.components.text().encode_all(&wanted)?.into_iter();
+    /// text encoder, whose weights are then free to go (the embeddings stay cached). The
+    /// tokens are the plan's.
+    fn encode_prompts(&self, plan: &Plan) -> Result<Prompts> {
+        let wanted: Vec<_> = plan
+            .prompts
+            .iter()
+            .map(|p| (p.text.as_str(), p.clean, Some(&p.tokens)))
+            .collect();
+        let mut embeddings = self
+            .components
+            .text()
+            .encode_tokenized(&wanted)?
+            .into_iter();
         self.components.release();
         let mut next = || {
             embeddings.next().ok_or_else(|| {
@@ -379,7 +396,7 @@ impl LynxPipeline {
         let Some(subject) = &req.subject else {
             return Ok((None, None));
         };
-        if self.variant().is_none() {
+        if plan.variant.is_none() {
             return Err(Error::input(
                 "a subject was given but no adapters are loaded (pass the lynx_full/ or \
                  lynx_lite/ folder)",
@@ -466,7 +483,6 @@ impl LynxPipeline {
         lora: Option<&DitLora>,
         subject: Option<SubjectInputs>,
         ref_text: Option<&Tensor<3>>,
-        req: &GenerateRequest,
         plan: &Plan,
     ) -> Result<Option<Conditions>> {
         let Some(subject) = subject else {
@@ -508,7 +524,7 @@ impl LynxPipeline {
         }
         let features = features.as_ref().map(|(c, u)| (c.as_slice(), u.as_slice()));
         let conditions =
-            adapters.conditions(subject.face, req.ip_scale, features, plan.ref_scale)?;
+            adapters.conditions(subject.face, plan.ip_scale, features, plan.ref_scale)?;
         drop(adapters);
         self.components.release();
         Ok(Some(conditions))
@@ -548,123 +564,52 @@ impl LynxPipeline {
         branches
     }
 
-    /// Step 4: the sampler with its timesteps, and the initial latents
-    /// `[1, C, (F − 1)/4 + 1, H/8, W/8]`.
+    /// Step 4: the sampler with its timesteps (the caller's, or the plan's kind with its
+    /// flow shift), and the initial latents `[1, C, (F − 1)/4 + 1, H/8, W/8]`.
     fn prepare_latents(
         &self,
         dit: &WanTransformer,
         req: &GenerateRequest,
         plan: &Plan,
+        custom: Option<Box<dyn Scheduler>>,
     ) -> Result<(Box<dyn Scheduler>, Tensor<5>)> {
-        let mut config = self.scheduler.clone();
-        if let Some(shift) = req.shift {
-            config.flow_shift = shift;
-        }
-        let mut scheduler: Box<dyn Scheduler> = match req.sampler {
-            SamplerKind::UniPc => Box::new(UniPcMultistep::new(config)?),
-            SamplerKind::Euler => Box::new(FlowMatchEuler::from_config(&config)?),
+        let mut scheduler = match custom {
+            Some(s) => s,
+            None => self.scheduler(plan.sampler, plan.flow_shift)?,
         };
-        scheduler.set_timesteps(req.steps)?;
+        scheduler.set_timesteps(plan.steps)?;
         let shape = [
             1,
             dit.config().in_channels,
             (plan.frames - 1) / 4 + 1,
-            req.height / 8,
-            req.width / 8,
+            plan.height / 8,
+            plan.width / 8,
         ];
         let latents = req.noise.initial_latents(shape, self.device())?;
         Ok((scheduler, latents))
     }
 
-    /// Step 5: the guided denoising loop; returns the final latents and, when `trace` is
-    /// set, the latents after every step. The passes of a step run together
-    /// ([`WanTransformer::forward_many`]), so streamed blocks are read once per step.
-    #[allow(clippy::too_many_arguments)]
-    fn denoise(
+    /// A sampler of `kind` on the model's scheduler config, with `flow_shift` instead of
+    /// the config's when given.
+    pub fn scheduler(
         &self,
-        (dit, lora): (&WanTransformer, Option<&DitLora>),
-        req: &mut GenerateRequest,
-        plan: &Plan,
-        branches: &Branches,
-        mut scheduler: Box<dyn Scheduler>,
-        mut latents: Tensor<5>,
-        trace: bool,
-    ) -> Result<(Tensor<5>, Vec<Tensor<5>>)> {
-        let timesteps = scheduler.timesteps().to_vec();
-        let total = timesteps.len();
-        let mut steps = Vec::new();
-        for (step, &t) in timesteps.iter().enumerate() {
-            if req
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                return Err(Error::Cancelled { done: step, total });
-            }
-            let timestep = Tensor::<1>::from_data(
-                TensorData::new(vec![t as f32], [1]),
-                (self.device(), DType::F32),
-            );
-            let missing = || Error::input("the DiT returned fewer outputs than passes");
-            let pred = if let Some(stacked) = &branches.stacked {
-                // One pass over [cond, uncond, identity]; the text is stacked already.
-                let k = stacked.text.dims()[0];
-                let input = DitInput {
-                    x: Tensor::cat(vec![latents.clone(); k], 0),
-                    timestep: timestep.clone(),
-                    text: stacked.text.clone(),
-                    extras: &stacked.extras,
-                    lora,
-                };
-                let out = dit
-                    .forward_many(std::slice::from_ref(&input))?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(missing)?;
-                drop(input);
-                let part = |i: usize| out.clone().narrow(0, i, 1);
-                let identity = (k == 3).then(|| part(2));
-                plan.guidance.combine(part(0), part(1), identity)
-            } else {
-                let mut branches_run = vec![&branches.cond];
-                if plan.use_cfg {
-                    branches_run.push(&branches.uncond);
-                    branches_run.extend(branches.identity.as_ref());
-                }
-                let inputs: Vec<DitInput<'_>> = branches_run
-                    .iter()
-                    .map(|b| DitInput {
-                        x: latents.clone(),
-                        timestep: timestep.clone(),
-                        text: b.text.clone(),
-                        extras: &b.extras,
-                        lora,
-                    })
-                    .collect();
-                let mut out = dit.forward_many(&inputs)?.into_iter();
-                drop(inputs);
-                let cond = out.next().ok_or_else(missing)?;
-                if plan.use_cfg {
-                    let uncond = out.next().ok_or_else(missing)?;
-                    let identity = out.next();
-                    plan.guidance.combine(cond, uncond, identity)
-                } else {
-                    cond
-                }
-            };
-            latents = scheduler.step(pred, t, latents)?;
-            if trace {
-                steps.push(latents.clone());
-            }
-            if let Some(cb) = req.on_step.as_mut() {
-                cb(StepInfo {
-                    step: step + 1,
-                    total,
-                    timestep: t,
-                });
-            }
+        kind: SamplerKind,
+        flow_shift: Option<f64>,
+    ) -> Result<Box<dyn Scheduler>> {
+        let mut config = self.scheduler.clone();
+        if let Some(shift) = flow_shift {
+            config.flow_shift = shift;
         }
-        Ok((latents, steps))
+        Ok(match kind {
+            SamplerKind::UniPc => Box::new(UniPcMultistep::new(config)?),
+            SamplerKind::Euler => Box::new(FlowMatchEuler::from_config(&config)?),
+        })
+    }
+
+    /// The model's scheduler config (`scheduler/scheduler_config.json`), for building
+    /// another sampler.
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.scheduler
     }
 
     /// Step 6: latents → frames `[F, H, W, 3]` in `[0, 1]`.

@@ -1,7 +1,6 @@
 //! What a generation asks for, and its checks.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 
 use image::RgbImage;
 use lynx_adapters::Variant;
@@ -70,8 +69,10 @@ pub enum IdentityGuidance {
     Scale(f64),
 }
 
-/// The sampler to use.
+/// The sampler to use. Any other [`lynx_sampler::Scheduler`] can be given to
+/// [`LynxPipeline::generate_with_scheduler`](crate::LynxPipeline::generate_with_scheduler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SamplerKind {
     /// UniPC multistep (the reference's choice).
     #[default]
@@ -80,57 +81,24 @@ pub enum SamplerKind {
     Euler,
 }
 
-/// The named steps of a generation, as [`GenerateRequest::on_stage`] reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// The text encoder on the prompts.
-    EncodePrompts,
-    /// Face models and, for Lynx full, the VAE on the aligned face.
-    PrepareSubject,
-    /// Lynx full's reference pass through the DiT, and the adapters' inputs.
-    Condition,
-    /// The sampling steps.
-    Denoise,
-    /// The VAE decode and the frames' read-back.
-    Decode,
-}
-
-impl Stage {
-    /// The stage as the CLI prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::EncodePrompts => "encode prompts",
-            Stage::PrepareSubject => "prepare subject",
-            Stage::Condition => "reference pass",
-            Stage::Denoise => "denoise",
-            Stage::Decode => "decode",
-        }
-    }
-}
-
-/// A stage starting, or done after the given time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StageEvent {
-    /// The stage begins.
-    Start(Stage),
-    /// The stage ended after this long.
-    Done(Stage, std::time::Duration),
-}
-
-/// One step's progress, handed to [`GenerateRequest::on_step`].
-#[derive(Debug, Clone, Copy)]
-pub struct StepInfo {
-    /// Steps done so far (1-based after the first step).
-    pub step: usize,
-    /// Steps in all.
-    pub total: usize,
-    /// The timestep of the step just done.
-    pub timestep: f64,
-}
-
-/// Everything one video needs. [`GenerateRequest::new`] fills the reference defaults
-/// (480×832, 50 steps, guidance 5, scales 1, seed 42); the frame count, identity
-/// guidance and Ref scale default to the loaded variant's (see [`crate::VariantDefaults`]).
+/// Everything one video needs, as plain data: build it with [`GenerateRequest::new`] and
+/// the `with_*` methods, keep it, clone it, run it again. [`GenerateRequest::new`] fills
+/// the reference defaults (480×832, 50 steps, guidance 5, scales 1, seed 42); the frame
+/// count, frame rate, identity guidance and Ref scale default to the loaded variant's (see
+/// [`crate::VariantDefaults`]), the flow shift to the scheduler config's.
+///
+/// ```
+/// use lynx_pipeline::{GenerateRequest, SamplerKind};
+/// let request = GenerateRequest::new("A person carves a pumpkin on a porch, smiling.")
+///     .with_size(480, 832)
+///     .with_frames(81)
+///     .with_steps(30)
+///     .with_seed(7)
+///     .with_sampler(SamplerKind::Euler);
+/// assert_eq!(request.steps, 30);
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct GenerateRequest {
     /// What the video shows.
     pub prompt: String,
@@ -157,36 +125,63 @@ pub struct GenerateRequest {
     pub ref_scale: Option<f64>,
     /// The sampler.
     pub sampler: SamplerKind,
-    /// Flow shift of the sampler's schedule; `None`: the scheduler config's (Wan's 3.0
-    /// for 480p, 5.0 for 720p; distillation LoRAs such as lightx2v's are trained at 5).
-    pub shift: Option<f64>,
-    /// LoRA files and their strengths applied on the fly for this request only (the
-    /// model's weights are not touched; several add, on top of any fused at load).
+    /// Shift of the flow sigmas; `None`: the scheduler config's `flow_shift` (3.0 for
+    /// Wan2.1 14B).
+    pub flow_shift: Option<f64>,
+    /// LoRA files (local paths: resolve Hub files and URLs first with
+    /// [`crate::source::lora_file`]) and their strengths, applied on the fly for this
+    /// request only (the model's weights are not touched; several add, on top of any fused
+    /// at load).
     pub loras: Vec<(std::path::PathBuf, f64)>,
     /// Skip keys of `loras` the DiT has no place for instead of refusing the request.
     pub lora_skip_unmatched: bool,
     /// Initial latents and reference noise (seeded by default).
     pub noise: NoiseSource,
-    /// Called after every denoising step.
-    pub on_step: Option<Box<dyn FnMut(StepInfo) + Send>>,
-    /// Called as each named step of the generation starts and ends (for progress
-    /// display and per-stage timing).
-    pub on_stage: Option<Box<dyn FnMut(StageEvent) + Send>>,
-    /// Set to stop between steps; `generate` then returns [`Error::Cancelled`].
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Frames per second of the result; `None`: the variant's (16 for Lynx, 24 for
+    /// Lynx-lite).
+    pub fps: Option<u32>,
+    /// Keep the latents after every step ([`crate::Generated::latents_per_step`]).
+    pub trace: bool,
 }
 
 impl std::fmt::Debug for GenerateRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GenerateRequest")
             .field("prompt", &self.prompt)
+            .field("subject", &self.subject.as_ref().map(Subject::kind))
             .field("frames", &self.frames)
             .field("height", &self.height)
             .field("width", &self.width)
             .field("steps", &self.steps)
             .field("guidance", &self.guidance)
             .field("guidance_identity", &self.guidance_identity)
+            .field("sampler", &self.sampler)
+            .field("flow_shift", &self.flow_shift)
+            .field("seed", &self.noise.seed())
             .finish_non_exhaustive()
+    }
+}
+
+impl Subject {
+    /// A photo; the face is detected in it.
+    pub fn photo(image: RgbImage) -> Self {
+        Subject::Photo {
+            image,
+            landmarks: None,
+        }
+    }
+
+    /// The photo in the image file at `path` (PNG, JPEG, WebP); the face is detected.
+    pub fn photo_file(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::photo(lynx_arcface::load_rgb(path)?))
+    }
+
+    /// `photo` or `prepared`, for debug output.
+    fn kind(&self) -> &'static str {
+        match self {
+            Subject::Photo { .. } => "photo",
+            Subject::Prepared { .. } => "prepared",
+        }
     }
 }
 
@@ -206,35 +201,124 @@ impl GenerateRequest {
             ip_scale: DEFAULT_IP_SCALE,
             ref_scale: None,
             sampler: SamplerKind::UniPc,
-            shift: None,
+            flow_shift: None,
             loras: Vec::new(),
             lora_skip_unmatched: false,
             noise: NoiseSource::seeded(DEFAULT_SEED),
-            on_step: None,
-            on_stage: None,
-            cancel: None,
+            fps: None,
+            trace: false,
         }
     }
 
-    /// This request with the LoRA file `path` applied on the fly at `strength`
-    /// (repeatable: LoRAs add).
+    /// With this negative prompt.
+    pub fn with_negative_prompt(mut self, negative_prompt: impl Into<String>) -> Self {
+        self.negative_prompt = negative_prompt.into();
+        self
+    }
+
+    /// Of this subject.
+    pub fn with_subject(mut self, subject: Subject) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// With `frames` frames (4k + 1).
+    pub fn with_frames(mut self, frames: usize) -> Self {
+        self.frames = Some(frames);
+        self
+    }
+
+    /// Frames of `height`×`width` pixels (multiples of 16).
+    pub fn with_size(mut self, height: usize, width: usize) -> Self {
+        (self.height, self.width) = (height, width);
+        self
+    }
+
+    /// With `steps` denoising steps.
+    pub fn with_steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// With text guidance `g`.
+    pub fn with_guidance(mut self, guidance: f64) -> Self {
+        self.guidance = guidance;
+        self
+    }
+
+    /// With this identity guidance.
+    pub fn with_identity_guidance(mut self, guidance: IdentityGuidance) -> Self {
+        self.guidance_identity = guidance;
+        self
+    }
+
+    /// With this ID-adapter weight.
+    pub fn with_ip_scale(mut self, scale: f64) -> Self {
+        self.ip_scale = scale;
+        self
+    }
+
+    /// With this Ref-adapter weight (Lynx full).
+    pub fn with_ref_scale(mut self, scale: f64) -> Self {
+        self.ref_scale = Some(scale);
+        self
+    }
+
+    /// With this sampler.
+    pub fn with_sampler(mut self, sampler: SamplerKind) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// With this shift of the flow sigmas instead of the scheduler config's.
+    pub fn with_flow_shift(mut self, shift: f64) -> Self {
+        self.flow_shift = Some(shift);
+        self
+    }
+
+    /// With the LoRA file `path` applied on the fly at `strength` (repeatable: LoRAs
+    /// add).
     pub fn with_lora(mut self, path: impl Into<std::path::PathBuf>, strength: f64) -> Self {
         self.loras.push((path.into(), strength));
         self
     }
 
-    /// This request with flow shift `shift` ([`GenerateRequest::shift`]).
-    pub fn with_shift(mut self, shift: f64) -> Self {
-        self.shift = Some(shift);
+    /// Skipping (`true`) or refusing LoRA keys the DiT has no place for.
+    pub fn with_lora_skip_unmatched(mut self, skip: bool) -> Self {
+        self.lora_skip_unmatched = skip;
         self
     }
 
-    /// This request on the fast path of step-distillation LoRAs (lightx2v's): 4 steps,
-    /// guidance 1 (one conditional DiT pass per step, no negative prompt), flow shift 5.
+    /// On the fast path of step-distillation LoRAs (lightx2v's): 4 steps, guidance 1
+    /// (one conditional DiT pass per step, no negative prompt), flow shift 5.
     pub fn fast(mut self) -> Self {
         self.steps = FAST_STEPS;
         self.guidance = 1.0;
-        self.shift = Some(FAST_SHIFT);
+        self.flow_shift = Some(FAST_SHIFT);
+        self
+    }
+
+    /// With this noise (seeded, or recorded latents and reference noise).
+    pub fn with_noise(mut self, noise: NoiseSource) -> Self {
+        self.noise = noise;
+        self
+    }
+
+    /// With noise drawn from `seed` (as the reference draws it).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.noise = NoiseSource::seeded(seed);
+        self
+    }
+
+    /// With this frame rate for the result.
+    pub fn with_fps(mut self, fps: u32) -> Self {
+        self.fps = Some(fps);
+        self
+    }
+
+    /// Keeping (or not) the latents after every step.
+    pub fn with_trace(mut self, trace: bool) -> Self {
+        self.trace = trace;
         self
     }
 
@@ -271,6 +355,16 @@ impl GenerateRequest {
         }
         if self.steps == 0 {
             return Err(Error::input("steps must be at least 1"));
+        }
+        if self.fps == Some(0) {
+            return Err(Error::input("fps must be at least 1"));
+        }
+        if let Some(shift) = self.flow_shift
+            && !(shift > 0.0 && shift.is_finite())
+        {
+            return Err(Error::input(format!(
+                "flow_shift must be a positive finite number, got {shift}"
+            )));
         }
         let identity = match self.guidance_identity {
             IdentityGuidance::Scale(g) => g,

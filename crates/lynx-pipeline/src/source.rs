@@ -1,13 +1,18 @@
-//! Where a model comes from: a local folder, or (feature `hub`) a Hugging Face Hub repo
-//! id resolved into the shared cache, as diffusers' `from_pretrained` takes either.
+//! Where weights come from: [`Source`] — a local folder or file, a Hugging Face Hub repo
+//! (id, revision, subfolder) resolved into the shared cache as diffusers'
+//! `from_pretrained` does, or a URL (facexlib's face models). The pipeline takes one for
+//! the base model, the adapters and each face model, and the CLI parses its arguments
+//! into the same type; weight files to come (LoRA, a replacement transformer) take one
+//! the same way ([`Source::file`]).
 //!
-//! [`LynxPipeline::from_pretrained`](crate::LynxPipeline::from_pretrained) runs its two
-//! arguments through [`model_folder`] and [`adapter_folder`]; the CLI calls them itself
-//! to draw download progress.
+//! Hub repos and URLs need the `hub` feature (on by default); without it they are still
+//! values, and resolving one says which feature is missing.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use lynx_core::Result;
+use lynx_core::{Error, Result};
 
 /// The adapter folder inside `ByteDance/lynx` when none is named: Lynx full.
 pub const DEFAULT_ADAPTER_SUBFOLDER: &str = "lynx_full";
@@ -29,68 +34,300 @@ pub struct NoProgress;
 #[cfg(not(feature = "hub"))]
 impl Progress for NoProgress {}
 
-/// Whether `spec` names a Hub repo rather than a path (an existing path always wins;
-/// a missing one is left for the loaders, whose errors say what folder they expected).
-#[cfg(feature = "hub")]
-fn is_repo_id(spec: &str) -> bool {
-    matches!(lynx_hub::Source::parse(spec), Ok(lynx_hub::Source::Hub(_)))
+/// Extensions of weight and config files: a spec ending in one is a path, never a repo id.
+const FILE_EXTENSIONS: [&str; 8] = [
+    "pth",
+    "pt",
+    "bin",
+    "ckpt",
+    "safetensors",
+    "gguf",
+    "json",
+    "onnx",
+];
+
+/// Where a model, a model folder or a weight file comes from.
+///
+/// ```
+/// use lynx_pipeline::source::Source;
+/// let base = Source::hub("Wan-AI/Wan2.1-T2V-14B-Diffusers");
+/// let adapters = Source::hub("ByteDance/lynx").with_subfolder("lynx_lite");
+/// let local: Source = "models/lynx_full".into();
+/// let arcface = Source::url("https://example.com/recognition_arcface_ir_se50.pth");
+/// assert_eq!(adapters.to_string(), "ByteDance/lynx@main/lynx_lite");
+/// # let _ = (base, local, arcface);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// A folder or file on this machine.
+    Local(PathBuf),
+    /// A Hub model repo at a revision; `subfolder` is the folder (or, for a single
+    /// file, the file's path) inside it.
+    Hub {
+        /// `org/name`.
+        repo_id: String,
+        /// Branch, tag or commit (`main` by default).
+        revision: String,
+        /// Path inside the repo.
+        subfolder: Option<String>,
+    },
+    /// An `http(s)://` URL of a file, fetched once into the cache.
+    Url(String),
 }
 
-/// The local Wan2.1 diffusers folder for `spec`: an existing folder as it is, or a repo
-/// id (`Wan-AI/Wan2.1-T2V-14B-Diffusers`, `org/name@revision`) whose needed files
-/// ([`wan_files`]) are fetched into the Hub cache (`HF_HOME`,
-/// `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE` as in huggingface_hub).
-pub fn model_folder(spec: &Path, progress: &mut dyn Progress) -> Result<PathBuf> {
-    #[cfg(feature = "hub")]
-    {
-        use lynx_hub as hub;
-        if let Some(text) = spec.to_str()
-            && is_repo_id(text)
-        {
-            return hub::resolve(
-                text,
-                None,
-                &wan_files(),
-                &hub::HubOptions::from_env(),
-                progress,
-            );
+impl Source {
+    /// A local folder or file.
+    pub fn local(path: impl Into<PathBuf>) -> Self {
+        Source::Local(path.into())
+    }
+
+    /// The Hub repo `repo_id` (`org/name`) at `main`.
+    pub fn hub(repo_id: impl Into<String>) -> Self {
+        Source::Hub {
+            repo_id: repo_id.into(),
+            revision: "main".into(),
+            subfolder: None,
         }
     }
-    let _ = progress;
-    Ok(spec.to_path_buf())
+
+    /// A file at `url`.
+    pub fn url(url: impl Into<String>) -> Self {
+        Source::Url(url.into())
+    }
+
+    /// At `revision` (a Hub repo's branch, tag or commit; other sources are unchanged).
+    pub fn with_revision(self, revision: impl Into<String>) -> Self {
+        match self {
+            Source::Hub {
+                repo_id, subfolder, ..
+            } => Source::Hub {
+                repo_id,
+                revision: revision.into(),
+                subfolder,
+            },
+            other => other,
+        }
+    }
+
+    /// The folder (or file) `subfolder` inside: for a Hub repo, its path in the repo; for
+    /// a local folder that holds it (a copy of the whole repo), the path joined; a URL is
+    /// unchanged.
+    pub fn with_subfolder(self, subfolder: impl Into<String>) -> Self {
+        let sub = subfolder.into();
+        match self {
+            Source::Hub {
+                repo_id, revision, ..
+            } => Source::Hub {
+                repo_id,
+                revision,
+                subfolder: (!sub.is_empty()).then_some(sub),
+            },
+            Source::Local(path) if !sub.is_empty() && path.join(&sub).exists() => {
+                Source::Local(path.join(sub))
+            }
+            other => other,
+        }
+    }
+
+    /// Reads what a user typed: an `http(s)://` URL; an existing path, or a missing one
+    /// named like a weight file (`.pth`, `.safetensors`, … — its loader then says it is
+    /// missing); otherwise (feature `hub`) `org/name` or `org/name@revision`. A spec that
+    /// can only be a path (`./x`, absolute, more than one `/`) must exist. Errors say what
+    /// was expected.
+    pub fn parse(spec: &str) -> Result<Self> {
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            return Ok(Source::Url(spec.to_string()));
+        }
+        let ext = Path::new(spec).extension().and_then(|e| e.to_str());
+        if ext.is_some_and(|e| FILE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
+            return Ok(Source::Local(PathBuf::from(spec)));
+        }
+        #[cfg(feature = "hub")]
+        {
+            Ok(match lynx_hub::Spec::parse(spec)? {
+                lynx_hub::Spec::Local(path) => Source::Local(path),
+                lynx_hub::Spec::Hub(repo) => Source::Hub {
+                    repo_id: repo.repo_id,
+                    revision: repo.revision,
+                    subfolder: None,
+                },
+            })
+        }
+        #[cfg(not(feature = "hub"))]
+        {
+            if spec.trim().is_empty() {
+                return Err(Error::input(
+                    "empty model argument: expected a folder or a file",
+                ));
+            }
+            Ok(Source::Local(PathBuf::from(spec)))
+        }
+    }
+
+    /// The local path, if this is one.
+    pub fn as_local(&self) -> Option<&Path> {
+        match self {
+            Source::Local(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The local Wan2.1 diffusers folder: a folder as it is, or a repo whose needed
+    /// files ([`wan_files`]) are fetched into the Hub cache (`HF_HOME`, `HF_ENDPOINT`,
+    /// `HF_TOKEN`, `HF_HUB_OFFLINE` as in huggingface_hub).
+    pub fn model_folder(&self, progress: &mut dyn Progress) -> Result<PathBuf> {
+        match self {
+            Source::Local(path) => Ok(path.clone()),
+            #[cfg(feature = "hub")]
+            Source::Hub { .. } => self.fetch_folder(None, &wan_files(), progress),
+            _ => self.unresolvable("a model folder", progress),
+        }
+    }
+
+    /// The local adapter folder: a `lynx_full/` or `lynx_lite/` folder, or a repo
+    /// (`ByteDance/lynx`) whose subfolder (default [`DEFAULT_ADAPTER_SUBFOLDER`]) is
+    /// fetched into the Hub cache.
+    pub fn adapter_folder(&self, progress: &mut dyn Progress) -> Result<PathBuf> {
+        match self {
+            Source::Local(path) => Ok(path.clone()),
+            #[cfg(feature = "hub")]
+            Source::Hub { .. } => {
+                self.fetch_folder(Some(DEFAULT_ADAPTER_SUBFOLDER), &adapter_files(), progress)
+            }
+            _ => self.unresolvable("an adapter folder", progress),
+        }
+    }
+
+    /// The local file: a path as it is, a URL fetched once into the cache, or the file
+    /// at the repo's `subfolder` path.
+    pub fn file(&self, progress: &mut dyn Progress) -> Result<PathBuf> {
+        match self {
+            Source::Local(path) => Ok(path.clone()),
+            #[cfg(feature = "hub")]
+            Source::Url(url) => {
+                lynx_hub::fetch_url(url, &lynx_hub::HubOptions::from_env(), progress)
+            }
+            #[cfg(feature = "hub")]
+            Source::Hub {
+                repo_id,
+                revision,
+                subfolder,
+            } => {
+                let Some(path) = subfolder else {
+                    return Err(Error::input(format!(
+                        "{self} names a repo, not a file: give the file's path in it as the \
+                         subfolder"
+                    )));
+                };
+                let (dir, name) = match path.rsplit_once('/') {
+                    Some((dir, name)) => (Some(dir), name),
+                    None => (None, path.as_str()),
+                };
+                let repo = lynx_hub::RepoRef::new(repo_id, revision)?;
+                let files = lynx_hub::FileSet::new().required(name);
+                let opts = lynx_hub::HubOptions::from_env();
+                Ok(lynx_hub::resolve_repo(&repo, dir, &files, &opts, progress)?.join(name))
+            }
+            #[cfg(not(feature = "hub"))]
+            _ => self.unresolvable("a file", progress),
+        }
+    }
+
+    /// The repo's `files` fetched, in its subfolder or `default_sub`.
+    #[cfg(feature = "hub")]
+    fn fetch_folder(
+        &self,
+        default_sub: Option<&str>,
+        files: &lynx_hub::FileSet,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf> {
+        let Source::Hub {
+            repo_id,
+            revision,
+            subfolder,
+        } = self
+        else {
+            return Err(Error::input(format!("{self} is not a Hub repo")));
+        };
+        let repo = lynx_hub::RepoRef::new(repo_id, revision)?;
+        let sub = subfolder.as_deref().or(default_sub);
+        let opts = lynx_hub::HubOptions::from_env();
+        lynx_hub::resolve_repo(&repo, sub, files, &opts, progress)
+    }
+
+    /// The error for a source this build cannot make local as `what`.
+    fn unresolvable(&self, what: &str, progress: &mut dyn Progress) -> Result<PathBuf> {
+        let _ = progress;
+        Err(Error::input(if cfg!(feature = "hub") {
+            format!("{self} cannot be {what}: give a folder or a Hub repo id")
+        } else {
+            format!(
+                "{self} cannot be {what}: this build of lynx-pipeline has no Hub client \
+                 (feature `hub`); give a local path"
+            )
+        }))
+    }
 }
 
-/// The local adapter folder for `spec`: an existing `lynx_full/` or `lynx_lite/` folder
-/// (or a folder holding both, where `subfolder` picks one), or a repo id
-/// (`ByteDance/lynx`) whose `subfolder` (default [`DEFAULT_ADAPTER_SUBFOLDER`]) is
-/// fetched into the Hub cache.
-pub fn adapter_folder(
-    spec: &Path,
-    subfolder: Option<&str>,
-    progress: &mut dyn Progress,
-) -> Result<PathBuf> {
-    #[cfg(feature = "hub")]
-    {
-        use lynx_hub as hub;
-        if let Some(text) = spec.to_str()
-            && is_repo_id(text)
-        {
-            // A repo holds both variants: name one, full by default.
-            let sub = subfolder.unwrap_or(DEFAULT_ADAPTER_SUBFOLDER);
-            return hub::resolve(
-                text,
-                Some(sub),
-                &adapter_files(),
-                &hub::HubOptions::from_env(),
-                progress,
-            );
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Local(p) => write!(f, "{}", p.display()),
+            Source::Hub {
+                repo_id,
+                revision,
+                subfolder,
+            } => {
+                write!(f, "{repo_id}@{revision}")?;
+                match subfolder {
+                    Some(sub) => write!(f, "/{sub}"),
+                    None => Ok(()),
+                }
+            }
+            Source::Url(u) => f.write_str(u),
         }
     }
-    let _ = progress;
-    Ok(match subfolder {
-        Some(sub) if spec.join(sub).is_dir() => spec.join(sub),
-        _ => spec.to_path_buf(),
-    })
+}
+
+impl FromStr for Source {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Source::parse(s)
+    }
+}
+
+/// What [`Source::parse`] makes of it; a spec it refuses is taken as a local path (whose
+/// loader then says what it expected there).
+impl From<&str> for Source {
+    fn from(spec: &str) -> Self {
+        Source::parse(spec).unwrap_or_else(|_| Source::Local(PathBuf::from(spec)))
+    }
+}
+
+impl From<String> for Source {
+    fn from(spec: String) -> Self {
+        Source::from(spec.as_str())
+    }
+}
+
+impl From<PathBuf> for Source {
+    fn from(path: PathBuf) -> Self {
+        Source::Local(path)
+    }
+}
+
+impl From<&PathBuf> for Source {
+    fn from(path: &PathBuf) -> Self {
+        Source::Local(path.clone())
+    }
+}
+
+impl From<&Path> for Source {
+    fn from(path: &Path) -> Self {
+        Source::Local(path.to_path_buf())
+    }
 }
 
 /// The local LoRA file for `spec`: an existing file as it is, an `http(s)://` URL
@@ -162,4 +399,50 @@ pub fn adapter_files() -> lynx_hub::FileSet {
         .required("resampler.safetensors")
         .required("ip_layers.safetensors")
         .optional("ref_layers.safetensors")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_and_print_as_typed() {
+        let url = "https://example.com/v0.1.0/detection_Resnet50_Final.pth";
+        assert_eq!(Source::parse(url).unwrap(), Source::url(url));
+        let here = env!("CARGO_MANIFEST_DIR");
+        assert_eq!(Source::parse(here).unwrap(), Source::local(here));
+        // A missing weight file is a path, not a repo id.
+        assert_eq!(
+            Source::from("models/detection_Resnet50_Final.pth"),
+            Source::local("models/detection_Resnet50_Final.pth")
+        );
+        // A missing path is still a path: its loader names it.
+        assert_eq!(
+            Source::from("/nonexistent/Wan"),
+            Source::local("/nonexistent/Wan")
+        );
+        let lite = Source::hub("ByteDance/lynx")
+            .with_revision("v1")
+            .with_subfolder("lynx_lite");
+        assert_eq!(lite.to_string(), "ByteDance/lynx@v1/lynx_lite");
+        assert_eq!(lite.as_local(), None);
+        // A local folder takes a subfolder only when it holds it.
+        let src = Source::local(here);
+        assert_eq!(
+            src.clone().with_subfolder("src"),
+            Source::local(format!("{here}/src"))
+        );
+        assert_eq!(src.clone().with_subfolder("no-such-dir"), src);
+        #[cfg(feature = "hub")]
+        {
+            assert_eq!(
+                Source::parse("Wan-AI/Wan2.1-T2V-14B-Diffusers@abc").unwrap(),
+                Source::hub("Wan-AI/Wan2.1-T2V-14B-Diffusers").with_revision("abc")
+            );
+            let e = Source::hub("ByteDance/lynx")
+                .file(&mut NoProgress)
+                .unwrap_err();
+            assert!(e.to_string().contains("not a file"), "{e}");
+        }
+    }
 }

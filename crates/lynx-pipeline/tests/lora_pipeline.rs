@@ -4,6 +4,7 @@
 //! on the fly per request.
 
 use burn::tensor::{DType, Tensor};
+use lynx_pipeline::source::Source;
 use lynx_pipeline::{
     GenerateRequest, Generated, IdentityGuidance, LynxPipeline, NoiseSource, Offload,
     PipelineOptions, SamplerKind, Subject,
@@ -35,11 +36,12 @@ fn generate(run: &str, loras: &[(&str, f64)], mode: Mode) -> Generated {
     let loras: Vec<(std::path::PathBuf, f64)> = loras.iter().map(|(n, w)| (lora(n), *w)).collect();
     if let Mode::Fused(offload) = mode {
         options.offload = offload;
-        options.loras = loras.clone();
+        options.loras = loras.iter().map(|(p, w)| (Source::local(p), *w)).collect();
     }
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
-    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    let pipe =
+        LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), options).unwrap();
 
     let n = |k: &str| s[k].as_f64().unwrap();
     let mut req = GenerateRequest::new(s["prompt"].as_str().unwrap());
@@ -62,7 +64,7 @@ fn generate(run: &str, loras: &[(&str, f64)], mode: Mode) -> Generated {
         "FlowMatchEulerDiscreteScheduler" => SamplerKind::Euler,
         _ => SamplerKind::UniPc,
     };
-    req.shift = Some(
+    req.flow_shift = Some(
         scheduler["flow_shift"]
             .as_f64()
             .or(scheduler["shift"].as_f64())
@@ -87,7 +89,7 @@ fn generate(run: &str, loras: &[(&str, f64)], mode: Mode) -> Generated {
     req.noise = NoiseSource::seeded(0)
         .with_initial_latents(fixture_tensor(&fx, "initial_latents", &device))
         .with_ref_eps(fixture_tensor(&fx, "ref_vae_eps", &device));
-    pipe.generate_with_trace(req).unwrap()
+    pipe.generate(&req.with_trace(true)).unwrap()
 }
 
 /// Checks a run's frames and per-step latents against the fixture.

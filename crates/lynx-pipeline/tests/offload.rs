@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
+use lynx_pipeline::source::Source;
 use lynx_pipeline::{
     Error, GenerateRequest, IdentityGuidance, LynxPipeline, MemoryPlan, NoiseSource, Offload,
     PipelineOptions, Subject,
@@ -53,8 +54,10 @@ fn request() -> GenerateRequest {
 
 /// Frames and per-step latents of one generation.
 fn generate(base: &Path, adapters: &Path, options: PipelineOptions) -> (Tensor<4>, Vec<Tensor<5>>) {
-    let pipe = LynxPipeline::from_pretrained(base, Some(adapters), options).expect("loads");
-    let out = pipe.generate_with_trace(request()).expect("generates");
+    let pipe = LynxPipeline::from_pretrained(base, Some(adapters.into()), options).expect("loads");
+    let out = pipe
+        .generate(&request().with_trace(true))
+        .expect("generates");
     (out.frames, out.latents_per_step)
 }
 
@@ -119,7 +122,7 @@ fn plan(offload: Offload) -> MemoryPlan {
     let (base, adapters) = tiny();
     LynxPipeline::plan_memory(
         &base,
-        Some(&adapters),
+        Some(adapters.into()),
         &options(offload, DType::F32),
         &request(),
     )
@@ -204,7 +207,8 @@ fn memory_check_gives_both_figures_and_what_fits() {
     let blocks = plan(Offload::Blocks).peak();
     let mut o = options(Offload::None, DType::F32);
     o.memory_budget = Some(blocks);
-    let err = LynxPipeline::check_memory(&base, Some(&adapters), &o, &request()).unwrap_err();
+    let err = LynxPipeline::check_memory(&base, Some(Source::local(&adapters)), &o, &request())
+        .unwrap_err();
     let Error::Memory {
         needed, available, ..
     } = &err
@@ -221,7 +225,7 @@ fn memory_check_gives_both_figures_and_what_fits() {
     assert!(msg.contains("--dtype f32 --offload blocks"), "{msg}");
     // Loading checks too, before reading anything.
     o.memory_budget = Some(1 << 20);
-    let err = LynxPipeline::from_pretrained(&base, Some(&adapters), o)
+    let err = LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), o)
         .err()
         .expect("a 1 MB budget cannot hold the process");
     assert!(matches!(err, Error::Memory { .. }), "{err}");

@@ -4,9 +4,10 @@
 
 use burn::tensor::{DType, Tensor};
 use lynx_arcface::DetectOptions;
+use lynx_pipeline::source::Source;
 use lynx_pipeline::{
     Error, GenerateRequest, GuidanceBatching, IdentityGuidance, LynxPipeline, NoiseSource,
-    PipelineOptions, Subject, Variant,
+    Observer, PipelineOptions, StepInfo, Subject, Variant,
 };
 use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
@@ -55,8 +56,8 @@ fn parity_pipeline_end_to_end() {
     let adapters = fixtures_dir().join("lynx_full");
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = 8; // the tiny fixture's (PRESET.json)
-    let pipe =
-        LynxPipeline::from_pretrained(&base, Some(&adapters), options).expect("pipeline loads");
+    let pipe = LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), options)
+        .expect("pipeline loads");
     assert_eq!(pipe.variant(), Some(Variant::Full));
 
     // The bundled PNG is the same crop as the fixture's array.
@@ -80,7 +81,7 @@ fn parity_pipeline_end_to_end() {
         .with_initial_latents(fixture_tensor(&fx, "initial_latents", &device))
         .with_ref_eps(fixture_tensor(&fx, "ref_vae_eps", &device));
     let steps = req.steps;
-    let out = pipe.generate_with_trace(req).expect("generation");
+    let out = pipe.generate(&req.with_trace(true)).expect("generation");
 
     assert_eq!(out.latents_per_step.len(), steps);
     for (i, latents) in out.latents_per_step.iter().enumerate() {
@@ -89,7 +90,10 @@ fn parity_pipeline_end_to_end() {
     }
     let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
     assert_close("frames", &out.frames, &want, 1e-3);
-    assert_eq!(out.video.data.len(), want.dims().iter().product::<usize>());
+    assert_eq!(
+        out.video.data().len(),
+        want.dims().iter().product::<usize>()
+    );
 }
 
 #[test]
@@ -110,7 +114,7 @@ fn bad_inputs_are_sentences() {
     );
     let err = LynxPipeline::from_pretrained(
         &base,
-        Some("/nonexistent/lynx_full".as_ref()),
+        Some("/nonexistent/lynx_full".into()),
         PipelineOptions::new(device.clone()),
     )
     .err()
@@ -121,11 +125,11 @@ fn bad_inputs_are_sentences() {
     let pipe = LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(device)).unwrap();
     let mut req = GenerateRequest::new("x");
     req.frames = Some(6);
-    let err = pipe.generate(req).unwrap_err().to_string();
+    let err = pipe.generate(&req).unwrap_err().to_string();
     assert!(err.contains("4k+1") && err.contains("5 or 9"), "{err}");
     let mut req = GenerateRequest::new("x");
     req.width = 40;
-    let err = pipe.generate(req).unwrap_err().to_string();
+    let err = pipe.generate(&req).unwrap_err().to_string();
     assert!(err.contains("multiple of 16"), "{err}");
     // A photo subject without face models, and a subject without adapters.
     let mut req = GenerateRequest::new("x");
@@ -137,7 +141,7 @@ fn bad_inputs_are_sentences() {
         image: image::RgbImage::new(64, 64),
         landmarks: None,
     });
-    let err = pipe.generate(req).unwrap_err().to_string();
+    let err = pipe.generate(&req).unwrap_err().to_string();
     assert!(err.contains("adapters"), "{err}");
 }
 
@@ -152,26 +156,29 @@ fn plain_text_to_video_runs_and_cancels() {
     req.width = 32;
     req.steps = 2;
     req.guidance_identity = IdentityGuidance::Off;
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = seen.clone();
-    req.on_step = Some(Box::new(move |info| {
-        counter.store(info.step, std::sync::atomic::Ordering::SeqCst);
-    }));
-    let out = pipe.generate(req).unwrap();
-    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    /// Keeps the last step seen.
+    struct LastStep(usize);
+    impl Observer for LastStep {
+        fn on_step(&mut self, info: StepInfo) -> std::ops::ControlFlow<()> {
+            self.0 = info.step;
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut seen = LastStep(0);
+    let out = pipe.generate_with(&req, &mut seen).unwrap();
+    assert_eq!(seen.0, 2);
     assert_eq!(
-        (out.video.frames, out.video.height, out.video.width),
+        (out.video.frames(), out.video.height(), out.video.width()),
         (5, 32, 32)
     );
-    assert!(out.video.data.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(out.video.data().iter().all(|v| (0.0..=1.0).contains(v)));
 
     let mut req = GenerateRequest::new("a cat");
     req.frames = Some(1);
     req.height = 32;
     req.width = 32;
-    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    req.cancel = Some(cancel);
-    let err = pipe.generate(req).unwrap_err();
+    let mut cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let err = pipe.generate_with(&req, &mut cancel).unwrap_err();
     assert!(
         matches!(err, Error::Cancelled { done: 0, total: 50 }),
         "{err:?}"
@@ -190,7 +197,8 @@ fn parity_lite_pipeline_end_to_end() {
     let adapters = fixtures_dir().join("lynx_lite");
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = settings["resampler_dim_head"].as_u64().unwrap() as usize;
-    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    let pipe =
+        LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), options).unwrap();
     assert_eq!(pipe.variant(), Some(Variant::Lite));
     assert_eq!((pipe.defaults().frames, pipe.defaults().fps), (121, 24));
 
@@ -214,7 +222,7 @@ fn parity_lite_pipeline_end_to_end() {
         req
     };
     let out = pipe
-        .generate_with_trace(lite_request())
+        .generate(&lite_request().with_trace(true))
         .expect("lite generation");
     for (i, latents) in out.latents_per_step.iter().enumerate() {
         let want: Tensor<5> = fixture_tensor(&fx, &format!("latents_after_step_{i}"), &device);
@@ -231,11 +239,11 @@ fn parity_lite_pipeline_end_to_end() {
     // Full-only settings are refused with a sentence, not ignored.
     let mut req = lite_request();
     req.guidance_identity = IdentityGuidance::Scale(2.0);
-    let err = pipe.generate(req).unwrap_err().to_string();
+    let err = pipe.generate(&req).unwrap_err().to_string();
     assert!(err.contains("Lynx-lite has no identity guidance"), "{err}");
     let mut req = lite_request();
     req.ref_scale = Some(1.0);
-    let err = pipe.generate(req).unwrap_err().to_string();
+    let err = pipe.generate(&req).unwrap_err().to_string();
     assert!(err.contains("Lynx-lite has no Ref-adapter"), "{err}");
 }
 
@@ -252,7 +260,8 @@ fn parity_seeded_pipeline_end_to_end() {
     let adapters = fixtures_dir().join("lynx_full");
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = 8;
-    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    let pipe =
+        LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), options).unwrap();
     let mut req = full_request(&settings);
     req.subject = Some(Subject::Prepared {
         aligned_face: Some(aligned_face(&inputs)),
@@ -264,7 +273,7 @@ fn parity_seeded_pipeline_end_to_end() {
             .unwrap(),
     });
     req.noise = NoiseSource::seeded(settings["seed"].as_u64().unwrap());
-    let out = pipe.generate(req).expect("seeded generation");
+    let out = pipe.generate(&req).expect("seeded generation");
     let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
     assert_close("seeded frames", &out.frames, &want, 1e-3);
 }
@@ -279,9 +288,12 @@ fn parity_batched_guidance_matches_sequential() {
     for adapters in ["lynx_full", "lynx_lite"] {
         let mut options = PipelineOptions::new(device.clone());
         options.resampler_dim_head = 8;
-        let mut pipe =
-            LynxPipeline::from_pretrained(&base, Some(&fixtures_dir().join(adapters)), options)
-                .unwrap();
+        let mut pipe = LynxPipeline::from_pretrained(
+            &base,
+            Some(fixtures_dir().join(adapters).into()),
+            options,
+        )
+        .unwrap();
         let lite = pipe.variant() == Some(Variant::Lite);
         let request = || {
             let mut req = GenerateRequest::new("A person carves a pumpkin.");
@@ -306,9 +318,9 @@ fn parity_batched_guidance_matches_sequential() {
             req
         };
         pipe.set_guidance_batching(GuidanceBatching::Sequential);
-        let one_by_one = pipe.generate_with_trace(request()).unwrap();
+        let one_by_one = pipe.generate(&request().with_trace(true)).unwrap();
         pipe.set_guidance_batching(GuidanceBatching::Batched);
-        let batched = pipe.generate_with_trace(request()).unwrap();
+        let batched = pipe.generate(&request().with_trace(true)).unwrap();
         for (i, (a, b)) in batched
             .latents_per_step
             .iter()
@@ -348,7 +360,7 @@ fn parity_photo_pipeline_end_to_end() {
     let comp = fixtures_dir().join("components");
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = n("resampler_dim_head") as usize;
-    options.arcface = Some(comp.join(s("arcface")));
+    options.arcface = Some(comp.join(s("arcface")).into());
     options.arcface_depths = Some(
         settings["arcface_depths"]
             .as_array()
@@ -357,7 +369,7 @@ fn parity_photo_pipeline_end_to_end() {
             .map(|d| d.as_u64().unwrap() as usize)
             .collect(),
     );
-    options.detector = Some(comp.join(s("detector")));
+    options.detector = Some(comp.join(s("detector")).into());
     assert!(settings["detect_at_original_size"].as_bool().unwrap());
     options.detect = DetectOptions {
         conf_threshold: n("conf_threshold") as f32,
@@ -366,7 +378,8 @@ fn parity_photo_pipeline_end_to_end() {
     };
     let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
     let adapters = fixtures_dir().join("lynx_full");
-    let pipe = LynxPipeline::from_pretrained(&base, Some(&adapters), options).unwrap();
+    let pipe =
+        LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), options).unwrap();
     let photo = lynx_arcface::load_rgb(comp.join(s("photo"))).unwrap();
     assert_eq!(photo.as_raw(), fx.read("photo_rgb").unwrap().as_bytes());
 
@@ -413,7 +426,7 @@ fn parity_photo_pipeline_end_to_end() {
         .with_ref_eps(fixture_tensor(&fx, "ref_vae_eps", &device));
     let steps = req.steps;
     let out = pipe
-        .generate_with_trace(req)
+        .generate(&req.with_trace(true))
         .expect("generation from a photo");
     let face = out.face.as_ref().expect("a photo subject reports its face");
 
@@ -467,4 +480,84 @@ fn parity_photo_pipeline_end_to_end() {
     }
     let want: Tensor<4> = fixture_tensor(&fx, "frames", &device);
     assert_close("photo frames", &out.frames, &want, 1e-3);
+}
+
+/// The observer stops a run after any step, and sees every stage start before it; the
+/// sampler and its flow shift come from the request, or any `Scheduler` is given.
+#[test]
+fn observers_stop_runs_and_samplers_swap() {
+    use lynx_pipeline::lynx_sampler::FlowMatchEuler;
+    use lynx_pipeline::{SamplerKind, Stage, StageEvent};
+    use std::ops::ControlFlow;
+
+    /// Stops after `stop_after` steps; records the stages started.
+    struct StopAfter {
+        stop_after: usize,
+        started: Vec<Stage>,
+    }
+    impl Observer for StopAfter {
+        fn on_stage(&mut self, event: StageEvent) -> ControlFlow<()> {
+            if let StageEvent::Start(stage) = event {
+                self.started.push(stage);
+            }
+            ControlFlow::Continue(())
+        }
+        fn on_step(&mut self, info: StepInfo) -> ControlFlow<()> {
+            if info.step >= self.stop_after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    let base = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers");
+    let pipe =
+        LynxPipeline::from_pretrained(&base, None, PipelineOptions::new(test_device())).unwrap();
+    let req = GenerateRequest::new("a cat")
+        .with_frames(1)
+        .with_size(32, 32)
+        .with_steps(3)
+        .with_seed(3);
+    let mut observer = StopAfter {
+        stop_after: 2,
+        started: Vec::new(),
+    };
+    let err = pipe.generate_with(&req, &mut observer).unwrap_err();
+    assert!(
+        matches!(err, Error::Cancelled { done: 2, total: 3 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        observer.started,
+        [
+            Stage::EncodePrompts,
+            Stage::PrepareSubject,
+            Stage::Condition,
+            Stage::Denoise
+        ]
+    );
+
+    // Euler with a flow shift through the request, and the same sampler given whole.
+    let euler = req
+        .clone()
+        .with_sampler(SamplerKind::Euler)
+        .with_flow_shift(5.0);
+    let by_request = pipe.generate(&euler).unwrap();
+    let config = pipe.scheduler_config();
+    let given = Box::new(FlowMatchEuler::new(config.num_train_timesteps, 5.0).unwrap());
+    let by_scheduler = pipe.generate_with_scheduler(&req, given, &mut ()).unwrap();
+    assert!(
+        by_request.video.data() == by_scheduler.video.data(),
+        "the request's Euler with shift 5 differs from FlowMatchEuler(shift 5) given whole"
+    );
+    // The shift is used: the config's gives another video.
+    let unshifted = pipe
+        .generate(&req.clone().with_sampler(SamplerKind::Euler))
+        .unwrap();
+    assert!(
+        by_request.video.data() != unshifted.video.data(),
+        "flow_shift 5 gave the video of the config's shift 3"
+    );
+    assert_eq!(by_request.fps, 16, "plain Wan2.1 runs at 16 fps");
 }

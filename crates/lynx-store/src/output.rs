@@ -32,7 +32,7 @@ impl StagedPath {
         let target = target.as_ref().to_path_buf();
         let name = target
             .file_name()
-            .ok_or_else(|| Error::input(format!("{} names no file", target.display())))?
+            .ok_or_else(|| Error::output(&target, format!("{} names no file", target.display())))?
             .to_string_lossy()
             .into_owned();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -90,7 +90,7 @@ impl Drop for StagedPath {
 
 /// Checks, before a run, that `target` can be written: its folder exists and accepts a
 /// new file, and `target` itself is not a folder (unless `folder` output is wanted) nor
-/// read-only. Nothing is left behind.
+/// read-only ([`Error::Output`] otherwise). Nothing is left behind.
 pub fn check_writable(target: impl AsRef<Path>, folder: bool) -> Result<()> {
     let target = target.as_ref();
     let parent = match target.parent() {
@@ -98,38 +98,40 @@ pub fn check_writable(target: impl AsRef<Path>, folder: bool) -> Result<()> {
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
-        return Err(Error::MissingFile {
-            path: parent,
-            hint: format!(
-                "the folder of the output {} does not exist",
-                target.display()
+        return Err(Error::output(
+            target,
+            format!(
+                "the folder of the output {} does not exist ({})",
+                target.display(),
+                parent.display()
             ),
-        });
+        ));
     }
     if target.is_dir() && !folder {
-        return Err(Error::input(format!(
-            "the output {} is a folder; give a file name",
-            target.display()
-        )));
+        return Err(Error::output(
+            target,
+            format!(
+                "the output {} is a folder; give a file name",
+                target.display()
+            ),
+        ));
     }
     if let Ok(meta) = std::fs::metadata(target)
         && meta.permissions().readonly()
     {
-        return Err(Error::io(
+        return Err(Error::output(
             target,
-            std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "the file is read-only",
-            ),
+            format!("cannot write {}: the file is read-only", target.display()),
         ));
     }
     let probe = StagedPath::new(target)?;
     std::fs::write(probe.path(), b"").map_err(|e| {
-        Error::io(
+        Error::output(
             target,
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot create files in {}: {e}", parent.display()),
+            format!(
+                "cannot write {}: cannot create files in {}: {e}",
+                target.display(),
+                parent.display()
             ),
         )
     })?;

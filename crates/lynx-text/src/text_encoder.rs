@@ -201,26 +201,83 @@ impl TextEncoder {
     /// the cache go through the encoder together (weights loaded or streamed once for
     /// all of them), then all come from the cache.
     pub fn encode_all(&self, prompts: &[(&str, bool)]) -> Result<Vec<Tensor<3>>> {
-        let mut missing: Vec<(&str, bool)> = Vec::new();
+        let mut tokenized = Vec::with_capacity(prompts.len());
         for &(p, c) in prompts {
-            if self.cache.get(p, c).is_none() && !missing.contains(&(p, c)) {
-                missing.push((p, c));
+            let tokens = if self.cache.get(p, c).is_some() {
+                None
+            } else {
+                Some(self.tokenize_for(p, c)?)
+            };
+            tokenized.push((p, c, tokens));
+        }
+        let refs: Vec<(&str, bool, Option<&Tokens>)> = tokenized
+            .iter()
+            .map(|(p, c, t)| (*p, *c, t.as_ref()))
+            .collect();
+        self.encode_tokenized(&refs)
+    }
+
+    /// [`TextEncoder::encode_all`] for prompts already tokenized (as a caller that sized
+    /// the run from the token counts has them): `(prompt, clean, tokens)` with the
+    /// tokens of the prompt as [`TextEncoder::encode`] would make them (cleaned when
+    /// `clean`); the embeddings are cached under `(prompt, clean)`. Tokens may be
+    /// `None` for a prompt already in the cache; one that is not is tokenized here.
+    pub fn encode_tokenized(
+        &self,
+        prompts: &[(&str, bool, Option<&Tokens>)],
+    ) -> Result<Vec<Tensor<3>>> {
+        let mut missing: Vec<(&str, bool)> = Vec::new();
+        let mut inputs: Vec<EncoderInput> = Vec::new();
+        for &(p, c, tokens) in prompts {
+            if self.cache.get(p, c).is_some() || missing.contains(&(p, c)) {
+                continue;
             }
+            let owned;
+            let tokens = match tokens {
+                Some(t) => t,
+                None => {
+                    owned = self.tokenize_for(p, c)?;
+                    &owned
+                }
+            };
+            missing.push((p, c));
+            inputs.push((self.ids(tokens), None));
         }
         if !missing.is_empty() {
-            let embeddings = self.encode_uncached_all(&missing)?;
-            for (&(p, c), e) in missing.iter().zip(embeddings) {
-                self.cache.get_or_try_insert(p, c, || Ok(e))?;
+            let hidden = self.with_model(|m| m.forward_many(&inputs))?;
+            let max_len = self.tokenizer.max_len();
+            for (&(p, c), h) in missing.iter().zip(hidden) {
+                self.cache
+                    .get_or_try_insert(p, c, || Ok(pad_rows(h, max_len)))?;
             }
         }
         prompts
             .iter()
-            .map(|&(p, c)| {
+            .map(|&(p, c, _)| {
                 self.cache
                     .get(p, c)
                     .ok_or_else(|| Error::input(format!("the embedding of `{p}` was not kept")))
             })
             .collect()
+    }
+
+    /// The tokens of `prompt` as the encoder takes it: cleaned first when `clean` is set
+    /// ([`crate::prompt_clean`]), as the Wan pipeline does for its prompts.
+    pub fn tokenize_for(&self, prompt: &str, clean: bool) -> Result<Tokens> {
+        if clean {
+            self.tokenizer.tokenize(&prompt_clean(prompt))
+        } else {
+            self.tokenizer.tokenize(prompt)
+        }
+    }
+
+    /// The ids of `tokens` without padding, `[1, len]`.
+    fn ids(&self, tokens: &Tokens) -> Tensor<2, Int> {
+        let ids: Vec<i64> = tokens.ids[..tokens.len]
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect();
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len]), &self.device)
     }
 
     /// [`TextEncoder::encode`] without the cache.
@@ -238,19 +295,7 @@ impl TextEncoder {
     fn encode_uncached_all(&self, prompts: &[(&str, bool)]) -> Result<Vec<Tensor<3>>> {
         let mut inputs: Vec<EncoderInput> = Vec::with_capacity(prompts.len());
         for &(prompt, clean) in prompts {
-            let text = if clean {
-                prompt_clean(prompt)
-            } else {
-                prompt.to_string()
-            };
-            let tokens = self.tokenizer.tokenize(&text)?;
-            let ids: Vec<i64> = tokens.ids[..tokens.len]
-                .iter()
-                .map(|&v| i64::from(v))
-                .collect();
-            let ids =
-                Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens.len]), &self.device);
-            inputs.push((ids, None));
+            inputs.push((self.ids(&self.tokenize_for(prompt, clean)?), None));
         }
         let hidden = self.with_model(|m| m.forward_many(&inputs))?;
         let max_len = self.tokenizer.max_len();

@@ -13,10 +13,12 @@ use lynx_pipeline::lynx_store::safetensors_io::{self, Dtype};
 use lynx_pipeline::parse_device;
 
 use crate::face::FaceFlags;
+use crate::models::Bars;
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// ArcFace IR-SE checkpoint (facexlib `recognition_arcface_ir_se50.pth` or .safetensors).
+    /// ArcFace IR-SE checkpoint (facexlib `recognition_arcface_ir_se50.pth` or
+    /// .safetensors), or its URL (fetched once into the Hugging Face cache folder).
     #[arg(long)]
     pub arcface: PathBuf,
     /// A photo: the face is detected (--detector) or taken from --landmarks.
@@ -25,7 +27,7 @@ pub struct EmbedArgs {
     /// JSON array of five [x, y] points (left eye, right eye, nose, mouth corners).
     #[arg(long, requires = "face", conflicts_with = "detector")]
     pub landmarks: Option<PathBuf>,
-    /// RetinaFace checkpoint (facexlib `detection_Resnet50_Final.pth`).
+    /// RetinaFace checkpoint (facexlib `detection_Resnet50_Final.pth`), or its URL.
     #[arg(long, requires = "face")]
     pub detector: Option<PathBuf>,
     #[command(flatten)]
@@ -44,9 +46,11 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let device = parse_device(&args.device).map_err(crate::BadDevice)?;
     check_writable(&args.output, false)?;
     let depths = args.face_flags.arcface_depths.as_deref();
-    let arcface = load_arcface(&args.arcface, &device, depths)?;
+    // Paths or URLs, as `generate` takes them (the same `Source`).
+    let fetch = |p: &std::path::Path| crate::models::file_source(p).file(&mut Bars::new(false));
+    let arcface = load_arcface(fetch(&args.arcface)?, &device, depths)?;
     let detector = match &args.detector {
-        Some(p) => Some(load_retinaface(p, &device)?),
+        Some(p) => Some(load_retinaface(fetch(p)?, &device)?),
         None => None,
     };
     let mut analyzer = FaceAnalyzer::new(arcface, detector);

@@ -14,6 +14,7 @@ use lynx_pipeline::lynx_arcface::{Landmarks, load_rgb};
 use lynx_pipeline::lynx_core::device::to_host_f32;
 use lynx_pipeline::lynx_store::output::check_writable;
 use lynx_pipeline::lynx_store::safetensors_io::{self, Dtype};
+use lynx_pipeline::source::Source;
 use lynx_pipeline::{
     DEFAULT_GUIDANCE, DEFAULT_IP_SCALE, DEFAULT_SEED, Error, GenerateRequest, Generated,
     IdentityGuidance, LynxPipeline, NoiseSource, Offload, PipelineOptions, SamplerKind, Subject,
@@ -278,17 +279,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             why.unwrap_or_default()
         ));
     }
-    let mut options = PipelineOptions::new(device.clone());
-    options.dtype = args.dtype.into();
+    let mut options = PipelineOptions::new(device.clone())
+        .with_dtype(args.dtype.into())
+        .with_offload(args.offload.into())
+        .with_detect(args.face_flags.detect_options());
     options.arcface_depths = args.face_flags.arcface_depths.clone();
-    options.offload = args.offload.into();
     options.memory_budget = args.memory_budget.map(|g| (g * 1e9) as u64);
-    options.detect = args.face_flags.detect_options();
     if let Some(d) = args
         .resampler_dim_head
         .or(bundled_model.then_some(TINY_DIM_HEAD))
     {
-        options.resampler_dim_head = d;
+        options = options.with_resampler_dim_head(d);
     }
     if args.face.is_some() && args.detector.is_none() && args.landmarks.is_none() {
         bail!("--face needs --detector FILE (RetinaFace .pth) or --landmarks JSON");
@@ -306,19 +307,22 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     let mut request = GenerateRequest::new(&prompt);
     if let Some(n) = &args.negative_prompt {
-        request.negative_prompt = n.clone();
+        request = request.with_negative_prompt(n);
     }
     if bundled_model {
         let (frames, height, width, steps) = TINY;
-        request.frames = Some(frames);
-        (request.height, request.width, request.steps) = (height, width, steps);
+        request = request
+            .with_frames(frames)
+            .with_size(height, width)
+            .with_steps(steps);
     }
     request.frames = args.frames.or(request.frames);
     request.height = args.height.unwrap_or(request.height);
     request.width = args.width.unwrap_or(request.width);
     request.steps = args.steps.unwrap_or(request.steps);
-    request.guidance = args.guidance;
-    request.guidance_identity =
+    request.fps = args.fps;
+    request.trace = args.trace.is_some();
+    let identity =
         match args.guidance_identity.as_deref() {
             None => IdentityGuidance::Default,
             Some("none" | "None") => IdentityGuidance::Off,
@@ -326,14 +330,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 format!("--guidance-identity takes a number or `none`, not `{v}`")
             })?),
         };
+    request = request
+        .with_guidance(args.guidance)
+        .with_identity_guidance(identity)
+        .with_ip_scale(args.ip_scale)
+        .with_sampler(args.sampler.into());
     if args.fast {
         request = request.fast();
         request.steps = args.steps.unwrap_or(request.steps);
     }
-    request.shift = args.shift.or(request.shift);
-    request.ip_scale = args.ip_scale;
+    if let Some(shift) = args.shift {
+        request = request.with_flow_shift(shift);
+    }
     request.ref_scale = args.ref_scale;
-    request.sampler = args.sampler.into();
     request.validate()?;
     // Before anything slow: an output that cannot be written fails now.
     if let Some(output) = &args.output {
@@ -354,34 +363,32 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if let Some(p) = &args.ref_noise {
         noise = noise.with_ref_eps(read_ref_noise(p, &device)?);
     }
-    request.noise = noise;
+    request = request.with_noise(noise);
     let cancel = cancel_on_signals()?;
-    request.cancel = Some(cancel.clone());
 
     // Folders, repo ids (fetched into the Hub cache) and URLs, made local.
     let model = match &args.model {
-        Some(spec) => models::model(spec, quiet)?,
+        Some(spec) => models::model(&Source::parse(spec)?, quiet)?,
         None => bundled("Wan2.1-T2V-tiny-Diffusers")?,
     };
     let adapters = match &args.adapters {
-        Some(spec) => models::adapters(spec, args.adapters_subfolder.as_deref(), quiet)?,
+        Some(spec) => {
+            let mut source = Source::parse(spec)?;
+            if let Some(sub) = &args.adapters_subfolder {
+                source = source.with_subfolder(sub);
+            }
+            models::adapters(&source, quiet)?
+        }
         None => bundled("lynx_full")?,
     };
-    options.arcface = args
-        .arcface
-        .as_deref()
-        .map(|a| models::file(a, quiet))
-        .transpose()?;
-    options.detector = args
-        .detector
-        .as_deref()
-        .map(|d| models::file(d, quiet))
-        .transpose()?;
+    options.arcface = args.arcface.as_deref().map(models::file_source);
+    options.detector = args.detector.as_deref().map(models::file_source);
     for spec in &args.lora {
         let (file, strength) = lora_arg(spec)?;
-        options.loras.push((models::lora(file, quiet)?, strength));
+        options = options.with_lora(models::lora(file, quiet)?, strength);
     }
     options.lora_skip_unmatched = args.lora_skip_unmatched;
+    let options = models::face_files(&options, quiet)?;
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
     let frames = request
@@ -410,7 +417,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     request.subject = Some(subject(&args, bundled_model, variant)?);
 
     // The memory check before anything is loaded: fails at once when the run cannot fit.
-    let plan = LynxPipeline::check_memory(&model, Some(&adapters), &options, &request)?;
+    let adapters_source = Some(Source::local(&adapters));
+    let plan = LynxPipeline::check_memory(&model, adapters_source.clone(), &options, &request)?;
     say(&plan.to_string());
     say(&format!(
         "loading {} and {}",
@@ -419,7 +427,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     ));
     let start = Instant::now();
     let loading = crate::progress::spinner(quiet, "load");
-    let pipe = LynxPipeline::from_pretrained(&model, Some(&adapters), options)?;
+    let pipe = LynxPipeline::from_pretrained(&model, adapters_source, options)?;
     loading.finish();
     let load_time = start.elapsed();
     let skipped = pipe.skipped_lora_keys();
@@ -436,15 +444,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         load_time.as_secs_f64(),
         pipe.offload().name()
     ));
-    let progress = StageBars::new(quiet, request.steps);
-    request.on_step = Some(progress.on_step());
-    request.on_stage = Some(progress.on_stage());
+    let mut progress = StageBars::new(quiet, request.steps, cancel.clone());
     let steps = request.steps;
-    let generated = if args.trace.is_some() {
-        pipe.generate_with_trace(request)?
-    } else {
-        pipe.generate(request)?
-    };
+    let generated = pipe.generate_with(&request, &mut progress)?;
     if cancel.load(Ordering::SeqCst) {
         // Interrupted while decoding, after the last step: still nothing is written.
         return Err(Error::Cancelled {
@@ -453,17 +455,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         .into());
     }
-    let fps = args.fps.unwrap_or(pipe.defaults().fps);
-    generated.video.save(&output, fps)?;
+    generated.save(&output)?;
     if let Some(trace) = &args.trace {
         write_trace(trace, &generated)?;
     }
     say(&format!(
         "wrote {} ({} frames of {}×{}) in {:.1}s",
         output.display(),
-        generated.video.frames,
-        generated.video.width,
-        generated.video.height,
+        generated.video.frames(),
+        generated.video.width(),
+        generated.video.height(),
         start.elapsed().as_secs_f64()
     ));
     let peak = lynx_pipeline::lynx_core::device::peak_resident_memory();
@@ -536,8 +537,9 @@ fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result
     })
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM set the returned flag, which the pipeline checks at every
-/// step boundary: the run stops with `Error::Cancelled` and nothing is written. A second
+/// Ctrl-C (SIGINT) and SIGTERM set the returned flag, which the progress observer hands
+/// to the pipeline at every stage and step boundary: the run stops with
+/// `Error::Cancelled` and nothing is written. A second
 /// signal ends the process at once (exit status 130).
 fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};

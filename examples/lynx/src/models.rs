@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use indicatif::ProgressBar;
-use lynx_pipeline::lynx_hub::{self as hub, HubOptions};
-use lynx_pipeline::source::{self, Progress};
+use lynx_pipeline::PipelineOptions;
+use lynx_pipeline::source::{Progress, Source};
 
 /// Draws a byte bar per downloaded file on stderr (nothing when quiet).
 pub struct Bars {
@@ -57,36 +57,36 @@ impl Progress for Bars {
     }
 }
 
-/// The Wan2.1 diffusers folder `spec` names (a folder, or a repo id fetched now).
-pub fn model(spec: &str, quiet: bool) -> Result<PathBuf> {
-    Ok(source::model_folder(
-        Path::new(spec),
-        &mut Bars::new(quiet),
-    )?)
+/// The Wan2.1 diffusers folder `source` names (a folder, or a repo fetched now).
+pub fn model(source: &Source, quiet: bool) -> Result<PathBuf> {
+    Ok(source.model_folder(&mut Bars::new(quiet))?)
 }
 
-/// The adapter folder `spec` names, `subfolder` picking `lynx_full`/`lynx_lite` inside a
-/// repo (or a folder holding both).
-pub fn adapters(spec: &str, subfolder: Option<&str>, quiet: bool) -> Result<PathBuf> {
-    Ok(source::adapter_folder(
-        Path::new(spec),
-        subfolder,
-        &mut Bars::new(quiet),
-    )?)
+/// The adapter folder `source` names (its subfolder picking `lynx_full`/`lynx_lite`
+/// inside a repo, or a folder holding both).
+pub fn adapters(source: &Source, quiet: bool) -> Result<PathBuf> {
+    Ok(source.adapter_folder(&mut Bars::new(quiet))?)
 }
 
-/// A face-model file: a path as it is, or an `http(s)://` URL fetched into the cache.
-pub fn file(spec: &Path, quiet: bool) -> Result<PathBuf> {
+/// A face-model file argument: an `http(s)://` URL, else a path (never a repo id: a
+/// missing file is reported as one).
+pub fn file_source(spec: &Path) -> Source {
     match spec.to_str() {
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(
-            hub::fetch_url(url, &HubOptions::from_env(), &mut Bars::new(quiet))?,
-        ),
-        _ => Ok(spec.to_path_buf()),
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Source::url(url),
+        _ => Source::local(spec),
     }
 }
 
 /// A LoRA file: a path, a Hub file `org/name/file.safetensors` or a URL, fetched into
 /// the cache.
 pub fn lora(spec: &str, quiet: bool) -> Result<PathBuf> {
-    Ok(source::lora_file(spec, &mut Bars::new(quiet))?)
+    Ok(lynx_pipeline::source::lora_file(
+        spec,
+        &mut Bars::new(quiet),
+    )?)
+}
+
+/// `options` with its face models fetched into the cache (with bars).
+pub fn face_files(options: &PipelineOptions, quiet: bool) -> Result<PipelineOptions> {
+    Ok(options.resolved(&mut Bars::new(quiet))?)
 }

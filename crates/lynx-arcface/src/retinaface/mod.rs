@@ -257,14 +257,10 @@ impl RetinaFace {
         faces
             .into_iter()
             .max_by(|a, b| a.area().total_cmp(&b.area()))
-            .ok_or_else(|| {
-                Error::input(format!(
-                    "no face found in the {}×{} photo (RetinaFace, score threshold {}); pass \
-                     the five landmarks explicitly or use a photo with a clearly visible face",
-                    image.width(),
-                    image.height(),
-                    options.conf_threshold
-                ))
+            .ok_or(Error::NoFace {
+                width: image.width(),
+                height: image.height(),
+                threshold: options.conf_threshold,
             })
     }
 }
