@@ -59,6 +59,10 @@ pub struct Generated {
     /// For a photo subject: the detection, landmarks, both crops and the embedding the
     /// adapters were given.
     pub face: Option<PreparedFace>,
+    /// The DiT passes the denoising ran: one per step when the guidance branches ran
+    /// stacked in one batch ([`GuidanceBatching::Batched`] and inputs that stack), one
+    /// per branch and step when they ran one by one.
+    pub dit_passes: usize,
 }
 
 /// Lynx: Wan2.1 + the adapters of `lynx_full/` or `lynx_lite/` (or none: plain Wan2.1).
@@ -247,7 +251,7 @@ impl LynxPipeline {
         })?;
         let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
         let (scheduler, latents) = self.prepare_latents(&dit, &req, &plan)?;
-        let (latents, steps) = stages.run(Stage::Denoise, || {
+        let (latents, steps, dit_passes) = stages.run(Stage::Denoise, || {
             self.denoise(&dit, &mut req, &plan, &branches, scheduler, latents, trace)
         })?;
         drop((branches, dit));
@@ -276,6 +280,7 @@ impl LynxPipeline {
             frames,
             latents_per_step: steps,
             face,
+            dit_passes,
         })
     }
 
@@ -536,8 +541,8 @@ impl LynxPipeline {
         Ok((scheduler, latents))
     }
 
-    /// Step 5: the guided denoising loop; returns the final latents and, when `trace` is
-    /// set, the latents after every step. The passes of a step run together
+    /// Step 5: the guided denoising loop; returns the final latents, when `trace` is
+    /// set the latents after every step, and the number of DiT passes run. The passes of a step run together
     /// ([`WanTransformer::forward_many`]), so streamed blocks are read once per step.
     #[allow(clippy::too_many_arguments)]
     fn denoise(
@@ -549,10 +554,11 @@ impl LynxPipeline {
         mut scheduler: Box<dyn Scheduler>,
         mut latents: Tensor<5>,
         trace: bool,
-    ) -> Result<(Tensor<5>, Vec<Tensor<5>>)> {
+    ) -> Result<(Tensor<5>, Vec<Tensor<5>>, usize)> {
         let timesteps = scheduler.timesteps().to_vec();
         let total = timesteps.len();
         let mut steps = Vec::new();
+        let mut passes = 0;
         for (step, &t) in timesteps.iter().enumerate() {
             if req
                 .cancel
@@ -575,6 +581,7 @@ impl LynxPipeline {
                     text: stacked.text.clone(),
                     extras: &stacked.extras,
                 };
+                passes += 1;
                 let out = dit
                     .forward_many(std::slice::from_ref(&input))?
                     .into_iter()
@@ -599,6 +606,7 @@ impl LynxPipeline {
                         extras: &b.extras,
                     })
                     .collect();
+                passes += inputs.len();
                 let mut out = dit.forward_many(&inputs)?.into_iter();
                 drop(inputs);
                 let cond = out.next().ok_or_else(missing)?;
@@ -622,7 +630,7 @@ impl LynxPipeline {
                 });
             }
         }
-        Ok((latents, steps))
+        Ok((latents, steps, passes))
     }
 
     /// Step 6: latents → frames `[F, H, W, 3]` in `[0, 1]`.

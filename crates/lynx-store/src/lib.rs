@@ -46,4 +46,4 @@ pub mod stream;
 pub use checkpoint::{Checkpoint, load_module};
 pub use loader::Loader;
 pub use size_check::SizeCheck;
-pub use stream::{LayerStream, Offload, for_each_layer};
+pub use stream::{LayerStream, Offload, READ_AHEAD, StreamStats, for_each_layer};
