@@ -480,6 +480,12 @@ pub(super) mod tests {
     #[test]
     fn parity_fused_ops_match_burn_ops_in_several_tasks() {
         use super::cpu::MIN_CHUNK;
+        let device = test_device();
+        if device != Device::flex() {
+            // Elsewhere both sides are burn ops, and these shapes cost minutes on lavapipe.
+            eprintln!("fused kernels in several tasks: skipped on {device:?} (flex only)");
+            return;
+        }
         let ([b, n], heads, pairs) = ([2, 37], 5, 100);
         let d = heads * 2 * pairs;
         // Rows per task of the row kernels, and element chunks of the GELU.
