@@ -1,6 +1,9 @@
 //! Lynx-lite against the reference (`components/lite_dit.safetensors`, `lynx_lite/`): the
 //! resampler of the face embedding and of zeros, and one batched [uncond, cond] DiT
-//! forward with the IP layer on every 2nd block.
+//! forward with the IP layer on every 2nd block; on the tiny 2-block model (one IP layer,
+//! on block 0) and on the 8-block one of `deep/` (four, on blocks 0, 2, 4 and 6).
+
+use std::path::Path;
 
 use burn::tensor::{DType, Tensor};
 use lynx_adapters::{LynxAdapters, Variant};
@@ -9,8 +12,13 @@ use lynx_dit::WanTransformer;
 use lynx_testing::{assert_close, fixture, fixture_tensor, fixtures_dir, test_device};
 
 fn dit() -> WanTransformer {
+    dit_in(&fixtures_dir())
+}
+
+/// The tiny transformer of the fixture set at `root` (`tests/fixtures` or its `deep/`).
+fn dit_in(root: &Path) -> WanTransformer {
     WanTransformer::from_pretrained(
-        fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/transformer"),
+        root.join("Wan2.1-T2V-tiny-Diffusers/transformer"),
         &test_device(),
         DType::F32,
     )
@@ -21,8 +29,12 @@ fn dit() -> WanTransformer {
 const DIM_HEAD: usize = 8;
 
 fn lite(dit: &WanTransformer) -> LynxAdapters {
+    lite_in(&fixtures_dir(), dit)
+}
+
+fn lite_in(root: &Path, dit: &WanTransformer) -> LynxAdapters {
     LynxAdapters::from_dir(
-        fixtures_dir().join("lynx_lite"),
+        root.join("lynx_lite"),
         dit,
         DIM_HEAD,
         &test_device(),
@@ -33,14 +45,27 @@ fn lite(dit: &WanTransformer) -> LynxAdapters {
 
 #[test]
 fn parity_lite_dit_batched_cfg() {
+    // One IP layer on a 2-block DiT: block 0 (interval 2).
+    lite_dit_matches("", &[0]);
+}
+
+/// Layer k on block k·2, checked against the reference on every block.
+#[test]
+fn parity_lite_dit_batched_cfg_eight_blocks() {
+    lite_dit_matches("deep/", &[0, 2, 4, 6]);
+}
+
+/// The lite DiT forward of the fixture set `tests/fixtures/{set}` against its
+/// `components/lite_dit.safetensors`, with the IP layers on `blocks`.
+fn lite_dit_matches(set: &str, blocks: &[usize]) {
     let device = test_device();
-    let fx = fixture("components/lite_dit.safetensors");
-    let dit = dit();
-    let lynx = lite(&dit);
+    let fx = fixture(&format!("{set}components/lite_dit.safetensors"));
+    let root = fixtures_dir().join(set);
+    let dit = dit_in(&root);
+    let lynx = lite_in(&root, &dit);
     assert_eq!(lynx.variant(), Variant::Lite);
     assert!(!lynx.uses_reference());
-    // One IP layer on a 2-block DiT: block 0 (interval 2).
-    assert_eq!(lynx.id().blocks(), &[0]);
+    assert_eq!(lynx.id().blocks(), blocks);
 
     // The resampler of [zeros, face] gives the fixture's tokens.
     let face: Tensor<1> = fixture_tensor(&fx, "face_embedding", &device);
@@ -56,7 +81,9 @@ fn parity_lite_dit_batched_cfg() {
     let extras = lynx
         .extras(Some(&want_tokens), ip_scale, None, 1.0)
         .unwrap();
-    assert!(extras[0].cross_attn.is_some() && extras[1].cross_attn.is_none());
+    for (i, e) in extras.iter().enumerate() {
+        assert_eq!(e.cross_attn.is_some(), blocks.contains(&i), "block {i}");
+    }
     let x: Tensor<5> = fixture_tensor(&fx, "x", &device);
     let text = Tensor::cat(
         vec![
@@ -75,6 +102,7 @@ fn parity_lite_dit_batched_cfg() {
             |_, h| blocks.push(h.clone()),
         )
         .unwrap();
+    assert_eq!(blocks.len(), dit.config().num_layers, "blocks observed");
     for (i, h) in blocks.iter().enumerate() {
         let want: Tensor<3> = fixture_tensor(&fx, &format!("block_out.{i}"), &device);
         assert_close(&format!("lite block_out.{i}"), h, &want, 1e-4);

@@ -59,6 +59,8 @@ fn parity_crops_match_opencv() {
             "{key}: only {:.3}% within 2 levels",
             within * 100.0
         );
+        // The same landmarks on both sides: only rounding near pixel edges differs.
+        assert!(*max <= 2, "{key}: a value differs by {max}");
     }
 }
 

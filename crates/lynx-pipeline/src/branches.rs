@@ -115,15 +115,15 @@ pub(crate) struct Denoise<'a> {
 }
 
 impl Denoise<'_> {
-    /// Step 5: the guided denoising loop; returns the final latents and, when tracing,
-    /// the latents after every step. The passes of a step run together
+    /// Step 5: the guided denoising loop; returns the final latents, when tracing the
+    /// latents after every step, and the number of DiT passes run. The passes of a step run together
     /// ([`WanTransformer::forward_many`]), so streamed blocks are read once per step.
     pub(crate) fn run(
         self,
         mut scheduler: Box<dyn Scheduler>,
         mut latents: Tensor<5>,
         stages: &mut Stages<'_>,
-    ) -> Result<(Tensor<5>, Vec<Tensor<5>>)> {
+    ) -> Result<(Tensor<5>, Vec<Tensor<5>>, usize)> {
         let Denoise {
             dit,
             lora,
@@ -135,6 +135,7 @@ impl Denoise<'_> {
         let timesteps = scheduler.timesteps().to_vec();
         let total = timesteps.len();
         let mut steps = Vec::new();
+        let mut passes = 0;
         for (step, &t) in timesteps.iter().enumerate() {
             let timestep =
                 Tensor::<1>::from_data(TensorData::new(vec![t as f32], [1]), (&device, DType::F32));
@@ -149,6 +150,7 @@ impl Denoise<'_> {
                     extras: &stacked.extras,
                     lora,
                 };
+                passes += 1;
                 let out = dit
                     .forward_many(std::slice::from_ref(&input))?
                     .into_iter()
@@ -174,6 +176,7 @@ impl Denoise<'_> {
                         lora,
                     })
                     .collect();
+                passes += inputs.len();
                 let mut out = dit.forward_many(&inputs)?.into_iter();
                 drop(inputs);
                 let cond = out.next().ok_or_else(missing)?;
@@ -195,6 +198,6 @@ impl Denoise<'_> {
                 timestep: t,
             })?;
         }
-        Ok((latents, steps))
+        Ok((latents, steps, passes))
     }
 }

@@ -64,6 +64,10 @@ pub struct Generated {
     /// For a photo subject: the detection, landmarks, both crops and the embedding the
     /// adapters were given.
     pub face: Option<PreparedFace>,
+    /// The DiT passes the denoising ran: one per step when the guidance branches ran
+    /// stacked in one batch ([`GuidanceBatching::Batched`] and inputs that stack), one
+    /// per branch and step when they ran one by one.
+    pub dit_passes: usize,
 }
 
 /// Lynx: Wan2.1 + the adapters of `lynx_full/` or `lynx_lite/` (or none: plain Wan2.1).
@@ -281,7 +285,7 @@ impl LynxPipeline {
         })?;
         let branches = self.branches(prompts.prompt, prompts.negative, conditions, &plan);
         let (scheduler, latents) = self.prepare_latents(&dit, req, &plan, custom)?;
-        let (latents, steps) = stages.run(Stage::Denoise, |stages| {
+        let (latents, steps, dit_passes) = stages.run(Stage::Denoise, |stages| {
             let run = Denoise {
                 dit: &dit,
                 lora,
@@ -313,6 +317,7 @@ impl LynxPipeline {
             frames,
             latents_per_step: steps,
             face,
+            dit_passes,
         })
     }
 

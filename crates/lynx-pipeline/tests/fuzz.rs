@@ -50,6 +50,7 @@ fn config_seed(part: &str, config: &str) -> Vec<FuzzFile> {
 fn fuzz_wan_config() {
     Target::new("wan_config")
         .cases(300)
+        .expect(0.5, 0.01)
         .seed(config_seed("transformer", "config.json"))
         .run(|dir| WanTransformer::from_pretrained(dir, &cpu(), DType::F32).map(drop));
 }
@@ -58,6 +59,7 @@ fn fuzz_wan_config() {
 fn fuzz_vae_config() {
     Target::new("vae_config")
         .cases(300)
+        .expect(0.5, 0.01)
         .seed(config_seed("vae", "config.json"))
         .run(|dir| WanVae::from_pretrained(dir, &cpu(), DType::F32).map(drop));
 }
@@ -66,6 +68,7 @@ fn fuzz_vae_config() {
 fn fuzz_umt5_config() {
     Target::new("umt5_config")
         .cases(300)
+        .expect(0.5, 0.02)
         .seed(config_seed("text_encoder", "config.json"))
         .run(|dir| {
             let config = Umt5Config::load(dir.join("config.json"))?;
@@ -77,6 +80,7 @@ fn fuzz_umt5_config() {
 fn fuzz_scheduler_config() {
     Target::new("scheduler_config")
         .cases(1000)
+        .expect(0.5, 0.03)
         .seed(config_seed("scheduler", "scheduler_config.json"))
         .run(|dir| {
             let config = SchedulerConfig::load(dir)?;
@@ -93,6 +97,7 @@ fn fuzz_model_index() {
     let index = FuzzFile::read(wan("model_index.json"), Format::Json);
     Target::new("model_index")
         .cases(1000)
+        .expect(0.5, 0.01)
         .seed(vec![index])
         .run(|dir| {
             for part in [
@@ -113,6 +118,7 @@ fn fuzz_tokenizer() {
     let file = FuzzFile::read(wan("tokenizer/tokenizer.json"), Format::Json);
     Target::new("tokenizer")
         .cases(150)
+        .expect(0.5, 0.01)
         .seed(vec![file])
         .run(|dir| {
             let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"), 64)?;
@@ -121,10 +127,18 @@ fn fuzz_tokenizer() {
         });
 }
 
-/// An image target: `load_rgb` on each seed, allocations bounded as it bounds them.
-fn image_target(name: &str, seeds: &[PathBuf], format: Format, cases: usize) {
+/// An image target: `load_rgb` on each seed, allocations bounded as it bounds them, at
+/// least the shares `expect` (rejected, accepted) of the cases.
+fn image_target(
+    name: &str,
+    seeds: &[PathBuf],
+    format: Format,
+    cases: usize,
+    (rejected, accepted): (f64, f64),
+) {
     let mut target = Target::new(name)
         .cases(cases)
+        .expect(rejected, accepted)
         .alloc_bound(MAX_DECODED_PER_FILE_BYTE as usize, 1 << 20);
     for path in seeds {
         let ext = path.extension().unwrap().to_string_lossy().into_owned();
@@ -154,7 +168,7 @@ fn fuzz_png() {
         "fuzz/photo_palette.png",
         "fuzz/photo_grey16.png",
     ]);
-    image_target("png", &png, Format::Png, 600);
+    image_target("png", &png, Format::Png, 600, (0.4, 0.05));
 }
 
 #[test]
@@ -165,7 +179,8 @@ fn fuzz_jpeg() {
         "fuzz/photo_grey.jpg",
         "fuzz/photo_444.jpg",
     ]);
-    image_target("jpeg", &jpeg, Format::Jpeg, 600);
+    // Most JPEG mutations land in entropy-coded data, which decodes to other pixels.
+    image_target("jpeg", &jpeg, Format::Jpeg, 600, (0.15, 0.3));
 }
 
 #[test]
@@ -175,7 +190,7 @@ fn fuzz_webp() {
         "fuzz/photo_lossless.webp",
         "fuzz/photo_alpha.webp",
     ]);
-    image_target("webp", &webp, Format::Riff, 600);
+    image_target("webp", &webp, Format::Riff, 600, (0.2, 0.25));
 }
 
 #[test]
@@ -194,13 +209,14 @@ fn fuzz_landmarks_json() {
     );
     Target::new("landmarks_json")
         .cases(1500)
+        .expect(0.5, 0.03)
         .seed(vec![file])
         .run(|dir| Landmarks::from_json_file(dir.join("landmarks.json")).map(drop));
 }
 
 #[test]
 fn fuzz_face_embedding() {
-    let mut target = Target::new("face_embedding").cases(1500);
+    let mut target = Target::new("face_embedding").cases(1500).expect(0.5, 0.01);
     for rel in [
         "cli/face_embedding.safetensors",
         "cli/face_embedding_512.safetensors",
@@ -234,6 +250,7 @@ fn fuzz_noise_files() {
     let eps = one_tensor("ref_vae_eps", inputs::REF_NOISE_KEY);
     Target::new("noise_files")
         .cases(1000)
+        .expect(0.5, 0.02)
         .seed(vec![FuzzFile::new(
             "latents.safetensors",
             latents,

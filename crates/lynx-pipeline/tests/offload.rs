@@ -64,6 +64,8 @@ fn generate(base: &Path, adapters: &Path, options: PipelineOptions) -> (Tensor<4
 fn assert_same(what: &str, a: &(Tensor<4>, Vec<Tensor<5>>), b: &(Tensor<4>, Vec<Tensor<5>>)) {
     let d = diff(&a.0, &b.0);
     assert!(d.rel_l2 <= 1e-6, "{what}: frames differ: {d:?}");
+    assert_eq!(a.1.len(), 2, "{what}: steps traced");
+    assert_eq!(b.1.len(), a.1.len(), "{what}: steps traced");
     for (i, (x, y)) in a.1.iter().zip(&b.1).enumerate() {
         let d = diff(x, y);
         assert!(

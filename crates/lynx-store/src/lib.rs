@@ -52,4 +52,4 @@ pub use loader::Loader;
 pub use lora::{LoraFile, LoraSet};
 pub use record::TensorRecord;
 pub use size_check::SizeCheck;
-pub use stream::{LayerStream, Offload, for_each_layer};
+pub use stream::{LayerStream, Offload, READ_AHEAD, StreamStats, for_each_layer};

@@ -6,15 +6,55 @@
 //! cancelled run) removes it. An existing target is replaced only as a whole: a file by
 //! `rename(2)`, a folder (a PNG sequence) by moving the old one aside first.
 //!
+//! A process that ends without unwinding (a second Ctrl-C, `std::process::exit`) drops
+//! nothing: it calls [`remove_uncommitted`] first, which removes every staged path of
+//! the process not committed yet.
+//!
 //! [`check_writable`] is the check a long run does before its first step, so that an
 //! output path that cannot be written fails in a moment instead of after the sampling.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use lynx_core::error::{Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The temporary paths of the live, uncommitted [`StagedPath`]s of this process.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn forget(tmp: &Path) {
+    let mut live = live();
+    if let Some(i) = live.iter().position(|p| p == tmp) {
+        live.swap_remove(i);
+    }
+}
+
+fn remove_path(tmp: &Path) {
+    if tmp.is_dir() {
+        let _ = std::fs::remove_dir_all(tmp);
+    } else {
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+/// Removes the temporary file or folder of every [`StagedPath`] of this process that is
+/// not committed yet, for a process about to end without unwinding (e.g. on a second
+/// Ctrl-C); returns how many there were. Their targets are left as they were.
+pub fn remove_uncommitted() -> usize {
+    let mut live = live();
+    for tmp in live.iter() {
+        remove_path(tmp);
+    }
+    let n = live.len();
+    live.clear();
+    n
+}
 
 /// A temporary path that becomes `target` on [`StagedPath::commit`] and disappears if
 /// dropped before.
@@ -37,6 +77,7 @@ impl StagedPath {
             .into_owned();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = target.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        live().push(tmp.clone());
         Ok(Self {
             target,
             tmp,
@@ -72,6 +113,7 @@ impl StagedPath {
             std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
         }
         self.committed = true;
+        forget(&self.tmp);
         Ok(())
     }
 }
@@ -79,11 +121,8 @@ impl StagedPath {
 impl Drop for StagedPath {
     fn drop(&mut self) {
         if !self.committed {
-            if self.tmp.is_dir() {
-                let _ = std::fs::remove_dir_all(&self.tmp);
-            } else {
-                let _ = std::fs::remove_file(&self.tmp);
-            }
+            remove_path(&self.tmp);
+            forget(&self.tmp);
         }
     }
 }

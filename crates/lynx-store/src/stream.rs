@@ -3,6 +3,7 @@
 //! a time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{DType, Device};
 
@@ -59,6 +60,63 @@ impl Offload {
 }
 
 type LoadFn<M> = dyn Fn(&Loader<'_>) -> M + Send + Sync;
+
+/// Layers a [`LayerStream::for_each`] has read ahead of its current one: the layer in use
+/// plus this many are on the device at once.
+pub const READ_AHEAD: usize = 1;
+
+/// Layers read by [`LayerStream::for_each`] in this process and not dropped yet; the
+/// most there were at once; and how many were read in all.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static READS: AtomicUsize = AtomicUsize::new(0);
+
+/// What the layer streams of this process have held, since the last
+/// [`StreamStats::reset`] (for tests and diagnostics: every stream counts here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Layers read and not dropped yet.
+    pub live: usize,
+    /// The most layers that were on the device at once.
+    pub peak: usize,
+    /// Layers read in all.
+    pub reads: usize,
+}
+
+impl StreamStats {
+    /// The counts now.
+    pub fn now() -> Self {
+        Self {
+            live: LIVE.load(Ordering::SeqCst),
+            peak: PEAK.load(Ordering::SeqCst),
+            reads: READS.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Starts the peak and the read count afresh (the peak from the layers live now).
+    pub fn reset() {
+        READS.store(0, Ordering::SeqCst);
+        PEAK.store(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// A layer read by a stream, counted in [`StreamStats`] until it is dropped.
+struct Counted<M>(M);
+
+impl<M> Counted<M> {
+    fn new(layer: M) -> Self {
+        let live = LIVE.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK.fetch_max(live, Ordering::SeqCst);
+        READS.fetch_add(1, Ordering::SeqCst);
+        Self(layer)
+    }
+}
+
+impl<M> Drop for Counted<M> {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A stack of same-shaped layers (`prefix.0`, `prefix.1`, …) that stays in its
 /// memory-mapped checkpoint: [`LayerStream::for_each`] reads each layer onto the device
@@ -159,15 +217,20 @@ impl<M: Send> LayerStream<M> {
             .build_at(prefix, &self.device, self.dtype, |w| Ok((self.load)(w)))
     }
 
+    /// Layer `i`, counted in [`StreamStats`] while it lives.
+    fn load_counted(&self, i: usize) -> Result<Counted<M>> {
+        self.load(i).map(Counted::new)
+    }
+
     /// Calls `f(i, layer)` for every layer in order, each read just before its turn
-    /// (during the previous layer's turn when prefetching) and dropped right after it.
-    /// Stops at the first error, of a read or of `f`.
+    /// (during the previous layer's turn when prefetching: [`READ_AHEAD`] layers ahead)
+    /// and dropped right after it. Stops at the first error, of a read or of `f`.
     pub fn for_each(&self, mut f: impl FnMut(usize, &M) -> Result<()>) -> Result<()> {
         let n = self.len();
         if !self.prefetch || n < 2 {
             for i in 0..n {
-                let layer = self.load(i)?;
-                f(i, &layer)?;
+                let layer = self.load_counted(i)?;
+                f(i, &layer.0)?;
             }
             return Ok(());
         }
@@ -175,7 +238,7 @@ impl<M: Send> LayerStream<M> {
             let spawn = |i: usize| {
                 std::thread::Builder::new()
                     .name(format!("lynx-prefetch-{i}"))
-                    .spawn_scoped(scope, move || self.load(i))
+                    .spawn_scoped(scope, move || self.load_counted(i))
                     .map_err(|e| Error::input(format!("cannot start a prefetch thread: {e}")))
             };
             let mut pending = Some(spawn(0)?);
@@ -187,7 +250,7 @@ impl<M: Send> LayerStream<M> {
                 if i + 1 < n {
                     pending = Some(spawn(i + 1)?);
                 }
-                let result = f(i, &layer);
+                let result = f(i, &layer.0);
                 drop(layer);
                 if let Err(e) = result {
                     // Let the pending read finish (it may hold the device) and drop it.

@@ -23,11 +23,11 @@ fn read_all(path: &Path) -> lynx_core::Result<()> {
     for key in keys {
         let rank = ckpt.shape(&key).map_or(0, <[usize]>::len);
         match rank {
-            1 => drop(ckpt.tensor::<1>(&key, &device, DType::F32)),
-            2 => drop(ckpt.tensor::<2>(&key, &device, DType::F32)),
-            3 => drop(ckpt.tensor::<3>(&key, &device, DType::F32)),
-            4 => drop(ckpt.tensor::<4>(&key, &device, DType::F32)),
-            5 => drop(ckpt.tensor::<5>(&key, &device, DType::F32)),
+            1 => drop(ckpt.tensor::<1>(&key, &device, DType::F32)?),
+            2 => drop(ckpt.tensor::<2>(&key, &device, DType::F32)?),
+            3 => drop(ckpt.tensor::<3>(&key, &device, DType::F32)?),
+            4 => drop(ckpt.tensor::<4>(&key, &device, DType::F32)?),
+            5 => drop(ckpt.tensor::<5>(&key, &device, DType::F32)?),
             _ => drop(ckpt.read(&key)?),
         }
     }
@@ -40,7 +40,7 @@ fn fixture(rel: &str) -> PathBuf {
 
 #[test]
 fn fuzz_safetensors() {
-    let mut target = Target::new("safetensors").cases(1500);
+    let mut target = Target::new("safetensors").cases(1500).expect(0.5, 0.03);
     for rel in [
         "cli/face_embedding.safetensors",
         "components/resampler.safetensors",
@@ -73,6 +73,7 @@ fn fuzz_shard_index() {
     files.push(FuzzFile::read(dir.join(index), Format::Json).weight(files.len()));
     Target::new("shard_index")
         .cases(400)
+        .expect(0.5, 0.02)
         .seed(files)
         .run(|dir| read_all(&dir.join(index)));
 }
@@ -113,7 +114,7 @@ fn pth_seed(path: &Path) -> FuzzFile {
 fn fuzz_pth() {
     let public = fixture("components");
     let synthetic = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth");
-    let mut target = Target::new("pth").cases(1600);
+    let mut target = Target::new("pth").cases(1600).expect(0.5, 0.01);
     for path in [
         public.join("arcface_ir_se.pth"),
         public.join("arcface_ir_se_legacy.pth"),

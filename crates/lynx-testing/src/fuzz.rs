@@ -7,11 +7,15 @@
 //! inserted ranges; runs of nesting tokens; for JSON, numbers, strings and types
 //! replaced and deep nesting; for tensor data, NaN and infinities; see [`Format`]) and
 //! runs the parser on the folder. A case passes when the parser returns `Ok`, or an
-//! `Err` whose message is one line naming a file of the case, within the time bound,
-//! with no single allocation larger than the bound the target allows for the case's
-//! size ([`Target::alloc_bound`]). A panic, a slow case or an over-allocation fails the
-//! test, which lists the first failures with the mutations that made them; a case that
-//! hangs for a minute aborts the test binary after printing the case.
+//! `Err` whose message is one line naming a file of the case, within the time bound
+//! (CPU time, so that a loaded machine does not fail it; and a wall-clock bound 15 times
+//! as long), with no single allocation larger than the bound the target allows for the
+//! case's size ([`Target::alloc_bound`]). A panic, a slow case or an over-allocation
+//! fails the test, which lists the first failures with the mutations that made them; a
+//! case that hangs for a minute aborts the test binary after printing the case. The test
+//! also fails when fewer cases were rejected (or accepted) than the target expects
+//! ([`Target::expect`]): a mutator that stopped mutating, or a parser that stopped
+//! checking, shows there.
 //!
 //! Allocations are seen by [`CountingAlloc`], which each fuzz test binary installs:
 //!
@@ -20,13 +24,15 @@
 //! static ALLOC: lynx_testing::fuzz::CountingAlloc = lynx_testing::fuzz::CountingAlloc;
 //! ```
 //!
-//! It measures the current thread only, so fuzz tests run in parallel; the parsers under
-//! test run on the calling thread.
+//! It measures one thread, so fuzz tests run in parallel: each case runs on the single
+//! thread of a rayon pool of its own, so the parser's parallel loops (rayon's, and gemm's
+//! through rayon) run on that thread too, where its allocations and CPU time are counted.
+//! The parsers under fuzz are single-threaded that way.
 //!
 //! | variable | effect |
 //! |---|---|
-//! | `LYNX_FUZZ_CASES` | cases per target (default: each target's CI budget) |
-//! | `LYNX_FUZZ_SEED` | seed of the mutations (default fixed) |
+//! | `LYNX_FUZZ_CASES` | cases per target (default: each target's CI budget; not a number: an error) |
+//! | `LYNX_FUZZ_SEED` | seed of the mutations (default fixed; not a number: an error) |
 //! | `LYNX_FUZZ_SHOW` | print every error message |
 //! | `LYNX_FUZZ_TRACE` | print every case before running it (to find a case that aborts) |
 
@@ -215,7 +221,9 @@ pub struct Report {
     pub ok: usize,
     /// Cases the parser rejected with a proper error.
     pub err: usize,
-    /// The slowest case.
+    /// Cases whose mutations left the file as it was.
+    pub unchanged: usize,
+    /// The slowest case, in CPU time.
     pub slowest: Duration,
     /// All cases together.
     pub elapsed: Duration,
@@ -232,6 +240,7 @@ pub struct Target {
     default_cases: usize,
     time_bound: Duration,
     alloc: (usize, usize),
+    expect: (f64, f64),
 }
 
 impl std::fmt::Debug for Target {
@@ -244,8 +253,9 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// A target named `name` (in reports and scratch folders); 1 000 cases, 2 s per case,
-    /// allocations up to 4 × the case's bytes + 1 MiB.
+    /// A target named `name` (in reports and scratch folders); 1 000 cases, 2 s of CPU
+    /// per case, allocations up to 4 × the case's bytes + 1 MiB, at least a quarter of
+    /// the cases rejected.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -253,7 +263,16 @@ impl Target {
             default_cases: 1000,
             time_bound: Duration::from_secs(2),
             alloc: (4, 1 << 20),
+            expect: (0.25, 0.0),
         }
+    }
+
+    /// The shares of the cases that must at least be rejected (`Err`) and accepted
+    /// (`Ok`: where a mutation can be benign, e.g. a changed tensor value) for the run to
+    /// pass: below them, the mutations are not reaching the parser's checks.
+    pub fn expect(mut self, rejected: f64, accepted: f64) -> Self {
+        self.expect = (rejected, accepted);
+        self
     }
 
     /// Adds a seed: the files of one case folder (at least one of them not
@@ -273,7 +292,7 @@ impl Target {
         self
     }
 
-    /// The longest a case may take.
+    /// The most CPU time a case may take (the wall-clock bound is 15 times this).
     pub fn time_bound(mut self, bound: Duration) -> Self {
         self.time_bound = bound;
         self
@@ -288,14 +307,15 @@ impl Target {
 
     /// Runs the cases, calling `parse` with each case's folder, prints a one-line
     /// summary, and panics listing the failures if there are any.
-    pub fn run(self, mut parse: impl FnMut(&Path) -> Result<()>) -> Report {
+    ///
+    /// # Panics
+    /// On failing cases, too few rejected or accepted cases (see [`Target::expect`]), or
+    /// a `LYNX_FUZZ_CASES`/`LYNX_FUZZ_SEED` that is not a number.
+    pub fn run(self, mut parse: impl FnMut(&Path) -> Result<()> + Send) -> Report {
         let env = |k: &str| std::env::var(k).ok();
-        let cases: usize = env("LYNX_FUZZ_CASES")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(self.default_cases);
-        let seed: u64 = env("LYNX_FUZZ_SEED")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_1234_abcd_0001);
+        let number = |k: &str| parse_number(k, env(k)).unwrap_or_else(|e| panic!("{e}"));
+        let cases: usize = number("LYNX_FUZZ_CASES").unwrap_or(self.default_cases as u64) as usize;
+        let seed: u64 = number("LYNX_FUZZ_SEED").unwrap_or(0x5eed_1234_abcd_0001);
         let (show, trace) = (
             env("LYNX_FUZZ_SHOW").is_some(),
             env("LYNX_FUZZ_TRACE").is_some(),
@@ -307,6 +327,11 @@ impl Target {
         );
         check_allocator();
         quiet_panics_while_measuring();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "fuzz case".into())
+            .build()
+            .expect("a one-thread pool for the cases");
 
         let scratch =
             scratch_root().join(format!("lynx-fuzz-{}-{}", std::process::id(), self.name));
@@ -341,6 +366,7 @@ impl Target {
             let i = *rng.pick(&mutable);
             let f = &files[i];
             let mut data = f.bytes.clone();
+            let original = data.clone();
             let shape = Shape {
                 format: f.format,
                 boundaries: &f.boundaries,
@@ -362,6 +388,10 @@ impl Target {
             );
             std::fs::write(dir.join(&f.name), &data).expect("scratch file");
             dirty[k] = Some(i);
+            if data == original {
+                report.unchanged += 1;
+            }
+            drop(original);
             let total: usize = files
                 .iter()
                 .enumerate()
@@ -376,17 +406,23 @@ impl Target {
             }
             watchdog.begin(&what);
             let t0 = Instant::now();
-            let (result, largest) =
-                measured(limit, || catch_unwind(AssertUnwindSafe(|| parse(dir))));
+            let parse = &mut parse;
+            let (result, largest, cpu) = pool.install(|| {
+                let cpu0 = thread_cpu_time();
+                let (result, largest) =
+                    measured(limit, || catch_unwind(AssertUnwindSafe(|| parse(dir))));
+                (result, largest, thread_cpu_time().saturating_sub(cpu0))
+            });
             let elapsed = t0.elapsed();
             watchdog.end();
-            report.slowest = report.slowest.max(elapsed);
+            report.slowest = report.slowest.max(cpu);
             report.worst_alloc_fraction = report
                 .worst_alloc_fraction
                 .max(largest as f64 / limit as f64);
             let problem = match result {
                 Err(payload) => Some(format!("panicked: {}", panic_text(&payload))),
-                Ok(_) if elapsed > self.time_bound => Some(format!("took {elapsed:?}")),
+                Ok(_) if cpu > self.time_bound => Some(format!("took {cpu:?} of CPU")),
+                Ok(_) if elapsed > self.time_bound * 15 => Some(format!("took {elapsed:?}")),
                 Ok(_) if largest > limit => Some(format!(
                     "allocated {largest} bytes at once (bound {limit} for {total} bytes of files)"
                 )),
@@ -418,14 +454,16 @@ impl Target {
         watchdog.stop();
         report.elapsed = started.elapsed();
         let _ = std::fs::remove_dir_all(&scratch);
+        report.failures.extend(self.shares_missed(&report));
         eprintln!(
-            "fuzz {}: {} cases in {:.1} s, {} Ok, {} Err, slowest {:?}, largest single \
-             allocation {:.0}% of its bound, {} failures",
+            "fuzz {}: {} cases in {:.1} s, {} Ok, {} Err, {} unchanged, slowest {:?} of CPU, \
+             largest single allocation {:.0}% of its bound, {} failures",
             self.name,
             report.cases,
             report.elapsed.as_secs_f64(),
             report.ok,
             report.err,
+            report.unchanged,
             report.slowest,
             100.0 * report.worst_alloc_fraction,
             report.failures.len()
@@ -435,12 +473,84 @@ impl Target {
         }
         assert!(
             report.failures.is_empty(),
-            "fuzz {}: {} failing cases",
+            "fuzz {}: {} failing cases, the first: {}",
             self.name,
-            report.failures.len()
+            report.failures.len(),
+            report.failures.first().map_or("", String::as_str)
         );
         report
     }
+}
+
+impl Target {
+    /// The run-level failures: too few cases rejected or accepted for the target's
+    /// expectations, or too many mutations that changed nothing.
+    fn shares_missed(&self, report: &Report) -> Vec<String> {
+        let mut missed = Vec::new();
+        if report.cases == 0 {
+            return missed;
+        }
+        let n = report.cases as f64;
+        let (rejected, accepted) = self.expect;
+        if (report.err as f64) < rejected * n {
+            missed.push(format!(
+                "{}: {} of {} cases rejected, below the expected {:.0}%: the mutations \
+                 do not reach the parser's checks",
+                self.name,
+                report.err,
+                report.cases,
+                100.0 * rejected
+            ));
+        }
+        if (report.ok as f64) < accepted * n {
+            missed.push(format!(
+                "{}: {} of {} cases accepted, below the expected {:.0}%: the parser \
+                 rejects what it should read",
+                self.name,
+                report.ok,
+                report.cases,
+                100.0 * accepted
+            ));
+        }
+        if report.unchanged * 2 > report.cases {
+            missed.push(format!(
+                "{}: {} of {} cases left the file unchanged",
+                self.name, report.unchanged, report.cases
+            ));
+        }
+        missed
+    }
+}
+
+/// The number in environment variable `name` (`value`), if set; an error naming the
+/// variable if it is not a number.
+pub fn parse_number(name: &str, value: Option<String>) -> std::result::Result<Option<u64>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name}={v:?} is not a number")),
+    }
+}
+
+/// CPU time of the calling thread (wall-clock time where the platform has no clock for
+/// it).
+fn thread_cpu_time() -> Duration {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        }
+    }
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
 }
 
 /// Where case folders go: memory (`/dev/shm`) when there is one, since every case

@@ -538,19 +538,39 @@ fn subject(args: &GenerateArgs, bundled_model: bool, variant: Variant) -> Result
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM set the returned flag, which the progress observer hands
-/// to the pipeline at every stage and step boundary: the run stops with
-/// `Error::Cancelled` and nothing is written. A second
-/// signal ends the process at once (exit status 130).
+/// to the pipeline at every stage and step boundary: the run stops with `Error::Cancelled` and nothing is written. A second
+/// signal ends the process at once (exit status 130), after removing the temporary file
+/// of any output being written (which no destructor would remove).
 fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone())
-            .context("installing the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, flag.clone())
-            .context("installing the Ctrl-C handler")?;
-    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing the Ctrl-C handler")?;
+    let seen = flag.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if seen.swap(true, Ordering::SeqCst) {
+                    lynx_pipeline::lynx_store::output::remove_uncommitted();
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
     Ok(flag)
+}
+
+/// A pause after each tensor of the trace, from `LYNX_TEST_TRACE_PAUSE_MS`, in debug
+/// builds only: the CLI tests signal the process while its trace is being written.
+fn test_pause() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("LYNX_TEST_TRACE_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// The latents after every step and, for a photo subject, each stage of the face path.
@@ -588,11 +608,23 @@ fn write_trace(path: &Path, generated: &Generated) -> Result<()> {
             f32s(&face.embedding),
         ));
     }
-    let tensors: Vec<(&str, Dtype, &[usize], &[u8])> = data
+    let specs = data
         .iter()
-        .map(|(k, d, s, b)| (k.as_str(), *d, s.as_slice(), b.as_slice()))
+        .map(|(k, d, s, _)| safetensors_io::TensorSpec::new(k.as_str(), *d, s))
         .collect();
-    Ok(safetensors_io::save(path, &tensors, None)?)
+    let layout = safetensors_io::Layout::new(specs, None)?;
+    let by_name: std::collections::BTreeMap<&str, &[u8]> = data
+        .iter()
+        .map(|(k, _, _, b)| (k.as_str(), b.as_slice()))
+        .collect();
+    let order: Vec<String> = layout.tensors().iter().map(|t| t.name.clone()).collect();
+    let mut w = safetensors_io::SafetensorsWriter::create(path, layout)?;
+    for name in &order {
+        w.write_tensor(name, by_name[name.as_str()])?;
+        test_pause();
+    }
+    w.finish()?;
+    Ok(())
 }
 
 /// `FILE[:STRENGTH]` of `--lora`: the strength after the last `:` when it is a number

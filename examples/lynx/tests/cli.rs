@@ -103,7 +103,7 @@ fn setting_args(settings: &serde_json::Value) -> Vec<String> {
 }
 
 #[test]
-fn parity_cli_end_to_end() {
+fn parity_cli_full_end_to_end() {
     let dir = tmp("parity");
     let fx = fixture("components/pipeline.safetensors");
     extract(
@@ -432,13 +432,17 @@ fn parity_cli_end_to_end_photo() {
     for key in ["aligned_112", "aligned_256"] {
         let (a, b) = (trace.read(key).unwrap(), fx.read(key).unwrap());
         assert_eq!(a.shape(), b.shape());
-        let close = a
+        let diffs: Vec<u8> = a
             .as_bytes()
             .iter()
             .zip(b.as_bytes())
-            .filter(|(x, y)| x.abs_diff(**y) <= 2)
-            .count();
+            .map(|(x, y)| x.abs_diff(*y))
+            .collect();
+        let close = diffs.iter().filter(|d| **d <= 2).count();
         assert!(close as f64 >= 0.99 * b.as_bytes().len() as f64, "{key}");
+        // As the photo pipeline test bounds it (the landmarks may be 1e-2 px off).
+        let max = diffs.iter().max().copied().unwrap_or(0);
+        assert!(max <= 8, "{key}: a byte differs by {max}");
     }
     let a: Tensor<1> = fixture_tensor(&trace, "embedding", &device);
     let b: Tensor<1> = fixture_tensor(&fx, "embedding", &device);
@@ -476,7 +480,10 @@ fn generate_without_a_face_writes_nothing() {
     assert_eq!(listing(&dir), ["eps.safetensors", "latents.safetensors"]);
 }
 
-/// An output that cannot be written fails before the models load, in under a second.
+/// An output that cannot be written fails before the models load (the run never says
+/// `loading`, and ends well within the 30 s bound: the bound only catches a run that went
+/// on to load and sample; the time itself is not what is judged, so that a loaded 2-core
+/// machine cannot fail it).
 #[test]
 fn unwritable_outputs_fail_at_once() {
     let dir = tmp("unwritable");
@@ -505,7 +512,7 @@ fn unwritable_outputs_fail_at_once() {
             "{output}: the models were loaded first: {err}"
         );
         assert!(
-            took < std::time::Duration::from_secs(1),
+            took < std::time::Duration::from_secs(30),
             "{output}: took {took:?}"
         );
     }
@@ -587,4 +594,73 @@ fn ctrl_c_stops_generate_and_writes_nothing() {
         "{seen}"
     );
     assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+}
+
+/// A second Ctrl-C while an output is being written ends the run at once (status 130)
+/// and leaves no temporary file behind. The trace is written slowly here (a pause after
+/// each tensor: `LYNX_TEST_TRACE_PAUSE_MS`, a hook of debug builds), so that both signals
+/// arrive while it is staged.
+#[cfg(unix)]
+#[test]
+fn second_ctrl_c_while_writing_leaves_no_temporary_file() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tmp("sigint-twice");
+    let video = dir.join("video.gif");
+    let trace = dir.join("trace.safetensors");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lynx"))
+        .args([
+            "generate",
+            "--steps",
+            "8",
+            "--sampler",
+            "euler",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--output",
+            video.to_str().unwrap(),
+        ])
+        .env("LYNX_TEST_TRACE_PAUSE_MS", "500")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let interrupt = |pid: u32| {
+        let kill = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    };
+    // The video is written (committed) first, then the trace is staged: wait for both.
+    let start = Instant::now();
+    loop {
+        let names = listing(&dir);
+        if video.exists() && names.iter().any(|n| n.ends_with(".tmp")) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("lynx ended ({status}) before writing its trace: {names:?}");
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            child.kill().unwrap();
+            panic!("lynx did not start writing its trace within 3 minutes: {names:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    interrupt(child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(child.id());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("lynx did not stop within a minute of the second SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(listing(&dir), ["video.gif"], "a temporary file was left");
 }

@@ -483,7 +483,7 @@ pub(super) fn rope_rotate(x: FlexTensor, cos: &[f32], sin: &[f32]) -> FlexTensor
 // ---------------------------------------------------------------------------------------
 
 /// Positions of one channel-norm task (a few planes' worth of cache per channel).
-const CHANNEL_TILE: usize = 2048;
+pub(super) const CHANNEL_TILE: usize = 2048;
 
 #[inline(always)]
 fn square_acc(ss: &mut [f32], xs: &[f32]) {
