@@ -94,7 +94,14 @@ fn measure(
         .flatten()
         .map(PathBuf::as_path)
         .collect();
-    WeightSizes::measure(base, adapter_dir, &face, &options.device, dtype)
+    WeightSizes::measure_files(
+        base,
+        &options.weights,
+        adapter_dir,
+        &face,
+        &options.device,
+        dtype,
+    )
 }
 
 /// What a memory plan needs to know of a request.

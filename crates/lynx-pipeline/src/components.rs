@@ -55,6 +55,8 @@ pub struct PipelineOptions {
     /// The adapter folder inside a Hub repo or a folder holding both variants
     /// (`lynx_full` or `lynx_lite`); `None`: the folder as given, or `lynx_full` in a repo.
     pub adapters_subfolder: Option<String>,
+    /// Weight files replacing the model folder's DiT, text encoder or VAE weights.
+    pub weights: crate::folder::WeightFiles,
 }
 
 /// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
@@ -102,6 +104,7 @@ impl PipelineOptions {
             memory_budget: None,
             guidance_batching: GuidanceBatching::Auto,
             adapters_subfolder: None,
+            weights: Default::default(),
         }
     }
 }
@@ -152,8 +155,9 @@ impl Components {
                 "a face detector was given without an ArcFace checkpoint; give both",
             ));
         }
-        let text = TextEncoder::from_pretrained_offloaded(
-            base.join("text_encoder"),
+        let text = TextEncoder::from_weights(
+            base.join("text_encoder").join("config.json"),
+            options.weights.text_encoder(base),
             base.join("tokenizer"),
             device,
             dtype,
@@ -291,21 +295,20 @@ impl Components {
     }
 
     fn load_dit(&self) -> Result<WanTransformer> {
-        let (dir, device, dtype) = (
+        let (device, dtype) = (&self.options.device, self.options.dtype);
+        WanTransformer::from_weights(
             self.base.join("transformer"),
-            &self.options.device,
-            self.options.dtype,
-        );
-        if self.options.offload == Offload::Blocks {
-            WanTransformer::from_pretrained_streamed(dir, device, dtype)
-        } else {
-            WanTransformer::from_pretrained(dir, device, dtype)
-        }
+            self.options.weights.transformer(&self.base),
+            device,
+            dtype,
+            self.options.offload == Offload::Blocks,
+        )
     }
 
     fn load_vae(&self) -> Result<WanVae> {
-        let mut vae = WanVae::from_pretrained(
-            self.base.join("vae"),
+        let mut vae = WanVae::from_weights(
+            self.base.join("vae").join("config.json"),
+            self.options.weights.vae(&self.base),
             &self.options.device,
             self.options.dtype,
         )?;

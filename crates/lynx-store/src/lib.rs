@@ -21,6 +21,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`checkpoint`] | [`Checkpoint`]: safetensors, sharded index, `.pth`; [`Checkpoint::build`], [`Checkpoint::measure`] |
+//! | [`formats`] | containers and key layouts told apart by content: GGUF, fp8 and ComfyUI scaled fp8 safetensors, Wan's native DiT/VAE names |
 //! | [`loader`] | [`Loader`]: what a module's `load` reads its tensors through, by PyTorch attribute names; lynx-core's layers (linear, norms) read from a checkpoint |
 //! | [`stream`] | [`Offload`], [`LayerStream`]: blocks read one at a time |
 //! | [`size_check`] | [`SizeCheck`]: a config's sizes against the weights, before any layer is built |
@@ -35,6 +36,8 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+mod entry;
+pub mod formats;
 pub mod loader;
 pub mod output;
 pub mod pth;

@@ -110,6 +110,19 @@ pub struct GenerateArgs {
     /// `lynx_lite` [default: lynx_full for a repo].
     #[arg(long, help_heading = "Model")]
     pub adapters_subfolder: Option<String>,
+    /// DiT weights replacing `--model`'s: a file (native Wan or ComfyUI keys, bf16, fp8,
+    /// scaled fp8, GGUF — read from its content), a URL, or a Hub file
+    /// `org/name/path/in/repo`. fp8 and GGUF weights stay encoded in memory.
+    #[arg(long, help_heading = "Model")]
+    pub transformer: Option<String>,
+    /// Text encoder weights replacing `--model`'s (e.g. ComfyUI's
+    /// `umt5_xxl_fp8_e4m3fn_scaled.safetensors`): a file, a URL or a Hub file.
+    #[arg(long, help_heading = "Model")]
+    pub text_encoder: Option<String>,
+    /// VAE weights replacing `--model`'s (e.g. `Wan2.1_VAE.pth`, ComfyUI's
+    /// `wan_2.1_vae.safetensors`): a file, a URL or a Hub file.
+    #[arg(long, help_heading = "Model")]
+    pub vae: Option<String>,
     /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
     /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
     #[arg(long, help_heading = "Model")]
@@ -345,6 +358,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Some(spec) => models::adapters(spec, args.adapters_subfolder.as_deref(), quiet)?,
         None => bundled("lynx_full")?,
     };
+    let weight = |spec: &Option<String>| {
+        spec.as_deref()
+            .map(|s| models::weight_file(s, quiet))
+            .transpose()
+    };
+    options.weights.transformer = weight(&args.transformer)?;
+    options.weights.text_encoder = weight(&args.text_encoder)?;
+    options.weights.vae = weight(&args.vae)?;
     options.arcface = args
         .arcface
         .as_deref()

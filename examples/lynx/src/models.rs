@@ -84,3 +84,33 @@ pub fn file(spec: &Path, quiet: bool) -> Result<PathBuf> {
         _ => Ok(spec.to_path_buf()),
     }
 }
+
+/// A weight file for `--transformer`, `--text-encoder` or `--vae`: an existing path as it
+/// is, an `http(s)://` URL fetched into the cache, or a file in a Hub repo written
+/// `org/name/path/in/repo` (`org/name@revision/path` for another revision than `main`),
+/// fetched into the Hugging Face cache.
+pub fn weight_file(spec: &str, quiet: bool) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.exists() || spec.starts_with(['.', '/', '~']) {
+        return Ok(path.to_path_buf());
+    }
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return file(path, quiet);
+    }
+    let mut parts = spec.splitn(3, '/');
+    let (Some(org), Some(name), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!(
+            "`{spec}` is neither an existing file, a URL nor a Hub file `org/name/path/in/repo`"
+        );
+    };
+    let repo = hub::RepoRef::parse(&format!("{org}/{name}"))?;
+    let files = hub::FileSet::new().required(file);
+    let dir = hub::resolve_repo(
+        &repo,
+        None,
+        &files,
+        &HubOptions::from_env(),
+        &mut Bars::new(quiet),
+    )?;
+    Ok(dir.join(file))
+}
