@@ -128,7 +128,7 @@ fn layouts_are_detected_from_the_keys() {
             DType::BF16,
         )
         .unwrap();
-    assert_eq!(q.shape.to_vec(), vec![32, 32]);
+    assert_eq!(q.shape().to_vec(), vec![32, 32]);
 }
 
 #[test]
