@@ -36,12 +36,12 @@ fn random_blocks(enc: Encoding, rows: usize, width: usize, seed: u64) -> Vec<u8>
             let v = burn::tensor::f16::from_f32(0.001 + (next() as f32) / 25600.0);
             block[h..h + 2].copy_from_slice(&v.to_bits().to_le_bytes());
         }
-        if matches!(enc, Encoding::F8_E4M3) {
-            for b in &mut block {
-                // No NaN (S.1111.111).
-                if *b & 0x7f == 0x7f {
-                    *b = 0x70;
-                }
+        for b in &mut block {
+            // No NaN (e4m3fn S.1111.111) and no infinity or NaN (e5m2 S.11111.xx).
+            match enc {
+                Encoding::F8_E4M3 if *b & 0x7f == 0x7f => *b = 0x70,
+                Encoding::F8_E5M2 if *b & 0x7c == 0x7c => *b = 0x40,
+                _ => {}
             }
         }
         out.extend(block);
@@ -51,16 +51,25 @@ fn random_blocks(enc: Encoding, rows: usize, width: usize, seed: u64) -> Vec<u8>
 
 #[test]
 fn kept_quantized_linear_equals_the_decoded_one() {
-    let device = test_device();
-    let (d_in, d_out) = (512, 72);
-    for (enc, scale) in [
-        (Encoding::F8_E4M3, Some(0.0125f32)),
-        (Encoding::F8_E4M3, None),
-        (Encoding::Q8_0, None),
-        (Encoding::Q4_K, None),
-        (Encoding::Q6_K, None),
-        (Encoding::Q3_K, None),
+    // 512 inputs: one tile; 2048 inputs and 1100 outputs: three tiles of 512, 512 and 76
+    // output rows (the CPU path decodes 2²⁰ values per tile).
+    for (enc, scale, d_in, d_out) in [
+        (Encoding::F8_E4M3, Some(0.0125f32), 512, 72),
+        (Encoding::F8_E4M3, None, 512, 72),
+        (Encoding::Q8_0, None, 512, 72),
+        (Encoding::Q4_K, None, 512, 72),
+        (Encoding::Q6_K, None, 512, 72),
+        (Encoding::Q3_K, None, 512, 72),
+        (Encoding::Q5_K, None, 2048, 1100),
+        (Encoding::F8_E5M2, Some(0.5), 2048, 1100),
     ] {
+        check(enc, scale, d_in, d_out);
+    }
+}
+
+fn check(enc: Encoding, scale: Option<f32>, d_in: usize, d_out: usize) {
+    let device = test_device();
+    {
         let bytes = random_blocks(enc, d_out, d_in, 7);
         let q = QuantTensor::new(Arc::from(bytes), enc, scale, vec![d_out, d_in]).unwrap();
         let decoded = Tensor::<2>::from_data(TensorData::new(q.to_f32(), [d_out, d_in]), &device);
@@ -69,7 +78,7 @@ fn kept_quantized_linear_equals_the_decoded_one() {
         let kept = Linear::quantized(q.clone(), Some(bias.clone()), &device, DType::F32);
         assert_eq!(kept.dims(), [d_in, d_out]);
         assert_eq!(kept.weight_bytes(), q.byte_len() as u64 + 4 * d_out as u64);
-        let x = Tensor::<3>::random([2, 37, d_in], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<3>::random([2, 9, d_in], Distribution::Normal(0.0, 1.0), &device);
         let name = format!("{} scale {scale:?}", enc.name());
         assert_close(
             &name,
