@@ -48,10 +48,9 @@ impl Checkpoint {
     /// ComfyUI's `model.diffusion_model.`) are read from the content, never the name;
     /// keys are presented under the diffusers names (see [`crate::formats`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let opened = formats::open(path)?;
+        let opened = formats::open(path.as_ref())?;
         Ok(Checkpoint {
-            path: path.to_path_buf(),
+            path: opened.path,
             files: opened.files,
             entries: opened.entries,
             embedded: opened.embedded,

@@ -14,6 +14,8 @@ use crate::entry::{Backing, Entry};
 
 /// The tensors of an opened checkpoint, under the loaders' names.
 pub(crate) struct Opened {
+    /// The file opened (the one found, for a folder).
+    pub path: PathBuf,
     pub files: Vec<Backing>,
     pub entries: BTreeMap<String, Entry>,
     /// Non-tensor blobs stored as tensors (`spiece_model`): file index and byte range.
@@ -74,6 +76,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         });
     }
     let mut o = Opened {
+        path: path.to_path_buf(),
         files: Vec::new(),
         entries: BTreeMap::new(),
         embedded: BTreeMap::new(),
