@@ -18,6 +18,10 @@
 //! | Q5_K | 256 / 176 | `d`, `dmin`, `scales[12]`, `qh[32]`, `qs[128]` |
 //! | Q6_K | 256 / 210 | `ql[128]`, `qh[64]`, `scales[16]` i8, `d` |
 
+// The loops index several arrays of a block by the same position, as the layouts are
+// written; iterator chains would hide that.
+#![allow(clippy::needless_range_loop)]
+
 use burn::tensor::f16;
 
 /// The f16 at `src[at..at + 2]` (little-endian) as f32.
