@@ -275,7 +275,7 @@ impl Checkpoint {
             let bytes = enc.block().1;
             let bad = ranges
                 .iter()
-                .any(|&(a, b)| a > b || b > mmap.len() || (b - a) % bytes != 0);
+                .any(|&(a, b)| a > b || b > mmap.len() || !(b - a).is_multiple_of(bytes));
             let total: usize = ranges.iter().map(|&(a, b)| b.saturating_sub(a)).sum();
             if bad || enc.byte_len(numel) != Some(total) {
                 return Err(Error::format(

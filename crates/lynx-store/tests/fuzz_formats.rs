@@ -106,7 +106,7 @@ fn gguf(count: Option<u64>, tensors: &[(&str, &[u64], u32, u64)], data: &[u8]) -
         b.extend(t.to_le_bytes());
         b.extend(offset.to_le_bytes());
     }
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend(data);

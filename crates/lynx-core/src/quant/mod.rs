@@ -4,7 +4,7 @@
 //! f32.
 //!
 //! [`Encoding`] names a format and its block geometry; [`dequantize`] decodes whole
-//! blocks (value for value as ggml and gguf-py do, see [`blocks`]); [`QuantTensor`] is a
+//! blocks (value for value as ggml and gguf-py do, see `blocks`); [`QuantTensor`] is a
 //! tensor kept in its file's bytes, decoded row by row when it is used
 //! ([`crate::nn::Linear::quantized`]).
 //!
@@ -169,7 +169,9 @@ impl Encoding {
     /// Bytes of `numel` values, if `numel` is a whole number of blocks and the size fits.
     pub fn byte_len(self, numel: usize) -> Option<usize> {
         let (values, bytes) = self.block();
-        (numel % values == 0).then(|| (numel / values).checked_mul(bytes))?
+        numel
+            .is_multiple_of(values)
+            .then(|| (numel / values).checked_mul(bytes))?
     }
 
     /// Bytes of a row of `width` values, if `width` is a whole number of blocks.
@@ -193,7 +195,7 @@ impl Encoding {
 pub fn dequantize(encoding: Encoding, src: &[u8], scale: Option<f32>, out: &mut [f32]) {
     let (values, bytes) = encoding.block();
     assert!(
-        src.len() % bytes == 0 && src.len() / bytes * values == out.len(),
+        src.len().is_multiple_of(bytes) && src.len() / bytes * values == out.len(),
         "dequantize {}: {} bytes into {} values",
         encoding.name(),
         src.len(),

@@ -244,7 +244,7 @@ pub(crate) fn read_header(buf: &[u8], path: &Path) -> Result<GgufHeader> {
         let (Some(dims), Some(numel)) = (dims, numel) else {
             return Err(c.err(format!("tensor `{name}`: the dimensions {ne:?} overflow")));
         };
-        if dims[0] % encoding.block().0 != 0 {
+        if !dims[0].is_multiple_of(encoding.block().0) {
             return Err(c.err(format!(
                 "tensor `{name}`: rows of {} values are not whole {} blocks of {}",
                 dims[0],
@@ -257,7 +257,7 @@ pub(crate) fn read_header(buf: &[u8], path: &Path) -> Result<GgufHeader> {
             .ok_or_else(|| c.err(format!("tensor `{name}`: its size overflows")))?;
         let start = usize::try_from(offset)
             .ok()
-            .filter(|o| o % alignment == 0)
+            .filter(|o| o.is_multiple_of(alignment))
             .and_then(|o| o.checked_add(data_start));
         let end = start.and_then(|s| s.checked_add(size));
         let (Some(start), Some(end)) = (start, end) else {
