@@ -65,7 +65,7 @@ pub enum Error {
     },
     /// A tensor is stored in a dtype the loader does not convert.
     #[error(
-        "{path}: tensor `{key}` has unsupported dtype {dtype} (supported: f32, f16, bf16, f64)"
+        "{path}: tensor `{key}` has unsupported dtype {dtype} (supported: f32, f16, bf16, f64, fp8 e4m3fn/e5m2 with or without a scale, GGUF F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q2_K…Q6_K)"
     )]
     Dtype {
         /// The checkpoint.

@@ -105,6 +105,29 @@ impl WanTransformer {
         load_module(dir, device, dtype, |w| Self::load(w, config))
     }
 
+    /// The model of `config` (a `transformer/` folder or its `config.json`) with the
+    /// weights of `weights`: any checkpoint [`Checkpoint::open`] reads — the diffusers
+    /// files, a native or ComfyUI single file, fp8, scaled fp8 or GGUF (fp8 and GGUF
+    /// Linear weights stay encoded). `streamed` leaves the blocks in the file, read per
+    /// pass.
+    pub fn from_weights(
+        config: impl AsRef<Path>,
+        weights: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+        streamed: bool,
+    ) -> Result<Self> {
+        let config = WanConfig::load(config)?;
+        let ckpt = Arc::new(Checkpoint::open(weights)?);
+        if streamed {
+            ckpt.build(device, dtype, |w| {
+                Self::load_streamed(w, config, ckpt.clone())
+            })
+        } else {
+            ckpt.build(device, dtype, |w| Self::load(w, config))
+        }
+    }
+
     /// Builds the model from the state dict under `w` (keys in the module docs).
     pub fn load(w: &Loader, config: WanConfig) -> Result<Self> {
         config.validate()?;

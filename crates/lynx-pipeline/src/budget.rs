@@ -101,7 +101,14 @@ fn measure(
 ) -> Result<WeightSizes> {
     let (arcface, detector) = options.face_files()?;
     let face: Vec<&Path> = [arcface, detector].into_iter().flatten().collect();
-    WeightSizes::measure(base, adapter_dir, &face, &options.device, dtype)
+    WeightSizes::measure_files(
+        base,
+        &options.weights,
+        adapter_dir,
+        &face,
+        &options.device,
+        dtype,
+    )
 }
 
 /// Plans of the same request in the other dtype and offload settings (bf16 where the

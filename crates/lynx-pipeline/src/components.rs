@@ -75,6 +75,8 @@ pub struct PipelineOptions {
     /// Skip LoRA keys the DiT has no place for instead of refusing the file
     /// ([`crate::LynxPipeline::skipped_lora_keys`] lists them).
     pub lora_skip_unmatched: bool,
+    /// Weight files replacing the model folder's DiT, text encoder or VAE weights.
+    pub weights: crate::folder::WeightFiles,
 }
 
 /// How the 2 (CFG) or 3 (Lynx) DiT passes of a denoising step run.
@@ -123,6 +125,7 @@ impl PipelineOptions {
             guidance_batching: GuidanceBatching::Auto,
             loras: Vec::new(),
             lora_skip_unmatched: false,
+            weights: Default::default(),
         }
     }
 
@@ -282,8 +285,9 @@ impl Components {
                 "a face detector was given without an ArcFace checkpoint; give both",
             ));
         }
-        let text = TextEncoder::from_pretrained_offloaded(
-            base.join("text_encoder"),
+        let text = TextEncoder::from_weights(
+            base.join("text_encoder").join("config.json"),
+            options.weights.text_encoder(base),
             base.join("tokenizer"),
             device,
             dtype,
@@ -306,7 +310,8 @@ impl Components {
         if !this.options.loras.is_empty() {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
-            this.lora_skipped = set.check(&Checkpoint::open(base.join("transformer"))?)?;
+            this.lora_skipped =
+                set.check(&Checkpoint::open(this.options.weights.transformer(&base))?)?;
             this.loras = Some(set);
         }
         if offload == Offload::None {
@@ -434,34 +439,30 @@ impl Components {
     }
 
     fn load_dit(&self) -> Result<WanTransformer> {
-        let (dir, device, dtype) = (
-            self.base.join("transformer"),
-            &self.options.device,
-            self.options.dtype,
-        );
-        if let Some(set) = &self.loras {
-            let config = WanConfig::load(&dir)?;
-            let mut ckpt = Checkpoint::open(&dir)?;
-            ckpt.set_loras(set.clone())?;
-            let ckpt = Arc::new(ckpt);
-            return if self.options.offload == Offload::Blocks {
-                ckpt.build(device, dtype, |w| {
-                    WanTransformer::load_streamed(w, config, ckpt.clone())
-                })
-            } else {
-                ckpt.build(device, dtype, |w| WanTransformer::load(w, config))
-            };
-        }
-        if self.options.offload == Offload::Blocks {
-            WanTransformer::from_pretrained_streamed(dir, device, dtype)
+        let (device, dtype) = (&self.options.device, self.options.dtype);
+        let config_dir = self.base.join("transformer");
+        let weights = self.options.weights.transformer(&self.base);
+        let streamed = self.options.offload == Offload::Blocks;
+        let Some(set) = &self.loras else {
+            return WanTransformer::from_weights(config_dir, weights, device, dtype, streamed);
+        };
+        let config = WanConfig::load(&config_dir)?;
+        let mut ckpt = Checkpoint::open(&weights)?;
+        ckpt.set_loras(set.clone())?;
+        let ckpt = Arc::new(ckpt);
+        if streamed {
+            ckpt.build(device, dtype, |w| {
+                WanTransformer::load_streamed(w, config, ckpt.clone())
+            })
         } else {
-            WanTransformer::from_pretrained(dir, device, dtype)
+            ckpt.build(device, dtype, |w| WanTransformer::load(w, config))
         }
     }
 
     fn load_vae(&self) -> Result<WanVae> {
-        let mut vae = WanVae::from_pretrained(
-            self.base.join("vae"),
+        let mut vae = WanVae::from_weights(
+            self.base.join("vae").join("config.json"),
+            self.options.weights.vae(&self.base),
             &self.options.device,
             self.options.dtype,
         )?;

@@ -220,3 +220,47 @@ mod tests {
         assert!(e.contains("JSON object"), "{e}");
     }
 }
+
+/// Weight files that replace parts of the model folder: the DiT, the text encoder or the
+/// VAE as users hold them (a native or ComfyUI single file, fp8, scaled fp8, GGUF; see
+/// `lynx_store::formats`). The folder still gives each part's `config.json`, the
+/// tokenizer and the scheduler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightFiles {
+    /// Replaces `transformer/`'s weights.
+    pub transformer: Option<PathBuf>,
+    /// Replaces `text_encoder/`'s weights.
+    pub text_encoder: Option<PathBuf>,
+    /// Replaces `vae/`'s weights.
+    pub vae: Option<PathBuf>,
+}
+
+impl WeightFiles {
+    /// The DiT's weights for the model folder `base`.
+    pub fn transformer(&self, base: &Path) -> PathBuf {
+        self.transformer
+            .clone()
+            .unwrap_or_else(|| base.join("transformer"))
+    }
+
+    /// The text encoder's weights for the model folder `base`.
+    pub fn text_encoder(&self, base: &Path) -> PathBuf {
+        self.text_encoder
+            .clone()
+            .unwrap_or_else(|| base.join("text_encoder"))
+    }
+
+    /// The VAE's weights for the model folder `base` (its safetensors file when the
+    /// folder holds one).
+    pub fn vae(&self, base: &Path) -> PathBuf {
+        if let Some(v) = &self.vae {
+            return v.clone();
+        }
+        let file = base.join("vae").join("diffusion_pytorch_model.safetensors");
+        if file.is_file() {
+            file
+        } else {
+            base.join("vae")
+        }
+    }
+}

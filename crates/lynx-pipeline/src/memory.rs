@@ -37,6 +37,8 @@ use lynx_text::encoder::Umt5Block;
 use lynx_text::{Umt5Config, Umt5Encoder};
 use lynx_vae::{VaeConfig, WanVae};
 
+use crate::folder::WeightFiles;
+
 /// The process itself: code, burn's runtime, the tokenizer, allocator slack (measured:
 /// the tiny model's whole run peaks at about this).
 pub const RUNTIME_BYTES: u64 = 200 << 20;
@@ -164,10 +166,22 @@ impl WeightSizes {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::measure_files(base, &WeightFiles::default(), adapters, face, device, dtype)
+    }
+
+    /// [`WeightSizes::measure`] with `files` replacing parts of the folder's weights
+    /// (fp8 and GGUF Linear weights count at their encoded size).
+    pub fn measure_files(
+        base: &Path,
+        files: &WeightFiles,
+        adapters: Option<&Path>,
+        face: &[&Path],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         check_dtype(device, dtype)?;
-        let te_dir = base.join("text_encoder");
-        let text_cfg = Umt5Config::load(te_dir.join("config.json"))?;
-        let te = Checkpoint::open(&te_dir)?;
+        let text_cfg = Umt5Config::load(base.join("text_encoder").join("config.json"))?;
+        let te = Checkpoint::open(files.text_encoder(base))?;
         let text_total = te.measure(device, dtype, |w| Umt5Encoder::load(w, &text_cfg))?;
         let text_layer = te.measure_at("encoder.block.0", device, dtype, |w| {
             Ok(Umt5Block::load(w, &text_cfg))
@@ -176,7 +190,7 @@ impl WeightSizes {
 
         let tr_dir = base.join("transformer");
         let dit_cfg = WanConfig::load(&tr_dir)?;
-        let tr = Checkpoint::open(&tr_dir)?;
+        let tr = Checkpoint::open(files.transformer(base))?;
         let dit_total = tr.measure(device, dtype, |w| WanTransformer::load(w, dit_cfg.clone()))?;
         let dit_layer = tr.measure_at("blocks.0", device, dtype, |w| {
             Ok(WanBlock::load(w, &dit_cfg))
@@ -184,12 +198,7 @@ impl WeightSizes {
 
         let vae_dir = base.join("vae");
         let vae_cfg = VaeConfig::load(vae_dir.join("config.json"))?;
-        let vae_file = vae_dir.join("diffusion_pytorch_model.safetensors");
-        let vae_ckpt = Checkpoint::open(if vae_file.is_file() {
-            &vae_file
-        } else {
-            &vae_dir
-        })?;
+        let vae_ckpt = Checkpoint::open(files.vae(base))?;
         let vae_base_dim = vae_cfg.base_dim;
         let vae = vae_ckpt.measure(device, dtype, |w| WanVae::load(w, vae_cfg))?;
 

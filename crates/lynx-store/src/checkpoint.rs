@@ -2,58 +2,30 @@
 //! on demand from the memory-mapped file; [`Checkpoint::build`], the one way every
 //! model is made.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, bf16, f16};
 use memmap2::Mmap;
 
+use lynx_core::quant::{Encoding, QuantTensor};
 use lynx_core::{Error, Result};
 
 use crate::Loader;
+use crate::entry::{Backing, Entry};
+use crate::formats::{self, Layout};
 use crate::read;
-
-struct Entry {
-    file: usize,
-    /// `None` for dtypes burn has no element type for (sub-byte floats, complex).
-    dtype: Option<DType>,
-    /// The dtype as the file names it, for error messages.
-    file_dtype: String,
-    shape: Vec<usize>,
-    /// Byte range of the data inside the memory-mapped file.
-    range: (usize, usize),
-}
-
-/// A memory-mapped checkpoint file (safetensors, or a PyTorch archive whose tensors
-/// are stored uncompressed).
-struct Backing {
-    path: PathBuf,
-    mmap: Mmap,
-}
-
-impl Backing {
-    fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the map is read-only; a checkpoint modified while loaded is the
-        // user's to avoid, as with every mmap-based loader.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            mmap,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// A set of named tensors on disk.
 pub struct Checkpoint {
     pub(crate) path: PathBuf,
     files: Vec<Backing>,
     entries: BTreeMap<String, Entry>,
+    /// Blobs stored as tensors that are not weights (`spiece_model`).
+    embedded: BTreeMap<String, (usize, (usize, usize))>,
+    layout: Layout,
+    metadata: BTreeMap<String, String>,
     /// Standard deviation of the random tensors a synthetic checkpoint hands out.
     pub(crate) synthetic: Option<f64>,
     /// LoRAs fused into the tensors as they are read ([`Checkpoint::set_loras`]).
@@ -73,46 +45,25 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens a checkpoint: a `.safetensors` file, a `*.safetensors.index.json` shard
-    /// index, a PyTorch `.pth`/`.pt`/`.bin` archive, or a folder holding exactly one of
-    /// these (an index is preferred over its shards).
+    /// Opens a checkpoint: a safetensors file (f32/f16/bf16, fp8, ComfyUI scaled fp8), a
+    /// `*.safetensors.index.json` shard index, a GGUF file, a PyTorch archive, or a folder
+    /// holding exactly one of these (an index is preferred over its shards). The format
+    /// and the key layout (diffusers, or Wan's native DiT/VAE names, with or without
+    /// ComfyUI's `model.diffusion_model.`) are read from the content, never the name;
+    /// keys are presented under the diffusers names (see [`crate::formats`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        if path.is_dir() {
-            return Self::open(find_in_dir(path)?);
-        }
-        if !path.exists() {
-            return Err(Error::MissingFile {
-                path: path.to_path_buf(),
-                hint: "no such file".into(),
-            });
-        }
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let mut ckpt = Checkpoint {
-            path: path.to_path_buf(),
-            files: Vec::new(),
-            entries: BTreeMap::new(),
+        let opened = formats::open(path.as_ref())?;
+        Ok(Checkpoint {
+            path: opened.path,
+            files: opened.files,
+            entries: opened.entries,
+            embedded: opened.embedded,
+            layout: opened.layout,
+            metadata: opened.metadata,
             synthetic: None,
             loras: None,
             recording: None,
-        };
-        if name.ends_with(".index.json") {
-            ckpt.add_index(path)?;
-        } else if name.ends_with(".safetensors") {
-            ckpt.add_safetensors(path)?;
-        } else if [".pth", ".pt", ".bin", ".ckpt"]
-            .iter()
-            .any(|e| name.ends_with(e))
-        {
-            ckpt.add_pytorch(path)?;
-        } else {
-            return Err(Error::format(
-                path,
-                "checkpoint",
-                "expected .safetensors, .safetensors.index.json or .pth",
-            ));
-        }
-        Ok(ckpt)
+        })
     }
 
     /// A checkpoint with no file behind it that hands every requested tensor out as
@@ -124,6 +75,9 @@ impl Checkpoint {
             path: PathBuf::from("<synthetic random weights>"),
             files: Vec::new(),
             entries: BTreeMap::new(),
+            embedded: BTreeMap::new(),
+            layout: Layout::AsStored,
+            metadata: BTreeMap::new(),
             synthetic: Some(std),
             loras: None,
             recording: None,
@@ -203,11 +157,26 @@ impl Checkpoint {
         })
     }
 
-    /// Reads `key` in the dtype the file stores it in.
+    /// Reads `key` in the dtype the file stores it in. Tensors lynx-rs decodes itself
+    /// (fp8, GGUF blocks, scaled) have no such dtype: read them with
+    /// [`Checkpoint::read_as`] or [`Checkpoint::quantized`].
     pub fn read(&self, key: &str) -> Result<TensorData> {
         let entry = self.entry(key)?;
         let path = self.files[entry.file].path();
-        let dtype = self.entry_dtype(key, entry)?;
+        let dtype = match entry.encoding {
+            None => self.entry_dtype(key, entry)?,
+            Some(_) => {
+                return Err(Error::format(
+                    path,
+                    "checkpoint",
+                    format!(
+                        "tensor `{key}` is stored as {}, which has no burn dtype: read it \
+                         decoded (`read_as`) or kept encoded (`quantized`)",
+                        self.describe_encoding(entry)
+                    ),
+                ));
+            }
+        };
         let mmap = &self.files[entry.file].mmap;
         let (start, end) = entry.range;
         // The readers check ranges against the file and sizes against shapes and dtypes;
@@ -232,9 +201,7 @@ impl Checkpoint {
     /// float dtype the file stores; other dtypes are an [`Error::Dtype`].
     pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
         let entry = self.entry(key)?;
-        self.check_float(key, entry)?;
-        self.read(key)?
-            .convert_dtype(DType::F32)
+        self.read_as(key, DType::F32)?
             .try_into_vec::<f32>()
             .map_err(|e| {
                 Error::format(
@@ -276,7 +243,19 @@ impl Checkpoint {
                 path.display()
             )));
         }
-        let row_bytes = cols * read::float_size(self.entry_dtype(key, entry)?).unwrap_or(0);
+        let row_bytes = match entry.encoding {
+            Some(enc) => enc.row_bytes(cols).ok_or_else(|| {
+                Error::format(
+                    path,
+                    "checkpoint",
+                    format!(
+                        "rows of `{key}` ({cols} values) are not whole {} blocks",
+                        enc.name()
+                    ),
+                )
+            })?,
+            None => cols * read::float_size(self.entry_dtype(key, entry)?).unwrap_or(0),
+        };
         let start = entry.range.0;
         let ranges = rows
             .iter()
@@ -301,23 +280,49 @@ impl Checkpoint {
     ) -> Result<TensorData> {
         fn gather<T: read::Target + burn::tensor::Element>(
             mmap: &Mmap,
-            ranges: impl IntoIterator<Item = (usize, usize)>,
-            from: DType,
+            ranges: Vec<(usize, usize)>,
+            entry: &Entry,
             numel: usize,
             shape: Vec<usize>,
         ) -> TensorData {
             let mut out = Vec::<T>::with_capacity(numel);
             for range in ranges {
-                read::copy_converted(mmap, range, from, &mut out);
+                match entry.encoding {
+                    Some(enc) => read::copy_decoded(mmap, range, enc, entry.scale, &mut out),
+                    None => {
+                        let from = entry.dtype.unwrap_or(DType::F32);
+                        read::copy_converted(mmap, range, from, &mut out)
+                    }
+                }
             }
             TensorData::new(out, shape)
         }
         let mmap = &self.files[entry.file].mmap;
-        let from = entry.dtype.unwrap_or(DType::F32);
+        let ranges: Vec<(usize, usize)> = ranges.into_iter().collect();
+        if let Some(enc) = entry.encoding {
+            // Decoding needs whole blocks inside the file (the readers check this; a
+            // mismatch is still an error, not a panic).
+            let bytes = enc.block().1;
+            let bad = ranges
+                .iter()
+                .any(|&(a, b)| a > b || b > mmap.len() || !(b - a).is_multiple_of(bytes));
+            let total: usize = ranges.iter().map(|&(a, b)| b.saturating_sub(a)).sum();
+            if bad || enc.byte_len(numel) != Some(total) {
+                return Err(Error::format(
+                    self.files[entry.file].path(),
+                    "checkpoint",
+                    format!(
+                        "a {} tensor of shape {:?} does not fit its bytes",
+                        enc.name(),
+                        entry.shape
+                    ),
+                ));
+            }
+        }
         Ok(match dtype {
-            DType::F32 => gather::<f32>(mmap, ranges, from, numel, shape),
-            DType::BF16 => gather::<bf16>(mmap, ranges, from, numel, shape),
-            DType::F16 => gather::<f16>(mmap, ranges, from, numel, shape),
+            DType::F32 => gather::<f32>(mmap, ranges, entry, numel, shape),
+            DType::BF16 => gather::<bf16>(mmap, ranges, entry, numel, shape),
+            DType::F16 => gather::<f16>(mmap, ranges, entry, numel, shape),
             other => {
                 return Err(Error::input(format!(
                     "tensors are read as f32, f16 or bf16, not {other:?}"
@@ -410,6 +415,78 @@ impl Checkpoint {
         Ok(bytes)
     }
 
+    /// The encoding lynx-rs decodes `key` from, when it is not a plain f32/f16/bf16
+    /// tensor: fp8, a GGUF block type, or a float with a per-tensor scale.
+    pub fn encoding(&self, key: &str) -> Option<Encoding> {
+        self.entries.get(key).and_then(|e| e.encoding)
+    }
+
+    /// The per-tensor scale folded into `key` (ComfyUI's scaled fp8), if any.
+    pub fn scale(&self, key: &str) -> Option<f32> {
+        self.entries.get(key).and_then(|e| e.scale)
+    }
+
+    /// Bytes `key` takes in the file (its encoded size).
+    pub fn stored_bytes(&self, key: &str) -> Option<u64> {
+        self.entries
+            .get(key)
+            .map(|e| e.range.1.saturating_sub(e.range.0) as u64)
+    }
+
+    /// The key layout the file was found in (its keys are presented renamed).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// A GGUF metadata value (strings and integers), e.g. `general.architecture`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// The bytes of a blob stored as a tensor that is not a weight: `spiece_model`, the
+    /// sentencepiece model ComfyUI's UMT5 files carry.
+    pub fn embedded(&self, name: &str) -> Option<Vec<u8>> {
+        let &(file, (a, b)) = self.embedded.get(name)?;
+        self.files[file].mmap.get(a..b).map(<[u8]>::to_vec)
+    }
+
+    /// `key` kept in its file's encoding (fp8 bytes and scale, GGUF blocks), copied out
+    /// of the file once; `Ok(None)` for plain f32/f16/bf16 tensors.
+    pub fn quantized(&self, key: &str) -> Result<Option<QuantTensor>> {
+        let entry = self.entry(key)?;
+        let Some(enc) = entry.encoding else {
+            return Ok(None);
+        };
+        let mmap = &self.files[entry.file].mmap;
+        let (a, b) = entry.range;
+        let bad = || {
+            Error::format(
+                self.files[entry.file].path(),
+                "checkpoint",
+                format!(
+                    "`{key}`: a {} tensor of shape {:?} does not fit its bytes, or its rows \
+                     are not whole blocks",
+                    enc.name(),
+                    entry.shape
+                ),
+            )
+        };
+        if a > b || b > mmap.len() {
+            return Err(bad());
+        }
+        let bytes: Arc<[u8]> = Arc::from(read::copy_bytes(mmap, entry.range));
+        QuantTensor::new(bytes, enc, entry.scale, entry.shape.clone())
+            .map(Some)
+            .ok_or_else(bad)
+    }
+
+    fn describe_encoding(&self, entry: &Entry) -> String {
+        match entry.scale {
+            Some(s) => format!("{} × scale {s}", entry.file_dtype),
+            None => entry.file_dtype.clone(),
+        }
+    }
+
     /// Whether any key starts with `prefix`.
     pub fn has_prefix(&self, prefix: &str) -> bool {
         let starts = |k: Option<&String>| k.is_some_and(|k| k.starts_with(prefix));
@@ -431,6 +508,9 @@ impl Checkpoint {
     }
 
     fn check_float(&self, key: &str, entry: &Entry) -> Result<()> {
+        if entry.encoding.is_some() {
+            return Ok(());
+        }
         match entry.dtype {
             Some(DType::F32 | DType::F16 | DType::BF16 | DType::F64) => Ok(()),
             _ => Err(Error::Dtype {
@@ -440,199 +520,6 @@ impl Checkpoint {
             }),
         }
     }
-
-    fn add_safetensors(&mut self, path: &Path) -> Result<()> {
-        let backing = Backing::open(path)?;
-        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&backing.mmap)
-            .map_err(|e| Error::format(path, "safetensors", describe_st_error(&e)))?;
-        let data_start = 8 + header_len;
-        let index = self.files.len();
-        for (name, info) in metadata.tensors() {
-            let (dtype, file_dtype) = st_dtype(info.dtype);
-            let (a, b) = info.data_offsets;
-            let old = self.entries.insert(
-                name.clone(),
-                Entry {
-                    file: index,
-                    dtype,
-                    file_dtype,
-                    shape: info.shape.clone(),
-                    range: (data_start + a, data_start + b),
-                },
-            );
-            if old.is_some() {
-                return Err(Error::format(
-                    path,
-                    "safetensors shard",
-                    format!("tensor `{name}` is also stored in another shard"),
-                ));
-            }
-        }
-        self.files.push(backing);
-        Ok(())
-    }
-
-    fn add_index(&mut self, index_path: &Path) -> Result<()> {
-        #[derive(serde::Deserialize)]
-        struct Index {
-            weight_map: HashMap<String, String>,
-        }
-        let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
-        let index: Index =
-            serde_json::from_str(&text).map_err(|e| Error::format(index_path, "shard index", e))?;
-        let dir = index_path.parent().unwrap_or(Path::new("."));
-        let shards: BTreeSet<&String> = index.weight_map.values().collect();
-        for shard in shards {
-            let shard_path = dir.join(shard);
-            if !shard_path.is_file() {
-                return Err(Error::MissingFile {
-                    path: shard_path,
-                    hint: format!("the shard index {} lists it", index_path.display()),
-                });
-            }
-            self.add_safetensors(&shard_path)?;
-        }
-        for (key, shard) in &index.weight_map {
-            match self.entries.get(key) {
-                Some(e) if self.files[e.file].path() == dir.join(shard) => {}
-                _ => {
-                    return Err(Error::format(
-                        index_path,
-                        "shard index",
-                        format!("it maps `{key}` to {shard}, which does not hold it"),
-                    ));
-                }
-            }
-        }
-        if self.entries.len() != index.weight_map.len() {
-            let extra = self
-                .entries
-                .keys()
-                .find(|k| !index.weight_map.contains_key(*k))
-                .cloned()
-                .unwrap_or_default();
-            return Err(Error::format(
-                index_path,
-                "shard index",
-                format!("the shards hold `{extra}`, which the index does not list"),
-            ));
-        }
-        Ok(())
-    }
-
-    fn add_pytorch(&mut self, path: &Path) -> Result<()> {
-        let backing = Backing::open(path)?;
-        let tensors = crate::pth::read_index(&backing.mmap, path)?;
-        let index = self.files.len();
-        for t in tensors {
-            let (dtype, file_dtype) = pt_dtype(t.dtype);
-            let range = (t.start as usize, t.end as usize);
-            let old = self.entries.insert(
-                t.name.clone(),
-                Entry {
-                    file: index,
-                    dtype,
-                    file_dtype,
-                    shape: t.shape,
-                    range,
-                },
-            );
-            if old.is_some() {
-                return Err(Error::format(
-                    path,
-                    "PyTorch",
-                    format!("tensor `{}` appears twice", t.name),
-                ));
-            }
-        }
-        self.files.push(backing);
-        Ok(())
-    }
-}
-
-fn find_in_dir(dir: &Path) -> Result<PathBuf> {
-    let read = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut names: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    names.sort();
-    let with = |suffix: &str| -> Vec<PathBuf> {
-        names
-            .iter()
-            .filter(|p| p.to_str().is_some_and(|s| s.ends_with(suffix)))
-            .cloned()
-            .collect()
-    };
-    for suffix in [".safetensors.index.json", ".safetensors", ".pth"] {
-        let found = with(suffix);
-        match found.len() {
-            0 => continue,
-            1 => return Ok(found[0].clone()),
-            _ => {
-                return Err(Error::format(
-                    dir,
-                    "model folder",
-                    format!(
-                        "it holds {} `*{suffix}` files and no shard index; name one file",
-                        found.len()
-                    ),
-                ));
-            }
-        }
-    }
-    Err(Error::MissingFile {
-        path: dir.to_path_buf(),
-        hint: "the folder holds no .safetensors, .safetensors.index.json or .pth file".into(),
-    })
-}
-
-fn describe_st_error(e: &safetensors::SafeTensorError) -> String {
-    use safetensors::SafeTensorError as E;
-    match e {
-        E::HeaderTooSmall | E::InvalidHeaderLength => {
-            "the file is shorter than its header says (truncated?)".into()
-        }
-        E::MetadataIncompleteBuffer => {
-            "the tensor data does not fill the file as the header says (truncated?)".into()
-        }
-        other => format!("{other}"),
-    }
-}
-
-fn st_dtype(d: safetensors::Dtype) -> (Option<DType>, String) {
-    use safetensors::Dtype as S;
-    let dtype = match d {
-        S::F32 => Some(DType::F32),
-        S::F16 => Some(DType::F16),
-        S::BF16 => Some(DType::BF16),
-        S::F64 => Some(DType::F64),
-        S::I64 => Some(DType::I64),
-        S::I32 => Some(DType::I32),
-        S::I16 => Some(DType::I16),
-        S::I8 => Some(DType::I8),
-        S::U64 => Some(DType::U64),
-        S::U32 => Some(DType::U32),
-        S::U16 => Some(DType::U16),
-        S::U8 => Some(DType::U8),
-        S::BOOL => Some(DType::Bool(burn::tensor::BoolStore::Native)),
-        _ => None,
-    };
-    (dtype, format!("{d:?}").to_lowercase())
-}
-
-fn pt_dtype(d: crate::pth::PthDtype) -> (Option<DType>, String) {
-    use crate::pth::PthDtype as P;
-    let dtype = match d {
-        P::F32 => DType::F32,
-        P::F16 => DType::F16,
-        P::BF16 => DType::BF16,
-        P::F64 => DType::F64,
-        P::I64 => DType::I64,
-        P::I32 => DType::I32,
-        P::I16 => DType::I16,
-        P::I8 => DType::I8,
-        P::U8 => DType::U8,
-        P::Bool => DType::Bool(burn::tensor::BoolStore::Native),
-    };
-    (Some(dtype), d.name().to_string())
 }
 
 /// Opens the checkpoint at `path` and builds a module from it with

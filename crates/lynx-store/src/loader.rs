@@ -58,6 +58,8 @@ pub struct Loader<'a> {
     state: Rc<RefCell<LoadState>>,
     /// Check and count reads without reading.
     validate: bool,
+    /// Keep fp8 and GGUF Linear weights in their file's encoding.
+    keep_quantized: bool,
 }
 
 impl std::fmt::Debug for Loader<'_> {
@@ -80,6 +82,17 @@ impl<'a> Loader<'a> {
             prefix: String::new(),
             state: Rc::new(RefCell::new(LoadState::default())),
             validate: false,
+            keep_quantized: true,
+        }
+    }
+
+    /// A loader at the same place, sharing the record, that decodes fp8 and GGUF Linear
+    /// weights to the model dtype at load instead of keeping them in their file's
+    /// encoding (the default; see [`Loader::linear`]).
+    pub fn decoding(&self) -> Loader<'a> {
+        Loader {
+            keep_quantized: false,
+            ..self.clone()
         }
     }
 
@@ -214,6 +227,10 @@ impl<'a> Loader<'a> {
 
     /// A `torch.nn.Linear(d_in, d_out, bias)` under this loader (`weight` `[d_out, d_in]`,
     /// `bias` `[d_out]`) as burn's [`Linear`] (weight `[d_in, d_out]`), in the model dtype.
+    ///
+    /// A weight stored in fp8 (scaled or not) or a GGUF block type stays in that encoding
+    /// ([`Linear::quantized`]) and is decoded when used, unless the loader is
+    /// [decoding](Loader::decoding); it is counted at its encoded size.
     pub fn linear(&self, d_in: usize, d_out: usize, bias: bool) -> Linear {
         self.linear_in(d_in, d_out, bias, self.dtype)
     }
@@ -224,9 +241,57 @@ impl<'a> Loader<'a> {
     }
 
     fn linear_in(&self, d_in: usize, d_out: usize, bias: bool, dtype: DType) -> Linear {
+        if let Some(layer) = self.linear_quantized(d_in, d_out, bias, dtype) {
+            return layer;
+        }
         let weight = self.read::<2>("weight", Some([d_out, d_in]), dtype);
         let bias = bias.then(|| self.read("bias", Some([d_out]), dtype));
         Linear::new(self.transposed(weight), bias)
+    }
+
+    /// The Linear under this loader with its weight kept encoded, when it is stored so
+    /// and found with the right shape (otherwise `None`: the plain path reads and reports).
+    fn linear_quantized(
+        &self,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        dtype: DType,
+    ) -> Option<Linear> {
+        let key = self.key("weight");
+        let enc = self.ckpt.encoding(&key)?;
+        if !self.keep_quantized || enc.is_plain_float() || self.ckpt.synthetic_std().is_some() {
+            return None;
+        }
+        if self.ckpt.shape(&key)? != [d_out, d_in] || enc.row_bytes(d_in).is_none() {
+            return None;
+        }
+        if self.validate || self.state.borrow().failed() {
+            // Counted at the encoded size; the stand-in costs nothing.
+            let stored = self.ckpt.stored_bytes(&key).unwrap_or(0);
+            let mut state = self.state.borrow_mut();
+            state.used.insert(key);
+            state.bytes += stored;
+            drop(state);
+            let bias = bias.then(|| self.read("bias", Some([d_out]), dtype));
+            let w = Tensor::<2>::zeros([1, 1], (&self.device, dtype)).expand([d_in, d_out]);
+            return Some(Linear::new(w, bias));
+        }
+        let q = match self.ckpt.quantized(&key) {
+            Ok(Some(q)) => q,
+            Ok(None) => return None,
+            Err(e) => {
+                self.state.borrow_mut().errors.push(e);
+                return None;
+            }
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            state.used.insert(key);
+            state.bytes += q.byte_len() as u64;
+        }
+        let bias = bias.then(|| self.read("bias", Some([d_out]), dtype));
+        Some(Linear::quantized(q, bias, &self.device, dtype))
     }
 
     /// A `torch.nn.RMSNorm(dim)` (or T5's layer norm) under this loader: `weight` `[dim]`,

@@ -169,3 +169,29 @@ pub(crate) fn copy_bytes(mmap: &Mmap, (start, end): (usize, usize)) -> Vec<u8> {
     }
     out
 }
+
+/// Appends `mmap[start..end]`, whole blocks of `encoding` (fp8, GGUF blocks, or plain
+/// floats with a scale), decoded to f32 (times `scale`) and converted to `T`, about
+/// [`STEP`] bytes at a time, releasing each step's pages once decoded.
+///
+/// The caller checks that the range is a whole number of blocks inside the map.
+pub(crate) fn copy_decoded<T: Target>(
+    mmap: &Mmap,
+    (start, end): (usize, usize),
+    encoding: lynx_core::quant::Encoding,
+    scale: Option<f32>,
+    out: &mut Vec<T>,
+) {
+    let (values, bytes) = encoding.block();
+    let step = (STEP / 4 / values).max(1) * bytes;
+    let mut buf = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        let stop = (pos + step).min(end);
+        buf.resize((stop - pos) / bytes * values, 0f32);
+        lynx_core::quant::dequantize(encoding, &mmap[pos..stop], scale, &mut buf);
+        out.extend(buf.iter().map(|&v| T::from_f32(v)));
+        release(mmap, pos, stop);
+        pos = stop;
+    }
+}

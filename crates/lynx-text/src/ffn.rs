@@ -53,7 +53,7 @@ impl DenseGatedActDense {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let gate = activate(self.activation, linear(&self.wi_0, x.clone()));
         let h = gate * linear(&self.wi_1, x);
-        let wo_dtype = self.wo.weight().dtype();
+        let wo_dtype = self.wo.dtype();
         let h = if h.dtype() != wo_dtype {
             h.cast(wo_dtype)
         } else {

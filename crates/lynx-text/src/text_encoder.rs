@@ -74,7 +74,30 @@ impl TextEncoder {
         offload: Offload,
     ) -> Result<Self> {
         let dir = resolve_text_encoder_dir(text_encoder.as_ref());
-        let config = Umt5Config::load(dir.join("config.json"))?;
+        Self::from_weights(
+            dir.join("config.json"),
+            &dir,
+            tokenizer,
+            device,
+            dtype,
+            offload,
+        )
+    }
+
+    /// The encoder of `config` (a `config.json`) with the weights of `weights` — any
+    /// checkpoint [`Checkpoint::open`] reads: the diffusers files, or a single file such
+    /// as ComfyUI's scaled fp8 UMT5 (its Linear weights stay encoded) — and the
+    /// tokenizer of `tokenizer`, kept where `offload` says.
+    pub fn from_weights(
+        config: impl AsRef<Path>,
+        weights: impl AsRef<Path>,
+        tokenizer: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+        offload: Offload,
+    ) -> Result<Self> {
+        let dir = weights.as_ref().to_path_buf();
+        let config = Umt5Config::load(config)?;
         let tokenizer = Tokenizer::from_pretrained(tokenizer)?;
         let weights = match offload {
             Offload::None => Weights::Loaded(Box::new(load_module(&dir, device, dtype, |w| {

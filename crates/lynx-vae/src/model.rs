@@ -114,6 +114,18 @@ impl WanVae {
         ckpt.build(device, dtype, |w| Self::load(w, config))
     }
 
+    /// The VAE of `config` (its `config.json`) with the weights of `weights`: any
+    /// checkpoint [`Checkpoint::open`] reads, the native Wan/ComfyUI keys included.
+    pub fn from_weights(
+        config: impl AsRef<Path>,
+        weights: impl AsRef<Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let config = VaeConfig::load(config)?;
+        Checkpoint::open(weights)?.build(device, dtype, |w| Self::load(w, config))
+    }
+
     /// Builds the VAE of `config` from the state dict under `w` (keys in the type's docs).
     pub fn load(w: &Loader, config: VaeConfig) -> Result<Self> {
         config.check()?;

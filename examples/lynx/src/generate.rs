@@ -120,6 +120,19 @@ pub struct GenerateArgs {
     /// the file.
     #[arg(long, help_heading = "Model")]
     pub lora_skip_unmatched: bool,
+    /// DiT weights replacing `--model`'s: a file (native Wan or ComfyUI keys, bf16, fp8,
+    /// scaled fp8, GGUF — read from its content), a URL, or a Hub file
+    /// `org/name/path/in/repo`. fp8 and GGUF weights stay encoded in memory.
+    #[arg(long, help_heading = "Model")]
+    pub transformer: Option<String>,
+    /// Text encoder weights replacing `--model`'s (e.g. ComfyUI's
+    /// `umt5_xxl_fp8_e4m3fn_scaled.safetensors`): a file, a URL or a Hub file.
+    #[arg(long, help_heading = "Model")]
+    pub text_encoder: Option<String>,
+    /// VAE weights replacing `--model`'s (e.g. `Wan2.1_VAE.pth`, ComfyUI's
+    /// `wan_2.1_vae.safetensors`): a file, a URL or a Hub file.
+    #[arg(long, help_heading = "Model")]
+    pub vae: Option<String>,
     /// Head width of the adapters' Perceiver Resampler (64 for the released adapters;
     /// 8 for the bundled tiny ones) [default: 64, or 8 with the bundled model].
     #[arg(long, help_heading = "Model")]
@@ -388,7 +401,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         options = options.with_lora(models::lora(file, quiet)?, strength);
     }
     options.lora_skip_unmatched = args.lora_skip_unmatched;
-    let options = models::face_files(&options, quiet)?;
+    let mut options = models::face_files(&options, quiet)?;
+    let weight = |spec: &Option<String>| {
+        spec.as_deref()
+            .map(|s| models::weight_file(s, quiet))
+            .transpose()
+    };
+    options.weights.transformer = weight(&args.transformer)?;
+    options.weights.text_encoder = weight(&args.text_encoder)?;
+    options.weights.vae = weight(&args.vae)?;
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
     let frames = request

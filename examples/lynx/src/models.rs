@@ -77,6 +77,12 @@ pub fn file_source(spec: &Path) -> Source {
     }
 }
 
+/// A weight file for `--transformer`, `--text-encoder` or `--vae`: an existing path, a
+/// Hub file `org/name/path/in/repo` or a URL, fetched into the cache.
+pub fn weight_file(spec: &str, quiet: bool) -> Result<PathBuf> {
+    lora(spec, quiet)
+}
+
 /// A LoRA file: a path, a Hub file `org/name/file.safetensors` or a URL, fetched into
 /// the cache.
 pub fn lora(spec: &str, quiet: bool) -> Result<PathBuf> {

@@ -63,8 +63,27 @@ pub fn linear_with<const D: usize>(layer: &Linear, x: Tensor<D>, extra: &[LowRan
     y
 }
 
-/// `x · weight + bias`, one GEMM on flex.
+/// `x · weight + bias`, one GEMM on flex (a quantized weight decoded tile by tile into
+/// it).
 fn linear_base<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(q) = layer.quantized_weight() {
+        if let Some(t) = cpu::flex_f32(&x)
+            && x.dims()[D - 1] == layer.d_in()
+            && layer.dtype() == DType::F32
+        {
+            let bias = match layer.bias() {
+                None => None,
+                Some(b) => match cpu::flex_f32(&b) {
+                    Some(b) => Some(b),
+                    None => return layer.forward_plain(x),
+                },
+            };
+            let bias = bias.as_ref().map(cpu::elements);
+            return cpu::wrap(cpu_linear::linear_quantized(&t, q, bias));
+        }
+        return layer.forward_plain(x);
+    }
     #[cfg(feature = "flex")]
     if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight()))
         && x.dims()[D - 1] == layer.d_in()

@@ -6,6 +6,12 @@
 //! ([`super::transposed`]), so products never copy it. `lynx_store::Loader::linear` reads
 //! one from a checkpoint.
 //!
+//! A weight may also stay in its file's encoding ([`Linear::quantized`]: fp8 bytes and
+//! scale, GGUF blocks, in PyTorch's `[d_out, d_in]` order, one row per output): it is
+//! decoded when used — on the CPU a tile of output rows at a time straight into the GEMM,
+//! never the whole weight in f32; on other backends decoded on the host and uploaded for
+//! the call. Low-rank terms apply the same way.
+//!
 //! # Shapes
 //! - weight `[d_in, d_out]` (model dtype), bias `[d_out]`;
 //! - a [`LowRank`] term: `down` `[d_in, r]`, `up` `[r, d_out]` (stored transposed, as the
@@ -13,18 +19,25 @@
 //! - input `[..., d_in]`, output `[..., d_out]`.
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::quant::QuantTensor;
 
 /// A linear layer: its weight, optional bias, and low-rank terms added to every product.
 #[derive(Module, Debug)]
 pub struct Linear {
-    /// `[d_in, d_out]`, laid out for products.
+    /// `[d_in, d_out]`, laid out for products (a `[1, 1]` stand-in when the weight is
+    /// kept quantized).
     weight: Param<Tensor<2>>,
     /// `[d_out]`.
     bias: Option<Param<Tensor<1>>>,
     /// Low-rank terms applied at every call (LoRAs kept apart from the weight).
     #[module(skip)]
     low_rank: Vec<LowRank>,
+    /// The weight kept in its file's encoding, `[d_out, d_in]`; `weight` is then a stand-in
+    /// of the compute dtype.
+    #[module(skip)]
+    quantized: Option<QuantTensor>,
 }
 
 /// One low-rank term `s·(x·Aᵀ)·Bᵀ` of a LoRA applied on the fly: `A` = `lora_down`
@@ -88,6 +101,49 @@ impl Linear {
             weight: Param::from_tensor(weight),
             bias: bias.map(Param::from_tensor),
             low_rank: Vec::new(),
+            quantized: None,
+        }
+    }
+
+    /// A layer whose weight stays in its file's encoding: `weight` `[d_out, d_in]` (one
+    /// encoded row per output), decoded when used and computed in `dtype` on `device`
+    /// (the bias, `[d_out]`, is given in that dtype).
+    ///
+    /// # Panics
+    /// When `weight` is not 2-D (the loader checks shapes first).
+    pub fn quantized(
+        weight: QuantTensor,
+        bias: Option<Tensor<1>>,
+        device: &burn::tensor::Device,
+        dtype: DType,
+    ) -> Self {
+        assert_eq!(weight.shape().len(), 2, "a Linear weight is 2-D");
+        Self {
+            weight: Param::from_tensor(Tensor::zeros([1, 1], (device, dtype))),
+            bias: bias.map(Param::from_tensor),
+            low_rank: Vec::new(),
+            quantized: Some(weight),
+        }
+    }
+
+    /// The weight in its file's encoding, when it is kept so.
+    pub fn quantized_weight(&self) -> Option<&QuantTensor> {
+        self.quantized.as_ref()
+    }
+
+    /// Bytes the weight and bias hold (encoded bytes for a quantized weight).
+    pub fn weight_bytes(&self) -> u64 {
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| (b.dims()[0] * b.val().dtype().size()) as u64)
+            .unwrap_or(0);
+        match &self.quantized {
+            Some(q) => q.byte_len() as u64 + bias,
+            None => {
+                let [a, b] = self.weight.dims();
+                (a * b * self.dtype().size()) as u64 + bias
+            }
         }
     }
 
@@ -99,7 +155,10 @@ impl Linear {
 
     /// `[d_in, d_out]`.
     pub fn dims(&self) -> [usize; 2] {
-        self.weight.dims()
+        match &self.quantized {
+            Some(q) => [q.shape()[1], q.shape()[0]],
+            None => self.weight.dims(),
+        }
     }
 
     /// Input width.
@@ -112,14 +171,26 @@ impl Linear {
         self.dims()[1]
     }
 
-    /// The dtype of the weight.
+    /// The dtype of the weight (the compute dtype, for a quantized one).
     pub fn dtype(&self) -> DType {
         self.weight.val().dtype()
     }
 
-    /// The weight, `[d_in, d_out]`.
+    /// The weight, `[d_in, d_out]`. A quantized weight is decoded whole for this call
+    /// (products decode it tile by tile instead).
     pub fn weight(&self) -> Tensor<2> {
-        self.weight.val()
+        match &self.quantized {
+            Some(q) => self.decoded(q).transpose(),
+            None => self.weight.val(),
+        }
+    }
+
+    /// `q` decoded on the host and put on the weight's device in the compute dtype,
+    /// `[d_out, d_in]`.
+    fn decoded(&self, q: &QuantTensor) -> Tensor<2> {
+        let stand_in = self.weight.val();
+        let data = TensorData::new(q.to_f32(), [q.shape()[0], q.shape()[1]]);
+        Tensor::<2>::from_data(data, (&stand_in.device(), DType::F32)).cast(stand_in.dtype())
     }
 
     /// The bias, `[d_out]`.
@@ -132,9 +203,16 @@ impl Linear {
         &self.low_rank
     }
 
-    /// `x·W + b` alone (no low-rank term), with burn's ops.
+    /// `x·W + b` alone (no low-rank term), with burn's ops (a quantized weight decoded
+    /// for the call).
     pub(super) fn forward_plain<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let y = x.matmul(self.weight.val().unsqueeze::<D>());
+        let y = match &self.quantized {
+            Some(q) => {
+                let w = self.decoded(q).cast(x.dtype());
+                x.matmul(w.transpose().unsqueeze::<D>())
+            }
+            None => x.matmul(self.weight.val().unsqueeze::<D>()),
+        };
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,

@@ -1,0 +1,107 @@
+//! A Linear whose weight stays in its file's encoding computes what the same layer with
+//! the decoded weight computes — bias, low-rank terms and all — on the CPU's tiled path
+//! and on the generic one (bf16 input), holding only the encoded bytes.
+
+use std::sync::Arc;
+
+use burn::tensor::{DType, Distribution, Tensor, TensorData};
+use lynx_core::nn::{Linear, LowRank, linear, linear_with, transposed};
+use lynx_core::quant::{Encoding, QuantTensor};
+use lynx_testing::{assert_close, test_device};
+
+/// Random but valid blocks: f16 scales small and finite, the rest any byte.
+fn random_blocks(enc: Encoding, rows: usize, width: usize, seed: u64) -> Vec<u8> {
+    let (values, bytes) = enc.block();
+    let n = rows * width / values;
+    let mut state = seed;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u8
+    };
+    let mut out = Vec::with_capacity(n * bytes);
+    for _ in 0..n {
+        let mut block: Vec<u8> = (0..bytes).map(|_| next()).collect();
+        // Positions of the f16 `d`/`dmin`/`m` fields per format.
+        let halves: &[usize] = match enc {
+            Encoding::Q8_0 | Encoding::Q4_0 | Encoding::Q5_0 => &[0],
+            Encoding::Q4_1 | Encoding::Q5_1 | Encoding::Q4_K | Encoding::Q5_K => &[0, 2],
+            Encoding::Q2_K => &[80, 82],
+            Encoding::Q3_K => &[108],
+            Encoding::Q6_K => &[208],
+            _ => &[],
+        };
+        for &h in halves {
+            let v = burn::tensor::f16::from_f32(0.001 + (next() as f32) / 25600.0);
+            block[h..h + 2].copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+        for b in &mut block {
+            // No NaN (e4m3fn S.1111.111) and no infinity or NaN (e5m2 S.11111.xx).
+            match enc {
+                Encoding::F8_E4M3 if *b & 0x7f == 0x7f => *b = 0x70,
+                Encoding::F8_E5M2 if *b & 0x7c == 0x7c => *b = 0x40,
+                _ => {}
+            }
+        }
+        out.extend(block);
+    }
+    out
+}
+
+#[test]
+fn kept_quantized_linear_equals_the_decoded_one() {
+    // 512 inputs: one tile; 2048 inputs and 1100 outputs: three tiles of 512, 512 and 76
+    // output rows (the CPU path decodes 2²⁰ values per tile).
+    for (enc, scale, d_in, d_out) in [
+        (Encoding::F8_E4M3, Some(0.0125f32), 512, 72),
+        (Encoding::F8_E4M3, None, 512, 72),
+        (Encoding::Q8_0, None, 512, 72),
+        (Encoding::Q4_K, None, 512, 72),
+        (Encoding::Q6_K, None, 512, 72),
+        (Encoding::Q3_K, None, 512, 72),
+        (Encoding::Q5_K, None, 2048, 1100),
+        (Encoding::F8_E5M2, Some(0.5), 2048, 1100),
+    ] {
+        check(enc, scale, d_in, d_out);
+    }
+}
+
+fn check(enc: Encoding, scale: Option<f32>, d_in: usize, d_out: usize) {
+    let device = test_device();
+    {
+        let bytes = random_blocks(enc, d_out, d_in, 7);
+        let q = QuantTensor::new(Arc::from(bytes), enc, scale, vec![d_out, d_in]).unwrap();
+        let decoded = Tensor::<2>::from_data(TensorData::new(q.to_f32(), [d_out, d_in]), &device);
+        let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), &device);
+        let plain = Linear::new(transposed(decoded), Some(bias.clone()));
+        let kept = Linear::quantized(q.clone(), Some(bias.clone()), &device, DType::F32);
+        assert_eq!(kept.dims(), [d_in, d_out]);
+        assert_eq!(kept.weight_bytes(), q.byte_len() as u64 + 4 * d_out as u64);
+        let x = Tensor::<3>::random([2, 9, d_in], Distribution::Normal(0.0, 1.0), &device);
+        let name = format!("{} scale {scale:?}", enc.name());
+        assert_close(
+            &name,
+            &linear(&kept, x.clone()),
+            &linear(&plain, x.clone()),
+            1e-5,
+        );
+        // Low-rank terms apply to the kept layer as to the plain one.
+        let a = Tensor::<2>::random([4, d_in], Distribution::Normal(0.0, 0.1), &device);
+        let b = Tensor::<2>::random([d_out, 4], Distribution::Normal(0.0, 0.1), &device);
+        let term = LowRank::new(a, b, 0.7);
+        let extra = std::slice::from_ref(&term);
+        assert_close(
+            &format!("{name} + low rank"),
+            &linear_with(&kept, x.clone(), extra),
+            &linear_with(&plain, x.clone(), extra),
+            1e-5,
+        );
+        // The generic path (a bf16 model) decodes for the call.
+        let bias16 = Some(bias.cast(DType::BF16));
+        let kept16 = Linear::quantized(q, bias16, &device, DType::BF16);
+        let got = linear(&kept16, x.clone().cast(DType::BF16)).cast(DType::F32);
+        let d = lynx_testing::diff(&got, &linear(&plain, x));
+        assert!(d.rel_l2 < 2e-2, "{name} bf16: {d:?}");
+    }
+}

@@ -1,0 +1,150 @@
+//! The weight files users hold (`tests/fixtures/formats`, made by the shared
+//! `gen_format_fixtures.py`; see its FORMATS.md): every tensor stored quantized — fp8,
+//! ComfyUI scaled fp8, each GGUF block type — decodes to the reference values of
+//! `dequantized.safetensors`, and native key layouts are presented under the diffusers
+//! names.
+
+use burn::tensor::DType;
+use lynx_store::Checkpoint;
+use lynx_store::formats::{Layout, layout};
+use lynx_testing::fixtures_dir;
+
+fn formats_dir() -> std::path::PathBuf {
+    fixtures_dir().join("formats")
+}
+
+/// The files to test, from `components/formats.json`.
+fn files() -> Vec<String> {
+    let text = std::fs::read_to_string(fixtures_dir().join("components/formats.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.as_str() != "dequantized.safetensors")
+        .cloned()
+        .collect()
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += ((x - y) as f64).powi(2);
+        den += (*y as f64).powi(2);
+    }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+#[test]
+fn every_quantized_tensor_matches_the_reference() {
+    let refs = Checkpoint::open(formats_dir().join("dequantized.safetensors")).unwrap();
+    let mut checked = std::collections::BTreeMap::<String, usize>::new();
+    for file in files() {
+        let ckpt = Checkpoint::open(formats_dir().join(&file)).unwrap();
+        let stem = file.rsplit_once('.').unwrap().0;
+        let prefix = format!("{stem}/");
+        for rkey in refs.keys().filter(|k| k.starts_with(&prefix)) {
+            let stored = &rkey[prefix.len()..];
+            let name = layout::rename(ckpt.layout(), stored)
+                .unwrap_or_else(|| panic!("{file}: `{stored}` dropped by the layout"));
+            let got = ckpt
+                .read_f32(&name)
+                .unwrap_or_else(|e| panic!("{file}: `{stored}` as `{name}`: {e}"));
+            let want = refs.read_f32(rkey).unwrap();
+            assert_eq!(
+                ckpt.shape(&name).unwrap(),
+                refs.shape(rkey).unwrap(),
+                "{file}: {stored}"
+            );
+            let r = rel(&got, &want);
+            assert!(r <= 1e-7, "{file}: `{stored}`: rel L2 {r:e}");
+            let enc = ckpt.encoding(&name).map(|e| e.name()).unwrap_or("plain");
+            *checked.entry(enc.to_string()).or_default() += 1;
+        }
+    }
+    eprintln!("checked per encoding: {checked:?}");
+    // Every block type the fixtures exercise was decoded at least once.
+    for enc in [
+        "F8_E4M3", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    ] {
+        assert!(
+            checked.get(enc).copied().unwrap_or(0) > 0,
+            "{enc} never checked: {checked:?}"
+        );
+    }
+}
+
+#[test]
+fn layouts_are_detected_from_the_keys() {
+    let open = |f: &str| Checkpoint::open(formats_dir().join(f)).unwrap();
+    let bf16 = open("wan_native_bf16.safetensors");
+    assert_eq!(bf16.layout(), Layout::WanDitNative { prefixed: true });
+    assert!(bf16.contains("blocks.0.attn1.to_q.weight"));
+    assert!(bf16.contains("condition_embedder.time_proj.weight"));
+    assert!(bf16.contains("scale_shift_table"));
+    let fp8 = open("wan_native_fp8_e4m3fn.safetensors");
+    assert_eq!(fp8.layout(), Layout::WanDitNative { prefixed: false });
+    assert_eq!(
+        fp8.encoding("blocks.0.ffn.net.0.proj.weight")
+            .map(|e| e.name()),
+        Some("F8_E4M3")
+    );
+    let vae = open("vae_native.safetensors");
+    assert_eq!(vae.layout(), Layout::WanVaeNative { res_blocks: 1 });
+    // Same names as the diffusers VAE of the tiny folder.
+    let diffusers = fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/vae");
+    let want: Vec<String> = Checkpoint::open(&diffusers)
+        .unwrap()
+        .keys()
+        .map(str::to_string)
+        .collect();
+    let got: Vec<String> = vae.keys().map(str::to_string).collect();
+    assert_eq!(got, want);
+    let gguf = open("wan_Q4_K.gguf");
+    assert_eq!(gguf.metadata("general.architecture"), Some("wan"));
+    assert_eq!(
+        gguf.shape("patch_embedding.weight"),
+        Some(&[48, 4, 1, 2, 2][..])
+    );
+    let umt5 = open("umt5_fp8_scaled.safetensors");
+    assert_eq!(umt5.layout(), Layout::AsStored);
+    assert!(!umt5.contains("scaled_fp8") && !umt5.contains("spiece_model"));
+    let spiece = umt5.embedded("spiece_model").unwrap();
+    let file =
+        std::fs::read(fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers/tokenizer/spiece.model"));
+    assert_eq!(spiece, file.unwrap());
+    assert!(
+        umt5.scale("encoder.block.0.layer.0.SelfAttention.q.weight")
+            .is_some()
+    );
+    // Decoded reads in bf16 go through the same path.
+    let q = umt5
+        .read_as(
+            "encoder.block.0.layer.0.SelfAttention.q.weight",
+            DType::BF16,
+        )
+        .unwrap();
+    assert_eq!(q.shape().to_vec(), vec![32, 32]);
+}
+
+#[test]
+fn the_format_is_read_from_the_content_not_the_name() {
+    let tmp = std::env::temp_dir().join(format!("lynx-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let renamed = tmp.join("weights.bin");
+    std::fs::copy(formats_dir().join("wan_Q8_0.gguf"), &renamed).unwrap();
+    let ckpt = Checkpoint::open(&renamed).unwrap();
+    assert!(ckpt.contains("blocks.0.ffn.net.2.weight"));
+    let renamed = tmp.join("model.gguf");
+    std::fs::copy(formats_dir().join("umt5_fp8_scaled.safetensors"), &renamed).unwrap();
+    assert!(
+        Checkpoint::open(&renamed)
+            .unwrap()
+            .contains("shared.weight")
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
