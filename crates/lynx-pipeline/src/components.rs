@@ -311,7 +311,7 @@ impl Components {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
             this.lora_skipped =
-                set.check(&Checkpoint::open(this.options.weights.transformer(&base))?)?;
+                set.check(&Checkpoint::open(this.options.weights.transformer(base))?)?;
             this.loras = Some(set);
         }
         if offload == Offload::None {
