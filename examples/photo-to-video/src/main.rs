@@ -42,18 +42,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let cancel = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
+    let face = |file: &str| Source::url(format!("{FACEXLIB}/{file}"));
     let options = PipelineOptions::new(parse_device(lynx_pipeline::auto_device().name)?)
-        .with_arcface(Source::url(format!(
-            "{FACEXLIB}/recognition_arcface_ir_se50.pth"
-        )))
-        .with_detector(Source::url(format!(
-            "{FACEXLIB}/detection_Resnet50_Final.pth"
-        )));
+        .with_arcface(face("recognition_arcface_ir_se50.pth"))
+        .with_detector(face("detection_Resnet50_Final.pth"));
     let base = Source::hub("Wan-AI/Wan2.1-T2V-14B-Diffusers");
     let pipe = LynxPipeline::from_pretrained(base, Some(Source::hub("ByteDance/lynx")), options)?;
     let request = GenerateRequest::new(prompt.as_str()).with_subject(Subject::photo_file(photo)?);
     pipe.generate_with(&request, &mut Progress(cancel))?
         .save(output)?;
-    eprintln!("\nwrote {output}");
     Ok(())
 }
