@@ -120,7 +120,10 @@ pub(crate) fn check_run(
         budget
     };
     if plan.peak() > budget {
-        plan.check(budget, &alternatives(base, adapter_dir, options, run, loras)?)?;
+        plan.check(
+            budget,
+            &alternatives(base, adapter_dir, options, run, loras)?,
+        )?;
     }
     Ok(())
 }
@@ -188,7 +191,9 @@ mod tests {
         for offload in [Offload::None, Offload::Blocks] {
             let mut options = PipelineOptions::new(device.clone());
             options.offload = offload;
-            let request = GenerateRequest::new("a cat").with_frames(1).with_size(64, 64);
+            let request = GenerateRequest::new("a cat")
+                .with_frames(1)
+                .with_size(64, 64);
             let plain = plan(&base, None, &options, &request).unwrap();
             let with = plan(&base, None, &options, &request.with_lora(&lora, 0.5)).unwrap();
             assert_eq!(with.weights.lora, STYLE_VALUES * 4, "{offload:?}");

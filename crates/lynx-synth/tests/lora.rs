@@ -148,7 +148,12 @@ fn tiny_lora_has_the_documented_keys_and_applies() {
     let plain = WanTransformer::from_pretrained(&dir, &device, DType::F32).unwrap();
     let lora = DitLora::new(&set, plain.config(), &device, DType::F32).unwrap();
     let fly = dit_out(&plain, Some(&lora));
-    assert_close("synthetic LoRA on the fly vs fused", &fly, &dit_out(&fused, None), 1e-5);
+    assert_close(
+        "synthetic LoRA on the fly vs fused",
+        &fly,
+        &dit_out(&fused, None),
+        1e-5,
+    );
     assert!(lynx_testing::diff(&fly, &dit_out(&plain, None)).rel_l2 > 1e-3);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -186,14 +191,20 @@ fn lora_for_14b_fits_the_14b_layout() {
     let families: BTreeSet<String> = shapes.keys().map(|k| family(k)).collect();
     assert_eq!(families, documented_families());
     let mut set = layout_set(shapes, &alphas);
-    assert_eq!(set.check(&dit_layout(Preset::Wan14B)).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        set.check(&dit_layout(Preset::Wan14B)).unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
 fn lora_for_1_3b_is_refused_by_the_14b_layout() {
     let (shapes, alphas) = planned(lora_file(&lora_plan(Preset::Wan1_3B, 64)));
     let mut set = layout_set(shapes, &alphas);
-    let e = set.check(&dit_layout(Preset::Wan14B)).unwrap_err().to_string();
+    let e = set
+        .check(&dit_layout(Preset::Wan14B))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`diffusion_model.blocks.0."), "{e}");
     assert!(e.contains("1536]") && e.contains("5120]"), "{e}");
 }
@@ -207,6 +218,9 @@ fn i2v_layer_is_refused_by_the_t2v_layout() {
     shapes.insert(format!("{k_img}.alpha"), vec![]);
     alphas.insert(format!("{k_img}.alpha"), 64.0);
     let mut set = layout_set(shapes, &alphas);
-    let e = set.check(&dit_layout(Preset::Wan14B)).unwrap_err().to_string();
+    let e = set
+        .check(&dit_layout(Preset::Wan14B))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&format!("`{k_img}.lora_up.weight`")), "{e}");
 }
