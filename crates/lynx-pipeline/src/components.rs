@@ -449,14 +449,14 @@ impl Components {
         }
     }
 
-    /// The options' LoRAs when they run on the fly (they change weights the DiT keeps
-    /// quantized): the files and strengths, and whether unmatched keys are skipped.
-    pub(crate) fn loras_on_the_fly(&self) -> Result<Option<(Vec<(PathBuf, f64)>, bool)>> {
+    /// The options' LoRAs that run on the fly (they change weights the DiT keeps
+    /// quantized; none otherwise): the files and strengths, and whether unmatched keys
+    /// are skipped.
+    pub(crate) fn loras_on_the_fly(&self) -> Result<(Vec<(PathBuf, f64)>, bool)> {
         if !self.loras_on_the_fly {
-            return Ok(None);
+            return Ok((Vec::new(), false));
         }
-        let skip = self.options.lora_skip_unmatched;
-        Ok(Some((self.options.lora_files()?, skip)))
+        Ok((self.options.lora_files()?, self.options.lora_skip_unmatched))
     }
 
     /// LoRA keys skipped as unmatched (with [`PipelineOptions::lora_skip_unmatched`]).

@@ -330,7 +330,7 @@ impl LynxPipeline {
     /// The request's LoRAs (after the options' ones when those run on the fly: they
     /// change quantized weights), read onto the device for passes on the fly.
     fn request_lora(&self, dit: &WanTransformer, req: &GenerateRequest) -> Result<Option<DitLora>> {
-        let (mut loras, mut skip) = self.components.loras_on_the_fly()?.unwrap_or_default();
+        let (mut loras, mut skip) = self.components.loras_on_the_fly()?;
         loras.extend(req.loras.iter().cloned());
         skip |= req.lora_skip_unmatched;
         if loras.is_empty() {
@@ -344,7 +344,7 @@ impl LynxPipeline {
     fn check_run_memory(&self, plan: &Plan, req: &GenerateRequest) -> Result<()> {
         let c = &self.components;
         let (base, adapters) = (c.base(), c.adapter_dir());
-        let (mut loras, _) = c.loras_on_the_fly()?.unwrap_or_default();
+        let (mut loras, _) = c.loras_on_the_fly()?;
         loras.extend(req.loras.iter().cloned());
         budget::check_run(base, adapters, c.options(), plan, &self.weights, &loras)
     }
