@@ -283,7 +283,10 @@ impl WanBlock {
         extras: &BlockExtras,
         lora: Option<&BlockLora>,
     ) -> Tensor<3> {
-        let m = self.modulation(timestep_proj);
+        let m = self.modulation(match lora {
+            Some(l) => l.modulated(timestep_proj),
+            None => timestep_proj,
+        });
         let n1 = self.norm1_modulated(&x, &m);
         self.forward_from_norm1_lora(x, n1, &m, text, rope, extras, lora)
     }

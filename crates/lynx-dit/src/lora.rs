@@ -6,11 +6,13 @@
 //! Per linear layer `y = x·Wᵀ + b + Σ s·(x·Aᵀ)·Bᵀ + x·ΔWᵀ + Δb` (low-rank terms through
 //! [`lynx_core::nn::linear_with`], `diff` and `diff_b` as dense deltas); the RMS norms
 //! (`norm_q`, `norm_k`) and the cross-attention layer norm (`norm2`) run with their
-//! weight and bias deltas added. The numbers equal the fused weights'.
+//! weight and bias deltas added; a modulation table's delta (`diff_m`, `[1, 6, dim]` per
+//! block, `[1, 2, dim]` for the head) is added to the timestep projection it is summed
+//! with. The numbers equal the fused weights'.
 //!
-//! The blocks' layers, the text and time embedders and the head are handled here; a set
-//! that changes other tensors (the patch embedding, modulation tables) is refused with
-//! the list — fuse such LoRAs at load.
+//! The blocks' layers and tables, the text and time embedders and the head are handled
+//! here; a set that changes other tensors (the patch embedding) is refused with the
+//! list — fuse such LoRAs at load.
 
 use std::collections::BTreeSet;
 
@@ -122,6 +124,19 @@ pub struct BlockLora {
     pub ffn_proj: LinearDelta,
     /// `ffn.net.2`.
     pub ffn_out: LinearDelta,
+    /// The delta of `scale_shift_table` (`[1, 6, dim]`, f32).
+    pub modulation: Option<Tensor<3>>,
+}
+
+impl BlockLora {
+    /// `timestep_proj` (`[B, 6, dim]`) with the modulation table's delta added (in f32
+    /// when there is one): what the block's `scale_shift_table` is summed with.
+    pub fn modulated(&self, timestep_proj: Tensor<3>) -> Tensor<3> {
+        match &self.modulation {
+            Some(d) => timestep_proj.cast(DType::F32) + d.clone(),
+            None => timestep_proj,
+        }
+    }
 }
 
 /// The deltas of the layers outside the blocks.
@@ -139,6 +154,8 @@ pub struct OuterLora {
     pub time_proj: LinearDelta,
     /// `proj_out` (the head).
     pub proj_out: LinearDelta,
+    /// The delta of the head's `scale_shift_table` (`[1, 2, dim]`, f32).
+    pub modulation: Option<Tensor<3>>,
 }
 
 /// A LoRA set's terms for every layer of a DiT, on its device, applied per pass.
@@ -174,13 +191,14 @@ impl DitLora {
         let (text_dim, freq_dim) = (config.text_dim, config.freq_dim);
         let head = config.out_channels() * config.patch_volume();
         let ce = "condition_embedder";
-        let outer = OuterLora {
+        let mut outer = OuterLora {
             text_1: linear(format!("{ce}.text_embedder.linear_1"), text_dim, dim)?,
             text_2: linear(format!("{ce}.text_embedder.linear_2"), dim, dim)?,
             time_1: linear(format!("{ce}.time_embedder.linear_1"), freq_dim, dim)?,
             time_2: linear(format!("{ce}.time_embedder.linear_2"), dim, dim)?,
             time_proj: linear(format!("{ce}.time_proj"), dim, 6 * dim)?,
             proj_out: linear("proj_out".into(), dim, head)?,
+            modulation: None,
         };
         let mut blocks = Vec::with_capacity(config.num_layers);
         let mut norms = Vec::new();
@@ -202,9 +220,19 @@ impl DitLora {
                 norm2: NormDelta::default(),
                 ffn_proj: linear(format!("{p}.ffn.net.0.proj"), dim, ffn)?,
                 ffn_out: linear(format!("{p}.ffn.net.2"), ffn, dim)?,
+                modulation: None,
             };
             norms.push(p);
             blocks.push(block);
+        }
+        let mut table = |key: String, rows: usize| -> Result<Option<Tensor<3>>> {
+            let delta = set.full_delta(&key, [1, rows, dim], device)?;
+            used.insert(key);
+            Ok(delta)
+        };
+        outer.modulation = table("scale_shift_table".into(), 2)?;
+        for (block, p) in blocks.iter_mut().zip(&norms) {
+            block.modulation = table(format!("{p}.scale_shift_table"), 6)?;
         }
         let mut norm = |key: String| -> Result<Option<Tensor<1>>> {
             let delta = set.full_delta(&key, [dim], device)?;
@@ -225,7 +253,7 @@ impl DitLora {
         if !elsewhere.is_empty() && !set.skips_unmatched() {
             let shown: Vec<String> = elsewhere.iter().take(8).map(|t| format!("`{t}`")).collect();
             return Err(Error::input(format!(
-                "LoRAs applied on the fly change the DiT's linear layers and norms only; {} \
+                "LoRAs applied on the fly change the DiT's linear layers, norms and modulation tables only; {} \
                  tensor(s) are other tensors or have no place in this model: {}{} (fuse these LoRAs at \
                  load, or skip unmatched keys)",
                 elsewhere.len(),
@@ -269,6 +297,7 @@ impl DitLora {
                 && b.ffn_out.is_empty()
                 && b.norm2.weight.is_none()
                 && b.norm2.bias.is_none()
+                && b.modulation.is_none()
         })
     }
 }

@@ -444,11 +444,12 @@ impl WanTransformer {
                 .into_iter()
                 .zip(prepared.iter().zip(features.iter_mut()))
                 .map(|(h, (p, out))| {
-                    let m = block.modulation(p.timestep_proj.clone());
+                    let lora = lora.and_then(|l| l.block(i));
+                    let tproj = p.timestep_proj.clone();
+                    let m = block.modulation(lora.map_or(tproj.clone(), |l| l.modulated(tproj)));
                     let n1 = block.norm1_modulated(&h, &m);
                     out.push(n1.clone());
                     if i < last {
-                        let lora = lora.and_then(|l| l.block(i));
                         let text = p.text.clone();
                         block.forward_from_norm1_lora(h, n1, &m, text, &p.rope, &none, lora)
                     } else {
@@ -578,7 +579,10 @@ impl WanTransformer {
         lora: Option<&DitLora>,
     ) -> Tensor<5> {
         let [b, _, dim] = h.dims();
-        let table = self.scale_shift_table.val() + temb.cast(DType::F32).reshape([b, 1, dim]);
+        let mut table = self.scale_shift_table.val() + temb.cast(DType::F32).reshape([b, 1, dim]);
+        if let Some(delta) = lora.and_then(|l| l.outer().modulation.clone()) {
+            table = table + delta;
+        }
         let mut parts = table.chunk(2, 1).into_iter();
         let (shift, scale) = (parts.next().unwrap(), parts.next().unwrap());
         let h = layer_norm_modulate(&h, &scale, &shift, self.norm_out.eps).cast(self.dtype);

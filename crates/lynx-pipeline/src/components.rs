@@ -70,7 +70,9 @@ pub struct PipelineOptions {
     pub guidance_batching: GuidanceBatching,
     /// LoRA files and their strengths, fused into the DiT as it loads (each streamed
     /// block as it is read, with `--offload blocks`); Hub files and URLs are fetched by
-    /// [`PipelineOptions::resolved`].
+    /// [`PipelineOptions::resolved`]. When they change weights the DiT keeps quantized
+    /// (fp8, GGUF), which a LoRA is not fused into, they are applied on the fly in every
+    /// pass instead (same numbers; their factors stay resident).
     pub loras: Vec<(Source, f64)>,
     /// Skip LoRA keys the DiT has no place for instead of refusing the file
     /// ([`crate::LynxPipeline::skipped_lora_keys`] lists them).
@@ -252,6 +254,13 @@ impl<T> Deref for Held<'_, T> {
     }
 }
 
+/// Whether `set` changes a weight `dit` stores quantized (fp8, GGUF): one the DiT keeps
+/// so and a LoRA is not fused into.
+pub(crate) fn changes_quantized(set: &LoraSet, dit: &Checkpoint) -> bool {
+    set.targets()
+        .any(|t| dit.encoding(t).is_some_and(|e| !e.is_plain_float()))
+}
+
 /// The models of a pipeline, resident or loaded on demand.
 pub(crate) struct Components {
     base: PathBuf,
@@ -266,6 +275,8 @@ pub(crate) struct Components {
     vae_tiling: Option<Tiling>,
     /// The fused LoRAs, checked against the DiT's checkpoint.
     loras: Option<LoraSet>,
+    /// The options' LoRAs run on the fly instead (they change quantized weights).
+    loras_on_the_fly: bool,
     /// LoRA keys skipped as unmatched.
     lora_skipped: Vec<String>,
 }
@@ -305,14 +316,19 @@ impl Components {
             face: None,
             vae_tiling: None,
             loras: None,
+            loras_on_the_fly: false,
             lora_skipped: Vec::new(),
         };
         if !this.options.loras.is_empty() {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
-            this.lora_skipped =
-                set.check(&Checkpoint::open(this.options.weights.transformer(base))?)?;
-            this.loras = Some(set);
+            let ckpt = Checkpoint::open(this.options.weights.transformer(base))?;
+            this.lora_skipped = set.check(&ckpt)?;
+            if changes_quantized(&set, &ckpt) {
+                this.loras_on_the_fly = true;
+            } else {
+                this.loras = Some(set);
+            }
         }
         if offload == Offload::None {
             let dit = this.load_dit()?;
@@ -431,6 +447,16 @@ impl Components {
         if self.options.offload.on_demand() {
             self.options.device.memory_cleanup();
         }
+    }
+
+    /// The options' LoRAs that run on the fly (they change weights the DiT keeps
+    /// quantized; none otherwise): the files and strengths, and whether unmatched keys
+    /// are skipped.
+    pub(crate) fn loras_on_the_fly(&self) -> Result<(Vec<(PathBuf, f64)>, bool)> {
+        if !self.loras_on_the_fly {
+            return Ok((Vec::new(), false));
+        }
+        Ok((self.options.lora_files()?, self.options.lora_skip_unmatched))
     }
 
     /// LoRA keys skipped as unmatched (with [`PipelineOptions::lora_skip_unmatched`]).

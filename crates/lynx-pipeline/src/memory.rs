@@ -94,6 +94,9 @@ pub struct WeightSizes {
     pub adapters: Option<ComponentSize>,
     /// The face models (f32), if given.
     pub face: u64,
+    /// LoRA terms applied on the fly (`LoraSet::on_the_fly_bytes`): on the device whole
+    /// (not streamed with the blocks) through every DiT pass of a run; 0 without.
+    pub lora: u64,
     dit_cfg: WanConfig,
     text_cfg: Umt5Config,
     /// The VAE's base width (its activations scale with it; Wan2.1: 96).
@@ -233,6 +236,7 @@ impl WeightSizes {
             vae,
             adapters,
             face: face_bytes,
+            lora: 0,
             dit_cfg,
             text_cfg,
             vae_base_dim,
@@ -240,7 +244,13 @@ impl WeightSizes {
         })
     }
 
-    /// Bytes of every weight.
+    /// These sizes with `bytes` of LoRA terms applied on the fly ([`WeightSizes::lora`]).
+    pub fn with_lora(mut self, bytes: u64) -> Self {
+        self.lora = bytes;
+        self
+    }
+
+    /// Bytes of every weight (the LoRA terms on the fly apart: they are made per run).
     pub fn total(&self) -> u64 {
         self.text.total + self.dit.total + self.vae + self.adapter_total() + self.face
     }
@@ -351,6 +361,8 @@ impl MemoryPlan {
             _ => (w.text.total, w.dit.total, adapters.total),
         };
         let all = (offload == Offload::None).then(|| w.total());
+        // The DiT's passes hold the LoRA terms on the fly, whatever the offload.
+        let dit_phase = |weights: u64| all.unwrap_or(weights) + w.lora;
         // Results kept through the run: the prompt embeddings, the adapters' K/V.
         let embeddings = run.prompts as u64 * text_rows * w.text_cfg.d_model as u64 * s;
         let refs = if run.reference { n_ref } else { 0 };
@@ -380,7 +392,7 @@ impl MemoryPlan {
             });
             phases.push(Phase {
                 name: "reference pass",
-                weights: all.unwrap_or(dit),
+                weights: dit_phase(dit),
                 activations: embeddings
                     + features
                     + dit_activations(&w.dit_cfg, n_ref, text_rows, 2, 1, s),
@@ -389,13 +401,13 @@ impl MemoryPlan {
         if w.adapters.is_some() {
             phases.push(Phase {
                 name: "adapters",
-                weights: all.unwrap_or(dit + ad),
+                weights: dit_phase(dit + ad),
                 activations: embeddings + features + extras,
             });
         }
         phases.push(Phase {
             name: "denoise",
-            weights: all.unwrap_or(dit),
+            weights: dit_phase(dit),
             activations: embeddings
                 + extras
                 + latents
@@ -521,7 +533,7 @@ impl fmt::Display for MemoryPlan {
         let w = &self.weights;
         writeln!(
             f,
-            "memory plan ({}): weights text encoder {}, DiT {} ({} blocks of {}), VAE {}{}",
+            "memory plan ({}): weights text encoder {}, DiT {} ({} blocks of {}), VAE {}{}{}",
             self.flags(),
             gb(w.text.total),
             gb(w.dit.total),
@@ -530,7 +542,12 @@ impl fmt::Display for MemoryPlan {
             gb(w.vae),
             w.adapters
                 .map(|a| format!(", adapters {}", gb(a.total)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if w.lora > 0 {
+                format!(", LoRAs on the fly {}", gb(w.lora))
+            } else {
+                String::new()
+            }
         )?;
         for p in &self.phases {
             writeln!(

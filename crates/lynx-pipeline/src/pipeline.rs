@@ -272,7 +272,7 @@ impl LynxPipeline {
         observer: &mut dyn Observer,
     ) -> Result<Generated> {
         let plan = self.check_inputs(req)?;
-        self.check_run_memory(&plan)?;
+        self.check_run_memory(&plan, req)?;
         let mut stages = Stages::new(observer, plan.steps);
         let prompts = stages.run(Stage::EncodePrompts, |_| self.encode_prompts(&plan))?;
         let (subject, face) =
@@ -327,20 +327,26 @@ impl LynxPipeline {
         self.components.lora_skipped()
     }
 
-    /// The request's LoRAs, read onto the device for passes on the fly.
+    /// The request's LoRAs (after the options' ones when those run on the fly: they
+    /// change quantized weights), read onto the device for passes on the fly.
     fn request_lora(&self, dit: &WanTransformer, req: &GenerateRequest) -> Result<Option<DitLora>> {
-        if req.loras.is_empty() {
+        let (mut loras, mut skip) = self.components.loras_on_the_fly()?;
+        loras.extend(req.loras.iter().cloned());
+        skip |= req.lora_skip_unmatched;
+        if loras.is_empty() {
             return Ok(None);
         }
-        let set = LoraSet::open(&req.loras)?.skip_unmatched(req.lora_skip_unmatched);
+        let set = LoraSet::open(&loras)?.skip_unmatched(skip);
         DitLora::new(&set, dit.config(), self.device(), dit.dtype()).map(Some)
     }
 
     /// The memory check of one generation (see [`budget::check_run`]).
-    fn check_run_memory(&self, plan: &Plan) -> Result<()> {
+    fn check_run_memory(&self, plan: &Plan, req: &GenerateRequest) -> Result<()> {
         let c = &self.components;
         let (base, adapters) = (c.base(), c.adapter_dir());
-        budget::check_run(base, adapters, c.options(), plan, &self.weights)
+        let (mut loras, _) = c.loras_on_the_fly()?;
+        loras.extend(req.loras.iter().cloned());
+        budget::check_run(base, adapters, c.options(), plan, &self.weights, &loras)
     }
 
     /// Step 1: sizes and counts, and what the loaded variant accepts; fills its

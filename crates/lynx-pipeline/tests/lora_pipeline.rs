@@ -1,7 +1,8 @@
 //! LoRAs and the fast path end to end against the reference
 //! (`components/lora.safetensors`, `lora.json`): the tiny Wan2.1 + lynx_full with the
 //! recorded noise of `pipeline.safetensors`; fused at load (resident and streamed) and
-//! on the fly per request.
+//! on the fly per request; and on an fp8 DiT, whose quantized weights take the options'
+//! LoRAs on the fly.
 
 use burn::tensor::{DType, Tensor};
 use lynx_pipeline::source::Source;
@@ -24,6 +25,16 @@ fn lora(name: &str) -> std::path::PathBuf {
 
 /// One run of the fixture's settings `run` (a key of `lora.json`) with `loras`.
 fn generate(run: &str, loras: &[(&str, f64)], mode: Mode) -> Generated {
+    generate_on(run, loras, mode, None)
+}
+
+/// [`generate`] with the DiT weights of file `dit` (default: the folder's).
+fn generate_on(
+    run: &str,
+    loras: &[(&str, f64)],
+    mode: Mode,
+    dit: Option<&std::path::Path>,
+) -> Generated {
     let device = test_device();
     let fx = fixture("components/pipeline.safetensors");
     let json: serde_json::Value = serde_json::from_str(
@@ -33,6 +44,7 @@ fn generate(run: &str, loras: &[(&str, f64)], mode: Mode) -> Generated {
     let s = &json[run];
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = 8; // the tiny fixture's (PRESET.json)
+    options.weights.transformer = dit.map(std::path::Path::to_path_buf);
     let loras: Vec<(std::path::PathBuf, f64)> = loras.iter().map(|(n, w)| (lora(n), *w)).collect();
     if let Mode::Fused(offload) = mode {
         options.offload = offload;
@@ -150,4 +162,22 @@ fn frames_fast_euler() {
 fn frames_fast_without_lora() {
     let out = generate("frames_fast_nolora", &[], Mode::Fused(Offload::None));
     check(&out, "frames_fast_nolora", None);
+}
+
+#[test]
+fn quantized_dit_takes_the_options_loras_on_the_fly() {
+    // fp8 weights stay quantized: the options' LoRAs run on the fly instead of being
+    // fused, with the numbers of the same LoRAs given per request.
+    let fp8 = fixtures_dir().join("formats/wan_native_fp8_e4m3fn.safetensors");
+    let on = |loras: &[(&str, f64)], mode| generate_on("frames_fast", loras, mode, Some(&fp8));
+    let options = on(&FAST, Mode::Fused(Offload::Blocks));
+    let request = on(&FAST, Mode::OnTheFly);
+    assert_close(
+        "fp8: the options' LoRAs vs the request's",
+        &options.frames,
+        &request.frames,
+        1e-5,
+    );
+    let plain = on(&[], Mode::OnTheFly);
+    assert!(lynx_testing::diff(&options.frames, &plain.frames).rel_l2 > 1e-3);
 }

@@ -230,7 +230,9 @@ impl<'a> Loader<'a> {
     ///
     /// A weight stored in fp8 (scaled or not) or a GGUF block type stays in that encoding
     /// ([`Linear::quantized`]) and is decoded when used, unless the loader is
-    /// [decoding](Loader::decoding); it is counted at its encoded size.
+    /// [decoding](Loader::decoding); it is counted at its encoded size. A LoRA set on the
+    /// checkpoint is not fused into such a weight: the load fails naming it (apply the
+    /// LoRA on the fly instead).
     pub fn linear(&self, d_in: usize, d_out: usize, bias: bool) -> Linear {
         self.linear_in(d_in, d_out, bias, self.dtype)
     }
@@ -264,6 +266,20 @@ impl<'a> Loader<'a> {
             return None;
         }
         if self.ckpt.shape(&key)? != [d_out, d_in] || enc.row_bytes(d_in).is_none() {
+            return None;
+        }
+        if self.ckpt.loras().is_some_and(|l| l.changes(&key)) {
+            // Fusing would decode the whole layer for good: refused, never dropped.
+            let file = self.ckpt.file_of(&key).unwrap_or(self.ckpt.path());
+            self.state.borrow_mut().errors.push(Error::input(format!(
+                "a LoRA changes `{key}`, which {} stores as {} and the model keeps so: a LoRA \
+                 is not fused into quantized weights; apply it on the fly (lynx_dit::DitLora; \
+                 the pipeline does so by itself), or decode the weights at load \
+                 (Loader::decoding)",
+                file.display(),
+                enc.name()
+            )));
+            self.state.borrow_mut().patched.insert(key);
             return None;
         }
         if self.validate || self.state.borrow().failed() {

@@ -20,6 +20,8 @@ pub enum Init {
     Ones,
     /// All zeros (biases).
     Zeros,
+    /// Every value this one (a LoRA's `alpha`).
+    Const(f32),
 }
 
 /// Four interleaved xoshiro256++ generators (Blackman & Vigna), stored lane-wise so that
@@ -114,6 +116,7 @@ pub fn fill_chunk(out: &mut Vec<u8>, n: usize, init: Init, dtype: Dtype, rng: &m
     let value = match init {
         Init::Ones => Some(1.0f32),
         Init::Zeros => Some(0.0),
+        Init::Const(v) => Some(v),
         Init::Normal(_) => None,
     };
     match (dtype, value, init) {

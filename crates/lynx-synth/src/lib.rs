@@ -10,7 +10,10 @@
 //!   (`WanTransformer3DModel`, diffusers shards + index) and `vae/` (`AutoencoderKLWan`);
 //! - `lynx_full/` as `ByteDance/lynx`: `resampler.safetensors`, `ip_layers.safetensors`
 //!   (with `registers`), `ref_layers.safetensors`;
-//! - `lynx_lite/` (optional): `resampler.safetensors`, `ip_layers.safetensors`.
+//! - `lynx_lite/` (optional): `resampler.safetensors`, `ip_layers.safetensors`;
+//! - `loras/` (optional, [`SynthOptions::lora_rank`]): a LoRA for the DiT in the layout of
+//!   lightx2v's step-distillation LoRAs ([`lora`]), e.g.
+//!   `Wan2.1-T2V-14B-synthetic-lora-rank64.safetensors`.
 //!
 //! Nothing here describes a layer. A [`Preset`] is the models' own configs ([`presets`]);
 //! each file's tensors are what the models' own loaders ask a recording checkpoint for
@@ -21,18 +24,20 @@
 //!
 //! [`subject`] writes a random face embedding and aligned face to run Lynx full with.
 //!
-//! Other files of the same models come the same way, without describing a layer: a
-//! synthetic LoRA for the DiT is its records narrowed to the linear layers (rank-2
-//! `*.weight` read in the model dtype), each giving a `lora_down [rank, in]` and a
-//! `lora_up [out, rank]` under the LoRA file's key names; an fp8 or GGUF encoding of the
+//! Other files of the same models come the same way, without describing a layer: the
+//! synthetic LoRA ([`lora`]) is the DiT's records, each linear layer (a rank-2
+//! `*.weight`) giving a `lora_down [rank, in]` and a `lora_up [out, rank]` (norms,
+//! biases and modulation tables their whole-tensor deltas) under the LoRA file's native
+//! key names. An fp8 or GGUF encoding of the
 //! DiT writes the same records in another encoding per record (the model-dtype matrices
-//! quantised, the tensors read in f32 kept). Each is a new kind of file content in
+//! quantised, the tensors read in f32 kept) would be a new kind of file content in
 //! [`plan`], fed by the same walk.
 
 #![warn(missing_docs)]
 
 pub mod fill;
 pub mod json;
+pub mod lora;
 pub mod presets;
 pub mod shard;
 pub mod subject;
@@ -98,6 +103,8 @@ pub enum Component {
     LynxFull,
     /// `lynx_lite/`.
     LynxLite,
+    /// `loras/`.
+    Lora,
 }
 
 impl Component {
@@ -112,6 +119,7 @@ impl Component {
             Component::Vae => "vae",
             Component::LynxFull => "lynx_full",
             Component::LynxLite => "lynx_lite",
+            Component::Lora => "loras",
         }
     }
 }
@@ -130,6 +138,9 @@ pub struct SynthOptions {
     /// follow the DiT): the real widths at a fraction of the size, to check per-block
     /// memory and loading without writing the whole model.
     pub layers: Option<usize>,
+    /// Also write a LoRA of this rank for the DiT under `loras/` ([`lora`]; 64 is the
+    /// rank of lightx2v's step-distillation LoRAs).
+    pub lora_rank: Option<usize>,
 }
 
 impl Default for SynthOptions {
@@ -139,6 +150,7 @@ impl Default for SynthOptions {
             tokenizer_dir: None,
             lite: true,
             layers: None,
+            lora_rank: None,
         }
     }
 }
@@ -179,6 +191,15 @@ impl PlannedFile {
     pub fn tensors(&self) -> &[TensorSpec] {
         match &self.content {
             Content::Tensors { layout, .. } => layout.tensors(),
+            _ => &[],
+        }
+    }
+
+    /// How each of [`PlannedFile::tensors`] is filled, in the same order (empty for
+    /// other files).
+    pub fn inits(&self) -> &[Init] {
+        match &self.content {
+            Content::Tensors { inits, .. } => inits.as_slice(),
             _ => &[],
         }
     }
@@ -422,6 +443,13 @@ pub fn plan(models: &ModelSet, dtype: WeightDtype, opts: &SynthOptions) -> Resul
             let path = dir.join(format!("{name}.safetensors"));
             files.push(tensor_file(path, C::LynxLite, &group, dt, None)?);
         }
+    }
+
+    if let Some(rank) = opts.lora_rank {
+        let params = lora::dit_lora(&m.dit, rank)?;
+        let group: Vec<&Param> = params.iter().collect();
+        let path = PathBuf::from("loras").join(lora::file_name(&m.wan_folder, rank));
+        files.push(tensor_file(path, C::Lora, &group, dt, None)?);
     }
 
     Ok(Plan {

@@ -481,11 +481,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         write_trace(trace, &generated)?;
     }
     say(&format!(
-        "wrote {} ({} frames of {}×{}) in {:.1}s",
+        "wrote {} ({} frames of {}×{}; {} DiT passes) in {:.1}s",
         output.display(),
         generated.video.frames(),
         generated.video.width(),
         generated.video.height(),
+        generated.dit_passes,
         start.elapsed().as_secs_f64()
     ));
     let peak = lynx_pipeline::lynx_core::device::peak_resident_memory();

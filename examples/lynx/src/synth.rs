@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lynx_pipeline::memory::gb;
 use lynx_synth::subject::write_subject;
-use lynx_synth::{Preset, SynthOptions, WeightDtype, plan, write_plan};
+use lynx_synth::{Component, Preset, SynthOptions, WeightDtype, plan, write_plan};
 
 use crate::bundled::bundled;
 
@@ -59,6 +59,14 @@ pub struct SynthArgs {
     /// test tokenizer; the real UMT5 one cannot be made offline].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Also write `loras/<model>-synthetic-lora-rankN.safetensors`: a LoRA for the DiT of
+    /// rank N in the layout of lightx2v's step-distillation LoRAs (native
+    /// `diffusion_model.` keys: `lora_down`/`lora_up`/`alpha` for every linear layer,
+    /// `diff_b` for biases, `diff` for norms, `diff_m` for modulation tables). 64 is the
+    /// rank of `Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors`; pass
+    /// the file to `lynx generate --fast --lora FILE`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub lora_rank: Option<u64>,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
@@ -92,6 +100,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         tokenizer_dir: Some(tokenizer),
         lite: args.lite,
         layers: args.layers,
+        lora_rank: args.lora_rank.map(|r| r as usize),
     };
     let plan = plan(&preset.model_set(), dtype, &options)?;
     let total = plan.total_bytes();
@@ -142,6 +151,12 @@ pub fn run(args: SynthArgs) -> Result<()> {
         subject.embedding.display(),
         subject.aligned_face.display()
     );
+    if let Some(lora) = plan.files.iter().find(|f| f.component == Component::Lora) {
+        eprintln!(
+            "and fast, with the LoRA: add --fast --lora {}",
+            args.output.join(&lora.path).display()
+        );
+    }
     Ok(())
 }
 

@@ -60,9 +60,34 @@ impl LoraFile {
         } else {
             metadata::AdapterConfig::default()
         };
-        let modules = parse_modules(&ckpt, &config)?;
+        let modules = parse_modules(&ckpt, &config, |key| read_alpha(&ckpt, key))?;
         if modules.is_empty() {
             return Err(Error::format(path, "LoRA", "it holds no LoRA tensor"));
+        }
+        Ok(Self { ckpt, modules })
+    }
+
+    /// A LoRA file's layout without the file: its keys and shapes as a header would list
+    /// them (`shapes`), and the value of each `.alpha` key (`alphas`; the only values
+    /// [`LoraFile::open`] reads). Checked and named as [`LoraFile::open`] does, reading
+    /// nothing: a [`crate::lora::LoraSet`] holding it can be [checked](crate::lora::LoraSet::check)
+    /// against a model's keys and shapes (e.g. a [recording](Checkpoint::recording)
+    /// checkpoint's), at any size in no memory, but not applied (its tensors have no
+    /// data). `name` stands for the path in messages.
+    pub fn layout(
+        name: &str,
+        shapes: BTreeMap<String, Vec<usize>>,
+        alphas: &BTreeMap<String, f64>,
+    ) -> Result<Self> {
+        let mut ckpt = Checkpoint::recording(shapes);
+        ckpt.path = name.into();
+        let alpha = |key: &str| {
+            check_scalar(&ckpt, key)?;
+            check_alpha(&ckpt, key, alphas.get(key).copied().unwrap_or(f64::NAN))
+        };
+        let modules = parse_modules(&ckpt, &metadata::AdapterConfig::default(), alpha)?;
+        if modules.is_empty() {
+            return Err(Error::format(name, "LoRA", "it holds no LoRA tensor"));
         }
         Ok(Self { ckpt, modules })
     }
@@ -82,6 +107,7 @@ impl LoraFile {
 fn parse_modules(
     ckpt: &Checkpoint,
     config: &metadata::AdapterConfig,
+    read_alpha: impl Fn(&str) -> Result<f64>,
 ) -> Result<BTreeMap<String, ModuleDelta>> {
     let path = ckpt.path();
     let bad = |reason: String| Error::format(path, "LoRA", reason);
@@ -128,7 +154,7 @@ fn parse_modules(
             )));
         }
         let alpha = match p.remove(&Part::Alpha) {
-            Some(key) => Some(read_alpha(ckpt, &key)?),
+            Some(key) => Some(read_alpha(&key)?),
             None => config.alpha_for(&module),
         };
         match (p.remove(&Part::Down), p.remove(&Part::Up)) {
@@ -174,6 +200,12 @@ fn parse_modules(
 
 /// A module's `.alpha`: a positive finite scalar.
 fn read_alpha(ckpt: &Checkpoint, key: &str) -> Result<f64> {
+    check_scalar(ckpt, key)?;
+    check_alpha(ckpt, key, ckpt.read_f32(key)?[0] as f64)
+}
+
+/// Alpha `key` is one value.
+fn check_scalar(ckpt: &Checkpoint, key: &str) -> Result<()> {
     let shape = ckpt.shape(key).unwrap_or(&[]);
     if shape.iter().product::<usize>() != 1 || shape.len() > 1 {
         return Err(Error::format(
@@ -182,7 +214,11 @@ fn read_alpha(ckpt: &Checkpoint, key: &str) -> Result<f64> {
             format!("alpha `{key}` has shape {shape:?}, not a scalar"),
         ));
     }
-    let value = ckpt.read_f32(key)?[0] as f64;
+    Ok(())
+}
+
+/// `value` of alpha `key` when it is a positive finite number.
+fn check_alpha(ckpt: &Checkpoint, key: &str, value: f64) -> Result<f64> {
     if !(value.is_finite() && value > 0.0) {
         return Err(Error::format(
             ckpt.path(),

@@ -16,6 +16,12 @@
 //! | `alpha` | [`Part::Alpha`] (a scalar) |
 //! | `diff_b`, `lora_B.bias`, `lora_B.default.bias` | [`Part::BiasDiff`] (added to `bias`) |
 //! | `diff` | [`Part::WeightDiff`] (added to `weight`) |
+//! | `diff_m` (after the owner of a `modulation`) | [`Part::WeightDiff`] of that `modulation` |
+//!
+//! lightx2v's extractor (`tools/extract/lora_extractor.py` in ModelTC/LightX2V) writes a
+//! modulation table's delta as `blocks.N.diff_m` (of `blocks.N.modulation`) and
+//! `head.diff_m` (of `head.modulation`), as its released step-distillation LoRAs carry
+//! them (the keys ComfyUI's issue #8922 lists).
 //!
 //! Native module names become diffusers ones ([`diffusers_module`]): inside `blocks.N`
 //! `self_attn`/`cross_attn` → `attn1`/`attn2`, `q`/`k`/`v`/`o` → `to_q`/`to_k`/`to_v`/
@@ -23,7 +29,7 @@
 //! (`norm3` → `norm2`, `norm2` → `norm3`), `modulation` → `scale_shift_table`; outside
 //! the blocks `head.head` → `proj_out`, `text_embedding.{0,2}`, `time_embedding.{0,2}`
 //! and `time_projection.1` → the `condition_embedder`'s layers. Names already in the
-//! diffusers layout pass unchanged.
+//! diffusers layout pass unchanged. [`native_module`] is the way back, for writers.
 
 /// Which part of a module's delta a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,9 +72,16 @@ const SUFFIXES: [(&str, Part); 11] = [
 /// Splits a stored key into its module (prefixes dropped, in the diffusers layout) and
 /// its part; `None` for a key that is no part of a LoRA.
 pub fn parse_key(key: &str) -> Option<(String, Part)> {
-    let (rest, part) = SUFFIXES
-        .iter()
-        .find_map(|(suffix, part)| key.strip_suffix(suffix).map(|rest| (rest, *part)))?;
+    let modulation;
+    let (rest, part) = match key.strip_suffix(".diff_m") {
+        Some(owner) => {
+            modulation = format!("{owner}.modulation");
+            (modulation.as_str(), Part::WeightDiff)
+        }
+        None => SUFFIXES
+            .iter()
+            .find_map(|(suffix, part)| key.strip_suffix(suffix).map(|rest| (rest, *part)))?,
+    };
     let kohya = rest.strip_prefix("lora_unet_").map(kohya_module);
     let mut module = kohya.as_deref().unwrap_or(rest);
     // `base_model.model.transformer.` and similar stacks: drop prefixes while they match.
@@ -146,6 +159,62 @@ pub fn diffusers_module(module: &str) -> String {
         other => other,
     };
     mapped.to_string()
+}
+
+/// The native Wan name of a module given by its diffusers name: the inverse of
+/// [`diffusers_module`] (`blocks.0.attn1.to_q` → `blocks.0.self_attn.q`,
+/// `condition_embedder.time_proj` → `time_projection.1`, `scale_shift_table` →
+/// `head.modulation`). A name with no native counterpart is returned unchanged.
+pub fn native_module(module: &str) -> String {
+    if let Some(rest) = module.strip_prefix("blocks.")
+        && let Some((index, inner)) = rest.split_once('.')
+        && index.bytes().all(|b| b.is_ascii_digit())
+    {
+        let native = match inner {
+            "ffn.net.0.proj" => "ffn.0".to_string(),
+            "ffn.net.2" => "ffn.2".into(),
+            "norm2" => "norm3".into(),
+            "norm3" => "norm2".into(),
+            "scale_shift_table" => "modulation".into(),
+            _ => match inner.split_once('.') {
+                Some((attn @ ("attn1" | "attn2"), layer)) => {
+                    let attn = if attn == "attn1" {
+                        "self_attn"
+                    } else {
+                        "cross_attn"
+                    };
+                    let layer = match layer {
+                        "to_q" => "q",
+                        "to_k" => "k",
+                        "to_v" => "v",
+                        "to_out.0" => "o",
+                        "add_k_proj" => "k_img",
+                        "add_v_proj" => "v_img",
+                        "norm_added_k" => "norm_k_img",
+                        other => other,
+                    };
+                    format!("{attn}.{layer}")
+                }
+                _ => inner.to_string(),
+            },
+        };
+        return format!("blocks.{index}.{native}");
+    }
+    let native = match module {
+        "proj_out" => "head.head",
+        "scale_shift_table" => "head.modulation",
+        "condition_embedder.text_embedder.linear_1" => "text_embedding.0",
+        "condition_embedder.text_embedder.linear_2" => "text_embedding.2",
+        "condition_embedder.time_embedder.linear_1" => "time_embedding.0",
+        "condition_embedder.time_embedder.linear_2" => "time_embedding.2",
+        "condition_embedder.time_proj" => "time_projection.1",
+        "condition_embedder.image_embedder.norm1" => "img_emb.proj.0",
+        "condition_embedder.image_embedder.ff.net.0.proj" => "img_emb.proj.1",
+        "condition_embedder.image_embedder.ff.net.2" => "img_emb.proj.3",
+        "condition_embedder.image_embedder.norm2" => "img_emb.proj.4",
+        other => other,
+    };
+    native.to_string()
 }
 
 /// A module inside `blocks.N`, native names mapped.
@@ -286,6 +355,51 @@ mod tests {
             ),
         ] {
             assert_eq!(parsed(native), (diffusers.to_string(), part), "{native}");
+        }
+    }
+
+    #[test]
+    fn modulation_diffs_name_the_tables() {
+        assert_eq!(
+            parsed("diffusion_model.blocks.7.diff_m"),
+            ("blocks.7.scale_shift_table".into(), Part::WeightDiff)
+        );
+        assert_eq!(
+            parsed("diffusion_model.head.diff_m"),
+            ("scale_shift_table".into(), Part::WeightDiff)
+        );
+        assert_eq!(parse_key(".diff_m"), None);
+    }
+
+    #[test]
+    fn native_names_invert_diffusers_names() {
+        for native in [
+            "blocks.3.self_attn.q",
+            "blocks.3.self_attn.o",
+            "blocks.3.cross_attn.k",
+            "blocks.3.cross_attn.k_img",
+            "blocks.3.cross_attn.norm_k_img",
+            "blocks.3.self_attn.norm_q",
+            "blocks.3.ffn.0",
+            "blocks.3.ffn.2",
+            "blocks.3.norm2",
+            "blocks.3.norm3",
+            "blocks.3.modulation",
+            "head.head",
+            "head.modulation",
+            "text_embedding.0",
+            "text_embedding.2",
+            "time_embedding.0",
+            "time_embedding.2",
+            "time_projection.1",
+            "img_emb.proj.0",
+            "img_emb.proj.1",
+            "img_emb.proj.3",
+            "img_emb.proj.4",
+            "patch_embedding",
+        ] {
+            let diffusers = diffusers_module(native);
+            assert_eq!(native_module(&diffusers), native, "{diffusers}");
         }
     }
 

@@ -12,6 +12,12 @@ use lynx_core::{Error, Result};
 use super::file::{LoraFile, LowRankKeys};
 use crate::Checkpoint;
 
+/// Whether `module` names a tensor rather than a module (the DiT's modulation tables,
+/// `scale_shift_table`): its `diff` changes it, not a `weight` under it.
+fn is_table(module: &str) -> bool {
+    module.rsplit('.').next() == Some("scale_shift_table")
+}
+
 /// One term of a set: what it adds to one model tensor.
 #[derive(Debug, Clone)]
 enum Term {
@@ -71,10 +77,13 @@ impl LoraSet {
         let index = self.files.len();
         for (module, delta) in file.modules() {
             let mut push = |name: &str, term: Term| {
-                self.targets
-                    .entry(format!("{module}.{name}"))
-                    .or_default()
-                    .push(term);
+                // A modulation table is a tensor of its own, not a module's `weight`.
+                let target = if name == "weight" && is_table(module) {
+                    module.clone()
+                } else {
+                    format!("{module}.{name}")
+                };
+                self.targets.entry(target).or_default().push(term);
             };
             if let Some(keys) = &delta.low_rank {
                 let scale = strength * keys.scale;
@@ -152,6 +161,26 @@ impl LoraSet {
     /// Whether the set changes model tensor `key`.
     pub fn changes(&self, key: &str) -> bool {
         self.targets.contains_key(key)
+    }
+
+    /// The device bytes of the set's terms applied on the fly: low-rank factors
+    /// (`rank · (out + in)` values) in `dtype`, whole-tensor deltas (`diff`, `diff_b`,
+    /// `diff_m`) in f32. What [`LoraSet::low_rank`] and [`LoraSet::full_delta`] put on the
+    /// device, held through every pass that applies them.
+    pub fn on_the_fly_bytes(&self, dtype: DType) -> u64 {
+        let terms = self.targets.values().flatten();
+        terms
+            .map(|term| match term {
+                Term::LowRank { keys, .. } => {
+                    let [d_out, d_in] = keys.dims;
+                    (keys.rank * (d_out + d_in) * dtype.size()) as u64
+                }
+                Term::Full { file, key, .. } => {
+                    let shape = self.files[*file].0.ckpt.shape(key).unwrap_or(&[]);
+                    shape.iter().product::<usize>() as u64 * 4
+                }
+            })
+            .sum()
     }
 
     /// Checks the set against the model checkpoint's keys and shapes. A delta of another
