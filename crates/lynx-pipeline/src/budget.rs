@@ -12,6 +12,7 @@ use lynx_store::Offload;
 use lynx_text::Tokenizer;
 
 use crate::components::PipelineOptions;
+use crate::folder::ModelFolder;
 use crate::memory::{MemoryPlan, RUNTIME_BYTES, RunSize, WeightSizes};
 use crate::plan::Plan;
 use crate::request::GenerateRequest;
@@ -25,7 +26,7 @@ pub(crate) fn plan(
     request: &GenerateRequest,
 ) -> Result<MemoryPlan> {
     let variant = adapter_dir.map(Variant::detect).transpose()?;
-    let tokenizer = Tokenizer::from_pretrained(base.join("tokenizer"))?;
+    let tokenizer = Tokenizer::from_pretrained(ModelFolder::open(base)?.tokenizer())?;
     let run = Plan::new(request, variant, &tokenizer, options.batched())?.run_size();
     sized(base, adapter_dir, options, run)
 }
