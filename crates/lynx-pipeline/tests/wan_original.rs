@@ -207,7 +207,7 @@ fn bf16_storages_read_as_the_rounded_values() {
             .into_iter()
             .map(bf16_round)
             .collect();
-        assert_eq!(bf16s.read(key).unwrap().dtype, DType::BF16, "{key}");
+        assert_eq!(bf16s.read(key).unwrap().dtype(), DType::BF16, "{key}");
         assert_eq!(bf16s.read_f32(key).unwrap(), want, "{key}");
     }
 }

@@ -116,7 +116,7 @@ pub fn original_folder(dest: &Path) {
             "native `{name}`"
         );
         let data = dit.read(key).unwrap();
-        assert_eq!(data.dtype, burn::tensor::DType::F32, "{key}");
+        assert_eq!(data.dtype(), burn::tensor::DType::F32, "{key}");
         let shape = dit.shape(key).unwrap().to_vec();
         shards[usize::from(i % 2 == 1)].push((name, shape, data.as_bytes().to_vec()));
     }
