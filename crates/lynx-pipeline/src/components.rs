@@ -315,8 +315,9 @@ impl Components {
         if !this.options.loras.is_empty() {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
-            this.lora_skipped =
-                set.check(&Checkpoint::open(this.options.weights.transformer(&this.folder))?)?;
+            this.lora_skipped = set.check(&Checkpoint::open(
+                this.options.weights.transformer(&this.folder),
+            )?)?;
             this.loras = Some(set);
         }
         if offload == Offload::None {

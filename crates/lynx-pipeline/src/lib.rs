@@ -45,13 +45,13 @@ mod budget;
 pub mod components;
 pub mod export;
 pub mod folder;
-pub mod original;
 pub mod inputs;
 pub mod memory;
 #[cfg(feature = "export")]
 mod mp4;
 pub mod noise;
 pub mod observer;
+pub mod original;
 pub mod pipeline;
 mod plan;
 pub mod request;

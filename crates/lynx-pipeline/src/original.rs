@@ -147,7 +147,10 @@ pub fn dit_config(base: &Path, text_dim: usize) -> Result<WanConfig> {
                 .and_then(|n| usize::try_from(n).ok())
                 .filter(|&n| n > 0)
                 .ok_or_else(|| {
-                    Error::config(&path, format!("`{key}` is {v}, expected a positive integer"))
+                    Error::config(
+                        &path,
+                        format!("`{key}` is {v}, expected a positive integer"),
+                    )
                 }),
         }
     };

@@ -91,7 +91,11 @@ fn parity_original_folder_parts() {
     };
     assert_eq!(sizes(&dit_cfg), sizes(&ref_dit_cfg));
     let weights = original::dit_weights(&dir);
-    assert!(weights.ends_with(original::DIT_INDEX), "{}", weights.display());
+    assert!(
+        weights.ends_with(original::DIT_INDEX),
+        "{}",
+        weights.display()
+    );
     let dit = Checkpoint::open(&weights)
         .unwrap()
         .build(&device, DType::F32, |w| WanTransformer::load(w, dit_cfg))
@@ -143,7 +147,14 @@ fn released_configs_fill_in_the_rest() {
     let folder = ModelFolder::open(&dir).unwrap();
     let t5 = folder.text_config().unwrap();
     assert_eq!(
-        (t5.vocab_size, t5.d_model, t5.d_kv, t5.d_ff, t5.num_heads, t5.num_layers),
+        (
+            t5.vocab_size,
+            t5.d_model,
+            t5.d_kv,
+            t5.d_ff,
+            t5.num_heads,
+            t5.num_layers
+        ),
         (256_384, 4096, 64, 10_240, 64, 24)
     );
     let vae = folder.vae_config().unwrap();
@@ -154,7 +165,12 @@ fn released_configs_fill_in_the_rest() {
     s.check_unipc().unwrap();
     let dit = folder.dit_config(t5.d_model).unwrap();
     assert_eq!(
-        (dit.inner_dim(), dit.num_attention_heads, dit.text_dim, dit.patch_size),
+        (
+            dit.inner_dim(),
+            dit.num_attention_heads,
+            dit.text_dim,
+            dit.patch_size
+        ),
         (48, 2, 4096, [1, 2, 2])
     );
     // The tiny weights do not fit the released T5 config: refused with the sizes.
@@ -216,7 +232,11 @@ fn bf16_storages_read_as_the_rounded_values() {
 fn central_header(bytes: &[u8], name: &str) -> usize {
     let mut at = 0;
     loop {
-        let i = at + bytes[at..].windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        let i = at
+            + bytes[at..]
+                .windows(4)
+                .position(|w| w == b"PK\x01\x02")
+                .unwrap();
         let len = u16::from_le_bytes([bytes[i + 28], bytes[i + 29]]) as usize;
         if &bytes[i + 46..i + 46 + len] == name.as_bytes() {
             return i;

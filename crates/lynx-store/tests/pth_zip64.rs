@@ -99,7 +99,10 @@ fn a_pth_past_4_gib_reads_through_zip64_fields() {
     {
         use std::os::unix::fs::MetadataExt;
         let on_disk = std::fs::metadata(&path).unwrap().blocks() * 512;
-        assert!(on_disk < 64 << 20, "the gap should be a hole: {on_disk} bytes on disk");
+        assert!(
+            on_disk < 64 << 20,
+            "the gap should be a hole: {on_disk} bytes on disk"
+        );
     }
     let index = lynx_store::pth::open(&path).unwrap();
     assert!(index.iter().all(|t| t.start > gap_to), "{:?}", index[0]);
@@ -107,7 +110,11 @@ fn a_pth_past_4_gib_reads_through_zip64_fields() {
     let small = Checkpoint::open(&fixture).unwrap();
     assert_eq!(big.keys().count(), small.keys().count());
     for key in small.keys() {
-        assert_eq!(big.read_f32(key).unwrap(), small.read_f32(key).unwrap(), "{key}");
+        assert_eq!(
+            big.read_f32(key).unwrap(),
+            small.read_f32(key).unwrap(),
+            "{key}"
+        );
     }
     std::fs::remove_file(&path).unwrap();
 }

@@ -54,10 +54,7 @@ pub fn native_dit_key(key: &str) -> String {
             .iter()
             .find_map(|(from, to)| k.strip_prefix(from).map(|rest| format!("{to}{rest}")))
     };
-    if let Some((n, inner)) = key
-        .strip_prefix("blocks.")
-        .and_then(|r| r.split_once('.'))
-    {
+    if let Some((n, inner)) = key.strip_prefix("blocks.").and_then(|r| r.split_once('.')) {
         return match swap(inner, &BLOCK) {
             Some(k) => format!("blocks.{n}.{k}"),
             None => key.to_string(),

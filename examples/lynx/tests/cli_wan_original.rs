@@ -71,10 +71,7 @@ fn parity_cli_original_wan_folder() {
     original_folder(&model);
     // The fixture's face embedding, as a one-tensor file.
     let fx = fixture("components/pipeline.safetensors");
-    let data = fx
-        .read("face_embedding")
-        .unwrap()
-        .convert_dtype(DType::F32);
+    let data = fx.read("face_embedding").unwrap().convert_dtype(DType::F32);
     let shape = data.shape().to_vec();
     let bytes = data.as_bytes().to_vec();
     let view =
@@ -82,7 +79,10 @@ fn parity_cli_original_wan_folder() {
     let embedding = dir.join("emb.safetensors");
     safetensors::serialize_to_file([("embedding", view)], None, &embedding).unwrap();
 
-    let (got, want) = (dir.join("original.safetensors"), dir.join("diffusers.safetensors"));
+    let (got, want) = (
+        dir.join("original.safetensors"),
+        dir.join("diffusers.safetensors"),
+    );
     generate(&model, &embedding, &got);
     generate(
         &fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers"),
