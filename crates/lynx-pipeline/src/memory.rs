@@ -35,7 +35,7 @@ use lynx_dit::{WanBlock, WanConfig, WanTransformer};
 use lynx_store::{Checkpoint, Offload};
 use lynx_text::encoder::Umt5Block;
 use lynx_text::{Umt5Config, Umt5Encoder};
-use lynx_vae::{VaeConfig, WanVae};
+use lynx_vae::WanVae;
 
 use crate::folder::{ModelFolder, WeightFiles};
 
