@@ -340,7 +340,7 @@ impl Components {
         &self.options.device
     }
 
-    /// The diffusers Wan2.1 folder.
+    /// The model folder (diffusers or the original Wan release).
     pub(crate) fn base(&self) -> &Path {
         &self.base
     }

@@ -156,7 +156,7 @@ pub struct MemoryPlan {
 }
 
 impl WeightSizes {
-    /// Sizes the components of the diffusers Wan2.1 folder `base` (and the adapter
+    /// Sizes the components of the Wan2.1 folder `base` (and the adapter
     /// folder, and the face model files) in `dtype` on `device`, reading only headers
     /// and configs. Every key and shape is checked on the way, as loading would.
     pub fn measure(
