@@ -12,6 +12,7 @@ use lynx_store::{Checkpoint, LoraSet, Offload};
 use lynx_text::Tokenizer;
 
 use crate::components::{PipelineOptions, changes_quantized};
+use crate::folder::ModelFolder;
 use crate::memory::{MemoryPlan, RUNTIME_BYTES, RunSize, WeightSizes};
 use crate::plan::Plan;
 use crate::request::GenerateRequest;
@@ -25,7 +26,7 @@ pub(crate) fn plan(
     request: &GenerateRequest,
 ) -> Result<MemoryPlan> {
     let variant = adapter_dir.map(Variant::detect).transpose()?;
-    let tokenizer = Tokenizer::from_pretrained(base.join("tokenizer"))?;
+    let tokenizer = Tokenizer::from_pretrained(ModelFolder::open(base)?.tokenizer())?;
     let run = Plan::new(request, variant, &tokenizer, options.batched())?.run_size();
     let loras = loras_on_the_fly(base, options, &request.loras)?;
     sized(base, adapter_dir, options, run, &loras)
@@ -41,7 +42,7 @@ pub(crate) fn loras_on_the_fly(
     let mut all = Vec::new();
     if !options.loras.is_empty() {
         let files = options.lora_files()?;
-        let dit = Checkpoint::open(options.weights.transformer(base))?;
+        let dit = Checkpoint::open(options.weights.transformer(&ModelFolder::open(base)?))?;
         if changes_quantized(&LoraSet::open(&files)?, &dit) {
             all = files;
         }

@@ -17,11 +17,12 @@ use burn::tensor::{DType, Device};
 use lynx_adapters::{LynxAdapters, ResamplerConfig, Variant};
 use lynx_arcface::{DetectOptions, FaceAnalyzer};
 use lynx_core::{Error, Result};
-use lynx_dit::{WanConfig, WanTransformer};
+use lynx_dit::WanTransformer;
 use lynx_store::{Checkpoint, LoraSet, Offload};
-use lynx_text::TextEncoder;
+use lynx_text::{TextEncoder, Tokenizer};
 use lynx_vae::{Tiling, WanVae};
 
+use crate::folder::ModelFolder;
 use crate::source::{Progress, Source};
 
 /// How to load a [`crate::LynxPipeline`]: plain data, built with
@@ -264,6 +265,8 @@ pub(crate) fn changes_quantized(set: &LoraSet, dit: &Checkpoint) -> bool {
 /// The models of a pipeline, resident or loaded on demand.
 pub(crate) struct Components {
     base: PathBuf,
+    /// `base`'s layout: where each part's config and weights are.
+    folder: ModelFolder,
     adapter_dir: Option<PathBuf>,
     options: PipelineOptions,
     variant: Option<Variant>,
@@ -296,16 +299,18 @@ impl Components {
                 "a face detector was given without an ArcFace checkpoint; give both",
             ));
         }
-        let text = TextEncoder::from_weights(
-            base.join("text_encoder").join("config.json"),
-            options.weights.text_encoder(base),
-            base.join("tokenizer"),
+        let folder = ModelFolder::open(base)?;
+        let text = TextEncoder::from_config(
+            folder.text_config()?,
+            options.weights.text_encoder(&folder),
+            Tokenizer::from_pretrained(folder.tokenizer())?,
             device,
             dtype,
             offload,
         )?;
         let mut this = Self {
             base: base.to_path_buf(),
+            folder,
             adapter_dir: adapter_dir.map(Path::to_path_buf),
             options,
             variant,
@@ -322,7 +327,7 @@ impl Components {
         if !this.options.loras.is_empty() {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
-            let ckpt = Checkpoint::open(this.options.weights.transformer(base))?;
+            let ckpt = Checkpoint::open(this.options.weights.transformer(&this.folder))?;
             this.lora_skipped = set.check(&ckpt)?;
             if changes_quantized(&set, &ckpt) {
                 this.loras_on_the_fly = true;
@@ -350,7 +355,7 @@ impl Components {
         &self.options.device
     }
 
-    /// The diffusers Wan2.1 folder.
+    /// The model folder (diffusers or the original Wan release).
     pub(crate) fn base(&self) -> &Path {
         &self.base
     }
@@ -430,7 +435,7 @@ impl Components {
             vae.set_tiling(tiling)?;
         } else if let Some(t) = &tiling {
             // Checked against the VAE's factor now rather than at the next decode.
-            let config = lynx_vae::VaeConfig::load(self.base.join("vae/config.json"))?;
+            let config = self.folder.vae_config()?;
             t.check(config.spatial_factor())?;
         }
         self.vae_tiling = tiling;
@@ -466,15 +471,13 @@ impl Components {
 
     fn load_dit(&self) -> Result<WanTransformer> {
         let (device, dtype) = (&self.options.device, self.options.dtype);
-        let config_dir = self.base.join("transformer");
-        let weights = self.options.weights.transformer(&self.base);
+        let weights = self.options.weights.transformer(&self.folder);
         let streamed = self.options.offload == Offload::Blocks;
-        let Some(set) = &self.loras else {
-            return WanTransformer::from_weights(config_dir, weights, device, dtype, streamed);
-        };
-        let config = WanConfig::load(&config_dir)?;
+        let config = self.folder.dit_config(self.text.config().d_model)?;
         let mut ckpt = Checkpoint::open(&weights)?;
-        ckpt.set_loras(set.clone())?;
+        if let Some(set) = &self.loras {
+            ckpt.set_loras(set.clone())?;
+        }
         let ckpt = Arc::new(ckpt);
         if streamed {
             ckpt.build(device, dtype, |w| {
@@ -486,11 +489,11 @@ impl Components {
     }
 
     fn load_vae(&self) -> Result<WanVae> {
-        let mut vae = WanVae::from_weights(
-            self.base.join("vae").join("config.json"),
-            self.options.weights.vae(&self.base),
+        let config = self.folder.vae_config()?;
+        let mut vae = Checkpoint::open(self.options.weights.vae(&self.folder))?.build(
             &self.options.device,
             self.options.dtype,
+            |w| WanVae::load(w, config),
         )?;
         vae.set_tiling(self.vae_tiling)?;
         Ok(vae)

@@ -9,12 +9,24 @@
 //! (`UniPCMultistepScheduler`). Anything else — an image-to-video folder, a Wan2.2
 //! two-expert folder, a part missing or of another class — is refused with a sentence
 //! naming the entry, before any weight is read.
+//!
+//! The original release's folder (`Wan-AI/Wan2.1-T2V-14B`: Wan's `config.json`, the
+//! native sharded DiT, `models_t5_umt5-xxl-enc-bf16.pth`, `Wan2.1_VAE.pth`,
+//! `google/umt5-xxl/`) is read as well: [`ModelFolder`] tells the two apart by their
+//! content (`model_index.json`, or a `config.json` naming `WanModel`) and gives each part's
+//! config and weights from either (see [`crate::original`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lynx_core::{Error, Result};
+use lynx_dit::WanConfig;
+use lynx_sampler::SchedulerConfig;
+use lynx_text::Umt5Config;
+use lynx_vae::VaeConfig;
 use serde_json::Value;
+
+use crate::original;
 
 /// The index file's name.
 pub const MODEL_INDEX: &str = "model_index.json";
@@ -54,7 +66,9 @@ impl ModelIndex {
         let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingFile {
                 path: path.clone(),
-                hint: "a diffusers model folder names its parts in model_index.json".into(),
+                hint: "a diffusers model folder names its parts in model_index.json (an \
+                       original Wan folder has a config.json naming WanModel)"
+                    .into(),
             },
             _ => Error::io(&path, e),
         })?;
@@ -155,18 +169,112 @@ impl ModelIndex {
     }
 }
 
-/// Checks that `base` is a diffusers Wan2.1 folder: it exists and its
-/// `model_index.json` names the parts lynx-rs loads, each in its folder.
-pub fn check_model_folder(base: &Path) -> Result<ModelIndex> {
-    if !base.is_dir() {
-        return Err(Error::MissingFile {
-            path: base.to_path_buf(),
-            hint: "expected a diffusers Wan2.1 folder (with model_index.json, transformer/, \
-                   vae/, text_encoder/, tokenizer/, scheduler/)"
-                .into(),
-        });
+/// How a model folder is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderLayout {
+    /// A diffusers folder (`model_index.json` and one folder per part).
+    Diffusers,
+    /// The original Wan release (see [`crate::original`]).
+    WanOriginal,
+}
+
+/// A checked model folder: where each part's config and weights are, in either layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFolder {
+    /// The folder.
+    pub base: PathBuf,
+    /// Its layout, read from its content.
+    pub layout: FolderLayout,
+}
+
+impl ModelFolder {
+    /// Detects the layout of `base` and checks it: a `model_index.json` makes it a
+    /// diffusers folder ([`ModelIndex::load`]); a `config.json` whose `_class_name` is
+    /// `WanModel` an original Wan folder ([`original::check`]). Nothing else is read.
+    pub fn open(base: impl AsRef<Path>) -> Result<Self> {
+        let base = base.as_ref();
+        if !base.is_dir() {
+            return Err(Error::MissingFile {
+                path: base.to_path_buf(),
+                hint: "expected a Wan2.1 model folder: diffusers (model_index.json, \
+                       transformer/, vae/, text_encoder/, tokenizer/, scheduler/) or the \
+                       original release (config.json, the DiT shards, \
+                       models_t5_umt5-xxl-enc-bf16.pth, Wan2.1_VAE.pth, google/umt5-xxl/)"
+                    .into(),
+            });
+        }
+        let layout = if !base.join(MODEL_INDEX).exists() && original::is_original(base) {
+            original::check(base)?;
+            FolderLayout::WanOriginal
+        } else {
+            if !base.join(MODEL_INDEX).exists()
+                && !base.join("config.json").exists()
+                && original::has_original_files(base)
+            {
+                return Err(Error::MissingFile {
+                    path: base.join("config.json"),
+                    hint: "the folder holds the original Wan release's files; its \
+                           config.json (the DiT's, `_class_name` WanModel) gives the sizes"
+                        .into(),
+                });
+            }
+            ModelIndex::load(base)?;
+            FolderLayout::Diffusers
+        };
+        Ok(Self {
+            base: base.to_path_buf(),
+            layout,
+        })
     }
-    ModelIndex::load(base)
+
+    /// The DiT's config; `text_dim` is the text encoder's width (the original folder's
+    /// `config.json` does not hold it).
+    pub fn dit_config(&self, text_dim: usize) -> Result<WanConfig> {
+        match self.layout {
+            FolderLayout::Diffusers => WanConfig::load(self.base.join("transformer")),
+            FolderLayout::WanOriginal => original::dit_config(&self.base, text_dim),
+        }
+    }
+
+    /// The text encoder's config.
+    pub fn text_config(&self) -> Result<Umt5Config> {
+        match self.layout {
+            FolderLayout::Diffusers => {
+                Umt5Config::load(self.base.join("text_encoder").join("config.json"))
+            }
+            FolderLayout::WanOriginal => original::text_config(&self.base),
+        }
+    }
+
+    /// The VAE's config.
+    pub fn vae_config(&self) -> Result<VaeConfig> {
+        match self.layout {
+            FolderLayout::Diffusers => VaeConfig::load(self.base.join("vae").join("config.json")),
+            FolderLayout::WanOriginal => original::vae_config(&self.base),
+        }
+    }
+
+    /// The scheduler's config.
+    pub fn scheduler(&self) -> Result<SchedulerConfig> {
+        match self.layout {
+            FolderLayout::Diffusers => SchedulerConfig::load(self.base.join("scheduler")),
+            FolderLayout::WanOriginal => Ok(original::scheduler()),
+        }
+    }
+
+    /// The tokenizer folder (holding `tokenizer.json`).
+    pub fn tokenizer(&self) -> PathBuf {
+        match self.layout {
+            FolderLayout::Diffusers => self.base.join("tokenizer"),
+            FolderLayout::WanOriginal => self.base.join(original::TOKENIZER_DIR),
+        }
+    }
+}
+
+/// Checks that `base` is a Wan2.1 folder lynx-rs runs, diffusers or original (see
+/// [`ModelFolder::open`]).
+pub fn check_model_folder(base: &Path) -> Result<ModelFolder> {
+    ModelFolder::open(base)
 }
 
 #[cfg(test)]
@@ -223,8 +331,8 @@ mod tests {
 
 /// Weight files that replace parts of the model folder: the DiT, the text encoder or the
 /// VAE as users hold them (a native or ComfyUI single file, fp8, scaled fp8, GGUF; see
-/// `lynx_store::formats`). The folder still gives each part's `config.json`, the
-/// tokenizer and the scheduler.
+/// `lynx_store::formats`). The folder still gives each part's config, the tokenizer and
+/// the scheduler.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WeightFiles {
     /// Replaces `transformer/`'s weights.
@@ -236,31 +344,45 @@ pub struct WeightFiles {
 }
 
 impl WeightFiles {
-    /// The DiT's weights for the model folder `base`.
-    pub fn transformer(&self, base: &Path) -> PathBuf {
-        self.transformer
-            .clone()
-            .unwrap_or_else(|| base.join("transformer"))
+    /// The DiT's weights for the model folder `folder`.
+    pub fn transformer(&self, folder: &ModelFolder) -> PathBuf {
+        if let Some(t) = &self.transformer {
+            return t.clone();
+        }
+        match folder.layout {
+            FolderLayout::Diffusers => folder.base.join("transformer"),
+            FolderLayout::WanOriginal => original::dit_weights(&folder.base),
+        }
     }
 
-    /// The text encoder's weights for the model folder `base`.
-    pub fn text_encoder(&self, base: &Path) -> PathBuf {
-        self.text_encoder
-            .clone()
-            .unwrap_or_else(|| base.join("text_encoder"))
+    /// The text encoder's weights for the model folder `folder`.
+    pub fn text_encoder(&self, folder: &ModelFolder) -> PathBuf {
+        if let Some(t) = &self.text_encoder {
+            return t.clone();
+        }
+        match folder.layout {
+            FolderLayout::Diffusers => folder.base.join("text_encoder"),
+            FolderLayout::WanOriginal => folder.base.join(original::T5_FILE),
+        }
     }
 
-    /// The VAE's weights for the model folder `base` (its safetensors file when the
-    /// folder holds one).
-    pub fn vae(&self, base: &Path) -> PathBuf {
+    /// The VAE's weights for the model folder `folder` (its safetensors file when the
+    /// diffusers folder holds one).
+    pub fn vae(&self, folder: &ModelFolder) -> PathBuf {
         if let Some(v) = &self.vae {
             return v.clone();
         }
-        let file = base.join("vae").join("diffusion_pytorch_model.safetensors");
+        if folder.layout == FolderLayout::WanOriginal {
+            return folder.base.join(original::VAE_FILE);
+        }
+        let file = folder
+            .base
+            .join("vae")
+            .join("diffusion_pytorch_model.safetensors");
         if file.is_file() {
             file
         } else {
-            base.join("vae")
+            folder.base.join("vae")
         }
     }
 }

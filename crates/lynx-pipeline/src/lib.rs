@@ -33,7 +33,8 @@
 //! | [`observer`] | [`Observer`]: progress of the stages and steps, and stopping a run |
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
 //! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors`, each written whole or not at all |
-//! | [`folder`] | the diffusers folder and its `model_index.json`, checked before loading |
+//! | [`folder`] | [`folder::ModelFolder`]: the diffusers folder (its `model_index.json`) or the original Wan release, checked before loading |
+//! | [`original`] | the original `Wan-AI/Wan2.1-T2V-14B` folder: which file holds what, and the released configs it does not hold |
 //! | [`inputs`] | face embeddings, recorded latents and noise read from files |
 //! | [`source`] | [`Source`]: a folder or file, a Hub repo (feature `hub`), a URL, for every model and weight file |
 
@@ -50,6 +51,7 @@ pub mod memory;
 mod mp4;
 pub mod noise;
 pub mod observer;
+pub mod original;
 pub mod pipeline;
 mod plan;
 pub mod request;

@@ -35,9 +35,9 @@ use lynx_dit::{WanBlock, WanConfig, WanTransformer};
 use lynx_store::{Checkpoint, Offload};
 use lynx_text::encoder::Umt5Block;
 use lynx_text::{Umt5Config, Umt5Encoder};
-use lynx_vae::{VaeConfig, WanVae};
+use lynx_vae::WanVae;
 
-use crate::folder::WeightFiles;
+use crate::folder::{ModelFolder, WeightFiles};
 
 /// The process itself: code, burn's runtime, the tokenizer, allocator slack (measured:
 /// the tiny model's whole run peaks at about this).
@@ -159,7 +159,7 @@ pub struct MemoryPlan {
 }
 
 impl WeightSizes {
-    /// Sizes the components of the diffusers Wan2.1 folder `base` (and the adapter
+    /// Sizes the components of the Wan2.1 folder `base` (and the adapter
     /// folder, and the face model files) in `dtype` on `device`, reading only headers
     /// and configs. Every key and shape is checked on the way, as loading would.
     pub fn measure(
@@ -183,25 +183,24 @@ impl WeightSizes {
         dtype: DType,
     ) -> Result<Self> {
         check_dtype(device, dtype)?;
-        let text_cfg = Umt5Config::load(base.join("text_encoder").join("config.json"))?;
-        let te = Checkpoint::open(files.text_encoder(base))?;
+        let folder = ModelFolder::open(base)?;
+        let text_cfg = folder.text_config()?;
+        let te = Checkpoint::open(files.text_encoder(&folder))?;
         let text_total = te.measure(device, dtype, |w| Umt5Encoder::load(w, &text_cfg))?;
         let text_layer = te.measure_at("encoder.block.0", device, dtype, |w| {
             Ok(Umt5Block::load(w, &text_cfg))
         })?;
         let table = (text_cfg.vocab_size * text_cfg.d_model * dtype.size()) as u64;
 
-        let tr_dir = base.join("transformer");
-        let dit_cfg = WanConfig::load(&tr_dir)?;
-        let tr = Checkpoint::open(files.transformer(base))?;
+        let dit_cfg = folder.dit_config(text_cfg.d_model)?;
+        let tr = Checkpoint::open(files.transformer(&folder))?;
         let dit_total = tr.measure(device, dtype, |w| WanTransformer::load(w, dit_cfg.clone()))?;
         let dit_layer = tr.measure_at("blocks.0", device, dtype, |w| {
             Ok(WanBlock::load(w, &dit_cfg))
         })?;
 
-        let vae_dir = base.join("vae");
-        let vae_cfg = VaeConfig::load(vae_dir.join("config.json"))?;
-        let vae_ckpt = Checkpoint::open(files.vae(base))?;
+        let vae_cfg = folder.vae_config()?;
+        let vae_ckpt = Checkpoint::open(files.vae(&folder))?;
         let vae_base_dim = vae_cfg.base_dim;
         let vae = vae_ckpt.measure(device, dtype, |w| WanVae::load(w, vae_cfg))?;
 

@@ -103,7 +103,8 @@ struct SubjectInputs {
 impl LynxPipeline {
     /// Loads tokenizer, text encoder, DiT, VAE and scheduler config from a diffusers Wan2.1
     /// folder (`base`, checked first against its `model_index.json`, see
-    /// [`crate::folder::ModelIndex`]), and the adapters from `adapters`: `lynx_full/` or
+    /// [`crate::folder::ModelIndex`]) or the original release's folder
+    /// ([`crate::original`]), and the adapters from `adapters`: `lynx_full/` or
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
     /// `adapters` the pipeline is plain Wan2.1 text-to-video.
     ///
@@ -125,10 +126,10 @@ impl LynxPipeline {
     ) -> Result<Self> {
         let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, &options)?;
         let (base, adapter_dir) = (base.as_path(), adapter_dir.as_deref());
-        check_model_folder(base)?;
+        let folder = check_model_folder(base)?;
         check_dtype(&options.device, options.dtype)?;
         let variant = adapter_dir.map(Variant::detect).transpose()?;
-        let scheduler = SchedulerConfig::load(base.join("scheduler"))?;
+        let scheduler = folder.scheduler()?;
         scheduler.check_unipc()?;
         let smallest = GenerateRequest::new("")
             .with_frames(1)
@@ -183,8 +184,9 @@ impl LynxPipeline {
         budget::check(&base, adapter_dir.as_deref(), &options, request)
     }
 
-    /// Checks that `base_dir` is a diffusers Wan2.1 folder (its five parts present),
-    /// before anything is read from it.
+    /// Checks that `base_dir` is a Wan2.1 folder lynx-rs runs — diffusers (its five parts
+    /// present) or the original release ([`crate::original`]) — before anything is read
+    /// from it.
     pub fn check_model_folder(base_dir: impl AsRef<Path>) -> Result<()> {
         check_model_folder(base_dir.as_ref()).map(|_| ())
     }

@@ -49,7 +49,7 @@ impl Checkpoint {
     /// `*.safetensors.index.json` shard index, a GGUF file, a PyTorch archive, or a folder
     /// holding exactly one of these (an index is preferred over its shards). The format
     /// and the key layout (diffusers, or Wan's native DiT/VAE names, with or without
-    /// ComfyUI's `model.diffusion_model.`) are read from the content, never the name;
+    /// ComfyUI's `model.diffusion_model.`, or the names of Wan's own T5 encoder) are read from the content, never the name;
     /// keys are presented under the diffusers names (see [`crate::formats`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let opened = formats::open(path.as_ref())?;

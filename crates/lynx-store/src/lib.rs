@@ -21,7 +21,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`checkpoint`] | [`Checkpoint`]: safetensors, sharded index, `.pth`; [`Checkpoint::build`], [`Checkpoint::measure`] |
-//! | [`formats`] | containers and key layouts told apart by content: GGUF, fp8 and ComfyUI scaled fp8 safetensors, Wan's native DiT/VAE names |
+//! | [`formats`] | containers and key layouts told apart by content: GGUF, fp8 and ComfyUI scaled fp8 safetensors, Wan's native DiT/VAE names, Wan's own T5 names |
 //! | [`loader`] | [`Loader`]: what a module's `load` reads its tensors through, by PyTorch attribute names; lynx-core's layers (linear, norms) read from a checkpoint |
 //! | [`lora`] | [`LoraFile`], [`LoraSet`]: LoRA files (diffusers/PEFT, native Wan/ComfyUI), fused at load or applied on the fly |
 //! | [`record`] | [`Checkpoint::recording`]: the tensors a model's loader asks for, without a file |

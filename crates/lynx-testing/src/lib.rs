@@ -4,10 +4,12 @@
 //!
 //! `LYNX_TEST_DEVICE` picks the device (`flex` by default; `wgpu` in CI's second pass,
 //! which needs this crate's `wgpu` feature). [`fuzz`] is the mutation fuzzer behind
-//! every crate's `fuzz` tests.
+//! every crate's `fuzz` tests. [`wan_original`] builds the tiny model in the original
+//! Wan release's folder layout.
 
 pub mod fuzz;
 mod mutate;
+pub mod wan_original;
 
 use std::path::PathBuf;
 

@@ -96,9 +96,23 @@ impl TextEncoder {
         dtype: DType,
         offload: Offload,
     ) -> Result<Self> {
-        let dir = weights.as_ref().to_path_buf();
         let config = Umt5Config::load(config)?;
         let tokenizer = Tokenizer::from_pretrained(tokenizer)?;
+        Self::from_config(config, weights, tokenizer, device, dtype, offload)
+    }
+
+    /// [`TextEncoder::from_weights`] with the config and the tokenizer given: for folders
+    /// that do not hold a `config.json` (the original Wan release, whose encoder is the
+    /// released UMT5-XXL).
+    pub fn from_config(
+        config: Umt5Config,
+        weights: impl AsRef<Path>,
+        tokenizer: Tokenizer,
+        device: &Device,
+        dtype: DType,
+        offload: Offload,
+    ) -> Result<Self> {
+        let dir = weights.as_ref().to_path_buf();
         let weights = match offload {
             Offload::None => Weights::Loaded(Box::new(load_module(&dir, device, dtype, |w| {
                 Umt5Encoder::load(w, &config)

@@ -8,6 +8,18 @@
 //!   `decoder.middle.0.residual.0.gamma`; the decoder's flat `upsamples.i` index is split
 //!   into up block `b` and resnet `r` with `i = b·(R+2) + r` (resample at `r = R+1`), `R`
 //!   read from the first resample's index.
+//! - **UMT5 encoder, Wan's own names** (`models_t5_umt5-xxl-enc-bf16.pth` of the original
+//!   release): found by `token_embedding.weight` beside `blocks.0.ffn.gate.0.weight`. The
+//!   names are those of `T5Encoder` in `Wan-Video/Wan2.1:wan/modules/t5.py` (built with
+//!   `encoder_only=True, shared_pos=False` by `umt5_xxl`, so every block carries its own
+//!   `pos_embedding`, as UMT5 does, and there is no top-level one); each maps to the
+//!   transformers `UMT5EncoderModel` name that module computes the same thing with:
+//!   `token_embedding` → `shared`, `blocks.N.norm1` / `attn.{q,k,v,o}` /
+//!   `pos_embedding.embedding` → `encoder.block.N.layer.0.{layer_norm, SelfAttention.{q,k,v,o},
+//!   SelfAttention.relative_attention_bias}`, `blocks.N.norm2` / `ffn.gate.0` / `ffn.fc1` /
+//!   `ffn.fc2` → `encoder.block.N.layer.1.{layer_norm, DenseReluDense.wi_0 / wi_1 / wo}`
+//!   (`T5FeedForward` computes `fc1(x) · gelu_tanh(gate(x))`, transformers
+//!   `gelu_new(wi_0(x)) · wi_1(x)`), `norm` → `encoder.final_layer_norm`.
 //! - Everything else (diffusers, transformers' UMT5) is used as stored.
 
 use std::collections::BTreeMap;
@@ -30,6 +42,8 @@ pub enum Layout {
         /// `num_res_blocks`.
         res_blocks: usize,
     },
+    /// The UMT5 encoder in the names of Wan's own `T5Encoder` (`wan/modules/t5.py`).
+    WanT5,
 }
 
 /// Detects the layout of `keys`.
@@ -40,6 +54,9 @@ pub(crate) fn detect<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> Layout 
     }
     if has("head.modulation") {
         return Layout::WanDitNative { prefixed: false };
+    }
+    if has("token_embedding.weight") && has("blocks.0.ffn.gate.0.weight") {
+        return Layout::WanT5;
     }
     if has("decoder.middle.0.residual.0.gamma") {
         // The first decoder resample sits at index R + 1.
@@ -78,6 +95,45 @@ pub fn rename(layout: Layout, key: &str) -> Option<String> {
             Some(dit_key(key))
         }
         Layout::WanVaeNative { res_blocks } => Some(vae_key(key, res_blocks)),
+        Layout::WanT5 => Some(t5_key(key)),
+    }
+}
+
+/// The transformers UMT5 name of a key of Wan's `T5Encoder` (see the module docs).
+fn t5_key(key: &str) -> String {
+    match key {
+        "token_embedding.weight" => return "shared.weight".into(),
+        "norm.weight" => return "encoder.final_layer_norm.weight".into(),
+        _ => {}
+    }
+    let Some((n, inner)) = key
+        .strip_prefix("blocks.")
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return key.to_string();
+    };
+    const BLOCK: [(&str, &str); 9] = [
+        ("norm1.", "0.layer_norm."),
+        ("attn.q.", "0.SelfAttention.q."),
+        ("attn.k.", "0.SelfAttention.k."),
+        ("attn.v.", "0.SelfAttention.v."),
+        ("attn.o.", "0.SelfAttention.o."),
+        (
+            "pos_embedding.embedding.",
+            "0.SelfAttention.relative_attention_bias.",
+        ),
+        ("norm2.", "1.layer_norm."),
+        ("ffn.gate.0.", "1.DenseReluDense.wi_0."),
+        ("ffn.fc1.", "1.DenseReluDense.wi_1."),
+    ];
+    for (from, to) in BLOCK {
+        if let Some(k) = swap(inner, from, to) {
+            return format!("encoder.block.{n}.layer.{k}");
+        }
+    }
+    match swap(inner, "ffn.fc2.", "1.DenseReluDense.wo.") {
+        Some(k) => format!("encoder.block.{n}.layer.{k}"),
+        None => key.to_string(),
     }
 }
 
@@ -258,6 +314,41 @@ mod tests {
             Some("scale_shift_table")
         );
         assert_eq!(r("first_stage_model.x"), None);
+    }
+
+    #[test]
+    fn wan_t5_names() {
+        let keys = ["token_embedding.weight", "blocks.0.ffn.gate.0.weight"];
+        assert_eq!(detect(keys.iter().copied()), Layout::WanT5);
+        let r = |k| rename(Layout::WanT5, k).unwrap();
+        assert_eq!(r("token_embedding.weight"), "shared.weight");
+        assert_eq!(r("norm.weight"), "encoder.final_layer_norm.weight");
+        assert_eq!(
+            r("blocks.23.attn.o.weight"),
+            "encoder.block.23.layer.0.SelfAttention.o.weight"
+        );
+        assert_eq!(
+            r("blocks.1.pos_embedding.embedding.weight"),
+            "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"
+        );
+        assert_eq!(
+            r("blocks.0.norm2.weight"),
+            "encoder.block.0.layer.1.layer_norm.weight"
+        );
+        assert_eq!(
+            r("blocks.0.ffn.gate.0.weight"),
+            "encoder.block.0.layer.1.DenseReluDense.wi_0.weight"
+        );
+        assert_eq!(
+            r("blocks.0.ffn.fc1.weight"),
+            "encoder.block.0.layer.1.DenseReluDense.wi_1.weight"
+        );
+        assert_eq!(
+            r("blocks.0.ffn.fc2.weight"),
+            "encoder.block.0.layer.1.DenseReluDense.wo.weight"
+        );
+        // Unknown names pass through, for the loader to report as unused.
+        assert_eq!(r("blocks.0.extra.weight"), "blocks.0.extra.weight");
     }
 
     #[test]

@@ -298,7 +298,11 @@ pub(crate) fn tensors(
     for (name, id) in out {
         let t = &heap.tensors[id as usize];
         let s = &heap.storages[t.storage as usize];
-        let range = storage(s)?;
+        // Name the tensor too: a storage key (`0`, `17`) alone does not say which weight.
+        let range = storage(s).map_err(|f| match f {
+            Fail::Bad(reason) => bad(format!("tensor `{}`: {reason}", name.escape_debug())),
+            io => io,
+        })?;
         tensors.push(resolve(name, t, s, range)?);
     }
     Ok(tensors)
