@@ -195,7 +195,26 @@ impl PipelineOptions {
         self
     }
 
-    /// These options with the face models and LoRA files made local ([`Source::file`]:
+    /// With `transformer` replacing the model folder's DiT weights (see
+    /// [`crate::folder::WeightFiles`]).
+    pub fn with_transformer(mut self, transformer: impl Into<Source>) -> Self {
+        self.weights.transformer = Some(transformer.into());
+        self
+    }
+
+    /// With `text_encoder` replacing the model folder's text encoder weights.
+    pub fn with_text_encoder(mut self, text_encoder: impl Into<Source>) -> Self {
+        self.weights.text_encoder = Some(text_encoder.into());
+        self
+    }
+
+    /// With `vae` replacing the model folder's VAE weights.
+    pub fn with_vae(mut self, vae: impl Into<Source>) -> Self {
+        self.weights.vae = Some(vae.into());
+        self
+    }
+
+    /// These options with the face models, LoRA files and weight files made local ([`Source::file`]:
     /// URLs and Hub files fetched into the cache).
     pub fn resolved(&self, progress: &mut dyn Progress) -> Result<Self> {
         let mut o = self.clone();
@@ -207,6 +226,7 @@ impl PipelineOptions {
         {
             *source = Source::Local(source.file(progress)?);
         }
+        o.weights = o.weights.resolved(progress)?;
         Ok(o)
     }
 
@@ -287,7 +307,7 @@ impl Components {
         }
         let text = TextEncoder::from_weights(
             base.join("text_encoder").join("config.json"),
-            options.weights.text_encoder(base),
+            options.weights.text_encoder(base)?,
             base.join("tokenizer"),
             device,
             dtype,
@@ -311,7 +331,7 @@ impl Components {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
             this.lora_skipped =
-                set.check(&Checkpoint::open(this.options.weights.transformer(base))?)?;
+                set.check(&Checkpoint::open(this.options.weights.transformer(base)?)?)?;
             this.loras = Some(set);
         }
         if offload == Offload::None {
@@ -441,7 +461,7 @@ impl Components {
     fn load_dit(&self) -> Result<WanTransformer> {
         let (device, dtype) = (&self.options.device, self.options.dtype);
         let config_dir = self.base.join("transformer");
-        let weights = self.options.weights.transformer(&self.base);
+        let weights = self.options.weights.transformer(&self.base)?;
         let streamed = self.options.offload == Offload::Blocks;
         let Some(set) = &self.loras else {
             return WanTransformer::from_weights(config_dir, weights, device, dtype, streamed);
@@ -462,7 +482,7 @@ impl Components {
     fn load_vae(&self) -> Result<WanVae> {
         let mut vae = WanVae::from_weights(
             self.base.join("vae").join("config.json"),
-            self.options.weights.vae(&self.base),
+            self.options.weights.vae(&self.base)?,
             &self.options.device,
             self.options.dtype,
         )?;

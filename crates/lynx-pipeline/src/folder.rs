@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use lynx_core::{Error, Result};
 use serde_json::Value;
 
+use crate::source::{Progress, Source};
+
 /// The index file's name.
 pub const MODEL_INDEX: &str = "model_index.json";
 
@@ -224,43 +226,73 @@ mod tests {
 /// Weight files that replace parts of the model folder: the DiT, the text encoder or the
 /// VAE as users hold them (a native or ComfyUI single file, fp8, scaled fp8, GGUF; see
 /// `lynx_store::formats`). The folder still gives each part's `config.json`, the
-/// tokenizer and the scheduler.
+/// tokenizer and the scheduler. Each is a [`Source`]: a path, a URL or a file in a Hub
+/// repo ([`Source::parse_file`]), made local by [`WeightFiles::resolved`] (which
+/// [`crate::PipelineOptions::resolved`] and the pipeline's loading call).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WeightFiles {
     /// Replaces `transformer/`'s weights.
-    pub transformer: Option<PathBuf>,
+    pub transformer: Option<Source>,
     /// Replaces `text_encoder/`'s weights.
-    pub text_encoder: Option<PathBuf>,
+    pub text_encoder: Option<Source>,
     /// Replaces `vae/`'s weights.
-    pub vae: Option<PathBuf>,
+    pub vae: Option<Source>,
 }
 
 impl WeightFiles {
+    /// These files made local ([`Source::file`]: URLs and Hub files fetched into the
+    /// cache).
+    pub fn resolved(&self, progress: &mut dyn Progress) -> Result<Self> {
+        let mut w = self.clone();
+        for source in [&mut w.transformer, &mut w.text_encoder, &mut w.vae]
+            .into_iter()
+            .flatten()
+        {
+            *source = Source::Local(source.file(progress)?);
+        }
+        Ok(w)
+    }
+
     /// The DiT's weights for the model folder `base`.
-    pub fn transformer(&self, base: &Path) -> PathBuf {
-        self.transformer
-            .clone()
-            .unwrap_or_else(|| base.join("transformer"))
+    pub fn transformer(&self, base: &Path) -> Result<PathBuf> {
+        Ok(match local(&self.transformer)? {
+            Some(p) => p,
+            None => base.join("transformer"),
+        })
     }
 
     /// The text encoder's weights for the model folder `base`.
-    pub fn text_encoder(&self, base: &Path) -> PathBuf {
-        self.text_encoder
-            .clone()
-            .unwrap_or_else(|| base.join("text_encoder"))
+    pub fn text_encoder(&self, base: &Path) -> Result<PathBuf> {
+        Ok(match local(&self.text_encoder)? {
+            Some(p) => p,
+            None => base.join("text_encoder"),
+        })
     }
 
     /// The VAE's weights for the model folder `base` (its safetensors file when the
     /// folder holds one).
-    pub fn vae(&self, base: &Path) -> PathBuf {
-        if let Some(v) = &self.vae {
-            return v.clone();
+    pub fn vae(&self, base: &Path) -> Result<PathBuf> {
+        if let Some(v) = local(&self.vae)? {
+            return Ok(v);
         }
         let file = base.join("vae").join("diffusion_pytorch_model.safetensors");
-        if file.is_file() {
+        Ok(if file.is_file() {
             file
         } else {
             base.join("vae")
-        }
+        })
     }
+}
+
+/// The local path of a weight file, an error if it was not made local first.
+fn local(source: &Option<Source>) -> Result<Option<PathBuf>> {
+    source
+        .as_ref()
+        .map(|s| match s.as_local() {
+            Some(p) => Ok(p.to_path_buf()),
+            None => Err(Error::input(format!(
+                "{s} was not fetched before use (WeightFiles::resolved)"
+            ))),
+        })
+        .transpose()
 }

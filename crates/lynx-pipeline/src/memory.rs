@@ -181,7 +181,7 @@ impl WeightSizes {
     ) -> Result<Self> {
         check_dtype(device, dtype)?;
         let text_cfg = Umt5Config::load(base.join("text_encoder").join("config.json"))?;
-        let te = Checkpoint::open(files.text_encoder(base))?;
+        let te = Checkpoint::open(files.text_encoder(base)?)?;
         let text_total = te.measure(device, dtype, |w| Umt5Encoder::load(w, &text_cfg))?;
         let text_layer = te.measure_at("encoder.block.0", device, dtype, |w| {
             Ok(Umt5Block::load(w, &text_cfg))
@@ -190,7 +190,7 @@ impl WeightSizes {
 
         let tr_dir = base.join("transformer");
         let dit_cfg = WanConfig::load(&tr_dir)?;
-        let tr = Checkpoint::open(files.transformer(base))?;
+        let tr = Checkpoint::open(files.transformer(base)?)?;
         let dit_total = tr.measure(device, dtype, |w| WanTransformer::load(w, dit_cfg.clone()))?;
         let dit_layer = tr.measure_at("blocks.0", device, dtype, |w| {
             Ok(WanBlock::load(w, &dit_cfg))
@@ -198,7 +198,7 @@ impl WeightSizes {
 
         let vae_dir = base.join("vae");
         let vae_cfg = VaeConfig::load(vae_dir.join("config.json"))?;
-        let vae_ckpt = Checkpoint::open(files.vae(base))?;
+        let vae_ckpt = Checkpoint::open(files.vae(base)?)?;
         let vae_base_dim = vae_cfg.base_dim;
         let vae = vae_ckpt.measure(device, dtype, |w| WanVae::load(w, vae_cfg))?;
 

@@ -4,8 +4,9 @@
 //!
 //! `LYNX_TEST_DEVICE` picks the device (`flex` by default; `wgpu` in CI's second pass,
 //! which needs this crate's `wgpu` feature). [`fuzz`] is the mutation fuzzer behind
-//! every crate's `fuzz` tests.
+//! every crate's `fuzz` tests; [`formats`] writes the weight-format fixtures dequantized.
 
+pub mod formats;
 pub mod fuzz;
 mod mutate;
 
