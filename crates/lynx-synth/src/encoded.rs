@@ -355,7 +355,7 @@ impl DitFile {
             None => safetensors_layout(&tensors, enc == DitEncoding::Fp8Scaled)?.file_len(),
             Some(ft) => {
                 let (h, _) = gguf_header(&tensors, ft);
-                let data = tensors.iter().fold(0, |at, t| {
+                let data = tensors.iter().fold(0u64, |at, t| {
                     at.next_multiple_of(GGUF_ALIGN) + t.stored.bytes(t.numel())
                 });
                 h.len() as u64 + data

@@ -75,7 +75,12 @@ pub fn write_dequantized_gguf(file: &str, out: &Path) -> usize {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     let types = &json["files"][file]["tensor_type_by_name"];
     let names = std::fs::read(dir.join("formats/wan_native_fp8_e4m3fn.safetensors")).unwrap();
-    let names = SafeTensors::deserialize(&names).unwrap().names();
+    let names: Vec<String> = SafeTensors::deserialize(&names)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(|n| n.to_string())
+        .collect();
     let deq = std::fs::read(dir.join("formats/dequantized.safetensors")).unwrap();
     let deq = SafeTensors::deserialize(&deq).unwrap();
     let gguf = lynx_store::Checkpoint::open(dir.join("formats").join(file)).unwrap();
@@ -83,11 +88,11 @@ pub fn write_dequantized_gguf(file: &str, out: &Path) -> usize {
     let mut from_reference = 0;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for name in names {
-        let kind = types[name.as_str()].as_str().unwrap_or_else(|| panic!("{name}"));
+        let kind = types[&*name].as_str().unwrap_or_else(|| panic!("{name}"));
         let (shape, bytes) = if matches!(kind, "F32" | "F16" | "BF16") {
-            let key = lynx_store::formats::layout::rename(gguf.layout(), &name).unwrap();
+            let key = lynx_store::formats::layout::rename(gguf.layout(), &*name).unwrap();
             let data = gguf.read_as(&key, DType::F32).unwrap();
-            (data.shape.to_vec(), data.as_bytes().to_vec())
+            (data.shape().to_vec(), data.as_bytes().to_vec())
         } else {
             let r = deq
                 .tensor(&format!("{stem}/{name}"))

@@ -405,7 +405,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     options.weights.transformer = weight(&args.transformer)?;
     options.weights.text_encoder = weight(&args.text_encoder)?;
     options.weights.vae = weight(&args.vae)?;
-    let mut options = models::resolved(&options, quiet)?;
+    let options = models::resolved(&options, quiet)?;
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
     let frames = request
