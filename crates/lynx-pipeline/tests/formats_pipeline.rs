@@ -126,7 +126,10 @@ fn streamed_quantized_blocks_stay_encoded() {
     let text: Tensor<3> = fixture_tensor(&fx, "text", &device);
     let config = tiny().join("transformer");
     // (file, how many of a block's 10 Linear weights the file quantizes)
-    for (file, quantized) in [("wan_native_fp8_e4m3fn.safetensors", 10), ("wan_Q8_0.gguf", 1)] {
+    for (file, quantized) in [
+        ("wan_native_fp8_e4m3fn.safetensors", 10),
+        ("wan_Q8_0.gguf", 1),
+    ] {
         let path = formats(file);
         let load = |streamed| {
             WanTransformer::from_weights(&config, &path, &device, DType::F32, streamed).unwrap()
@@ -179,7 +182,9 @@ fn streamed_quantized_blocks_stay_encoded() {
         ];
         for (l, key) in block.linears().iter().zip(keys) {
             if let Some(q) = l.quantized_weight() {
-                let stored = ckpt.stored_bytes(&format!("blocks.0.{key}.weight")).unwrap();
+                let stored = ckpt
+                    .stored_bytes(&format!("blocks.0.{key}.weight"))
+                    .unwrap();
                 assert_eq!(q.byte_len() as u64, stored, "{file}: {key}");
             }
         }

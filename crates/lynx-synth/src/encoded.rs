@@ -163,12 +163,12 @@ impl EncodedTensor {
 ///    Q8_0, 256 for the K types) falls back to F16.
 pub fn gguf_type(name: &str, shape: &[usize], recipe: DitEncoding) -> Stored {
     let numel: usize = shape.iter().product();
-    let base = if shape.len() == 1 || shape.len() > 4 || numel <= 1024 || name.contains(".modulation")
-    {
-        Stored::F32
-    } else {
-        Stored::F16
-    };
+    let base =
+        if shape.len() == 1 || shape.len() > 4 || numel <= 1024 || name.contains(".modulation") {
+            Stored::F32
+        } else {
+            Stored::F16
+        };
     const KEPT: [&str; 7] = [
         "modulation.",
         "patch_embedding.",
@@ -250,7 +250,9 @@ fn encode(x: &[f32], stored: Stored, scale: f32) -> Vec<u8> {
     let mut out = Vec::with_capacity(stored.bytes(x.len() as u64) as usize);
     match stored {
         Stored::F32 => x.iter().for_each(|v| out.extend(v.to_le_bytes())),
-        Stored::F16 => x.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
+        Stored::F16 => x
+            .iter()
+            .for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
         Stored::BF16 => x
             .iter()
             .for_each(|v| out.extend(bf16::from_f32(*v).to_le_bytes())),
@@ -397,7 +399,12 @@ impl DitFile {
         }
     }
 
-    fn write_safetensors(&self, seed: u64, path: &Path, mut progress: impl FnMut(u64)) -> Result<u64> {
+    fn write_safetensors(
+        &self,
+        seed: u64,
+        path: &Path,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64> {
         let scaled = self.encoding == DitEncoding::Fp8Scaled;
         let layout = safetensors_layout(&self.tensors, scaled)?;
         let by_name: BTreeMap<&str, &EncodedTensor> =

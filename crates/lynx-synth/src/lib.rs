@@ -388,7 +388,15 @@ pub fn plan(models: &ModelSet, dtype: WeightDtype, opts: &SynthOptions) -> Resul
         });
     } else {
         let params = walk::dit(&m.dit)?;
-        sharded(&mut files, &tr, prefix, C::Transformer, params, dt, m.dit_max_shard)?;
+        sharded(
+            &mut files,
+            &tr,
+            prefix,
+            C::Transformer,
+            params,
+            dt,
+            m.dit_max_shard,
+        )?;
     }
 
     let vae = wan.join("vae");

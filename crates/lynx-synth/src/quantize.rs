@@ -84,7 +84,10 @@ pub fn q8_0(x: &[f32], out: &mut Vec<u8>) {
 /// the largest of these over 63 (f16, rounded up), and each group's 6-bit `mn`, `sc`
 /// are rounded up, so every value lies in `[−dmin·mn, d·sc·15 − dmin·mn]`.
 pub fn q4_k(x: &[f32], out: &mut Vec<u8>) {
-    assert!(x.len().is_multiple_of(256), "Q4_K takes blocks of 256 values");
+    assert!(
+        x.len().is_multiple_of(256),
+        "Q4_K takes blocks of 256 values"
+    );
     for b in x.chunks_exact(256) {
         let groups: Vec<&[f32]> = b.chunks_exact(32).collect();
         let m: Vec<f32> = groups
@@ -158,17 +161,17 @@ fn covering(need: f32, d: f32, max: u8) -> u8 {
 /// group's signed 8-bit scale is rounded up, so `q = round(x / (d·sc))` lies in
 /// [−31, 31] ⊂ [−32, 31].
 pub fn q6_k(x: &[f32], out: &mut Vec<u8>) {
-    assert!(x.len().is_multiple_of(256), "Q6_K takes blocks of 256 values");
+    assert!(
+        x.len().is_multiple_of(256),
+        "Q6_K takes blocks of 256 values"
+    );
     for b in x.chunks_exact(256) {
         let need: Vec<f32> = b
             .chunks_exact(16)
             .map(|g| g.iter().fold(0f32, |a, v| a.max(v.abs())) / 31.0)
             .collect();
         let (d, d_bits) = f16_up(need.iter().fold(0f32, |a, &v| a.max(v)) / 127.0);
-        let sc: Vec<u8> = need
-            .iter()
-            .map(|&v| covering(v, d, 127))
-            .collect();
+        let sc: Vec<u8> = need.iter().map(|&v| covering(v, d, 127)).collect();
         // q + 32 in 0..64.
         let q: Vec<u8> = (0..256)
             .map(|i| {
@@ -303,7 +306,11 @@ mod tests {
             let d = f16::from_bits(u16::from_le_bytes([src[0], src[1]])).to_f32();
             let sc = |j: usize| -> f32 {
                 let s = &src[4..16];
-                (if j < 4 { s[j] & 63 } else { (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4) }) as f32
+                (if j < 4 {
+                    s[j] & 63
+                } else {
+                    (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4)
+                }) as f32
             };
             for (i, (a, c)) in xs.iter().zip(ys).enumerate() {
                 let half_step = 0.5 * d * sc(i / 32);

@@ -153,7 +153,9 @@ pub fn dit(c: &WanConfig) -> Result<Vec<Param>> {
 /// from those it keeps in f32 (norm gains, modulation tables) — what an encoding of the
 /// DiT quantises and what it keeps.
 pub fn dit_as(c: &WanConfig, dtype: DType) -> Result<Vec<Param>> {
-    record_as(dtype, BTreeMap::new(), |w| WanTransformer::load(w, c.clone()))
+    record_as(dtype, BTreeMap::new(), |w| {
+        WanTransformer::load(w, c.clone())
+    })
 }
 
 /// `UMT5EncoderModel`: what [`Umt5Encoder::load`] reads.

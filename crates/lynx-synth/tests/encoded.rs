@@ -40,7 +40,10 @@ fn bounds(enc: Encoding, scale: Option<f32>, x: &[f32]) -> Vec<f32> {
     let up = 1.001;
     match enc {
         Encoding::F32 => vec![0.0; x.len()],
-        Encoding::F16 => x.iter().map(|v| v.abs() * 2f32.powi(-11) + 2f32.powi(-25)).collect(),
+        Encoding::F16 => x
+            .iter()
+            .map(|v| v.abs() * 2f32.powi(-11) + 2f32.powi(-25))
+            .collect(),
         Encoding::BF16 => x.iter().map(|v| v.abs() * 2f32.powi(-8)).collect(),
         Encoding::F8_E4M3 => {
             let s = scale.unwrap_or(1.0);
@@ -71,7 +74,10 @@ fn bounds(enc: Encoding, scale: Option<f32>, x: &[f32]) -> Vec<f32> {
                     })
                     .collect();
                 let dmin = groups.iter().fold(0f32, |a, g| a.max(g.0)) / 63.0 * up;
-                let need: Vec<f32> = groups.iter().map(|(m, hi)| (hi + m + dmin) / 15.0).collect();
+                let need: Vec<f32> = groups
+                    .iter()
+                    .map(|(m, hi)| (hi + m + dmin) / 15.0)
+                    .collect();
                 let d = need.iter().fold(0f32, |a, &v| a.max(v)) / 63.0 * up;
                 need.iter()
                     .flat_map(|n| vec![0.5 * (n + d) * up + 1e-7; 32])
@@ -84,11 +90,7 @@ fn bounds(enc: Encoding, scale: Option<f32>, x: &[f32]) -> Vec<f32> {
 
 /// Every tensor of `ckpt` (a written encoded file) against `want(key)`: within
 /// [`bounds`]; returns the encodings seen.
-fn check_values(
-    ckpt: &Checkpoint,
-    label: &str,
-    want: impl Fn(&str) -> Vec<f32>,
-) -> Vec<Encoding> {
+fn check_values(ckpt: &Checkpoint, label: &str, want: impl Fn(&str) -> Vec<f32>) -> Vec<Encoding> {
     let mut seen = Vec::new();
     let keys: Vec<String> = ckpt.keys().map(str::to_string).collect();
     for key in keys {
@@ -119,7 +121,14 @@ fn tiny_dit_in_each_encoding_loads_and_matches_its_f32_values() {
         lite: false,
         ..SynthOptions::default()
     };
-    write_synthetic(Preset::Tiny, WeightDtype::F32, &out.join("f32"), &base(), |_| {}).unwrap();
+    write_synthetic(
+        Preset::Tiny,
+        WeightDtype::F32,
+        &out.join("f32"),
+        &base(),
+        |_| {},
+    )
+    .unwrap();
     let plain = Checkpoint::open(out.join("f32/Wan2.1-T2V-tiny-Diffusers/transformer")).unwrap();
     let config = out.join("f32/Wan2.1-T2V-tiny-Diffusers/transformer");
     let formats: serde_json::Value = serde_json::from_str(
@@ -135,8 +144,16 @@ fn tiny_dit_in_each_encoding_loads_and_matches_its_f32_values() {
         };
         let report = write_synthetic(Preset::Tiny, WeightDtype::F32, &dir, &opts, |_| {}).unwrap();
         let file = dir.join(enc.file_name("wan2.1_t2v_tiny"));
-        let written = report.files.iter().find(|f| f.path == file).expect("the DiT file");
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), written.bytes, "{enc:?}: planned size");
+        let written = report
+            .files
+            .iter()
+            .find(|f| f.path == file)
+            .expect("the DiT file");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            written.bytes,
+            "{enc:?}: planned size"
+        );
         // The folder keeps the transformer's config only.
         let tr = dir.join("Wan2.1-T2V-tiny-Diffusers/transformer");
         assert_eq!(std::fs::read_dir(&tr).unwrap().count(), 1, "{enc:?}");
@@ -172,7 +189,12 @@ fn tiny_dit_in_each_encoding_loads_and_matches_its_f32_values() {
             let plan = DitFile::plan(&WanConfig::load(&config).unwrap(), enc).unwrap();
             for t in &plan.tensors {
                 let name = format!("{:?}", t.stored);
-                assert_eq!(types[&t.name].as_str(), Some(name.as_str()), "{enc:?} {}", t.name);
+                assert_eq!(
+                    types[&t.name].as_str(),
+                    Some(name.as_str()),
+                    "{enc:?} {}",
+                    t.name
+                );
             }
             assert_eq!(plan.tensors.len(), types.as_object().unwrap().len());
         }
@@ -220,10 +242,18 @@ fn k_quants_on_wide_rows() {
             _ => assert_eq!(stored("blocks.0.cross_attn.o.weight"), Stored::Q8_0),
         }
         // Never quantized: the embeddings, the head, the modulation, the norms.
-        for name in ["head.head.weight", "text_embedding.0.weight", "time_projection.1.weight"] {
+        for name in [
+            "head.head.weight",
+            "text_embedding.0.weight",
+            "time_projection.1.weight",
+        ] {
             assert_eq!(stored(name), Stored::F16, "{name}");
         }
-        for name in ["blocks.0.modulation", "head.modulation", "patch_embedding.weight"] {
+        for name in [
+            "blocks.0.modulation",
+            "head.modulation",
+            "patch_embedding.weight",
+        ] {
             assert_eq!(stored(name), Stored::F32, "{name}");
         }
     }

@@ -163,7 +163,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let model = args.output.join(&plan.models.wan_folder);
     let dit = match options.encoding {
         Some(_) => {
-            let file = plan.files.iter().find(|f| f.component == Component::Transformer);
+            let file = plan
+                .files
+                .iter()
+                .find(|f| f.component == Component::Transformer);
             let file = file.map(|f| args.output.join(&f.path));
             format!(" --transformer {}", file.unwrap_or_default().display())
         }
