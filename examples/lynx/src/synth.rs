@@ -166,6 +166,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
             let file = plan
                 .files
                 .iter()
+                .rev() // the encoded file comes after transformer/config.json
                 .find(|f| f.component == Component::Transformer);
             let file = file.map(|f| args.output.join(&f.path));
             format!(" --transformer {}", file.unwrap_or_default().display())
