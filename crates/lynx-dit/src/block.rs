@@ -160,6 +160,25 @@ impl WanBlock {
         &self.attn2
     }
 
+    /// The block's Linear layers: `attn1` then `attn2` (`to_q`, `to_k`, `to_v`,
+    /// `to_out.0`), then `ffn` (`net.0.proj`, `net.2`). Each weight is in its file's
+    /// encoding when kept so ([`Linear::quantized_weight`], [`Linear::weight_bytes`]).
+    pub fn linears(&self) -> [&Linear; 10] {
+        let (a, b) = (&self.attn1, &self.attn2);
+        [
+            a.to_q(),
+            a.to_k(),
+            a.to_v(),
+            a.to_out(),
+            b.to_q(),
+            b.to_k(),
+            b.to_v(),
+            b.to_out(),
+            &self.ffn.proj,
+            &self.ffn.out,
+        ]
+    }
+
     /// The modulation table `[1, 6, dim]` (f32).
     pub fn scale_shift_table(&self) -> &Param<Tensor<3>> {
         &self.scale_shift_table

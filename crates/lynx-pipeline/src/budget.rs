@@ -42,7 +42,7 @@ pub(crate) fn loras_on_the_fly(
     let mut all = Vec::new();
     if !options.loras.is_empty() {
         let files = options.lora_files()?;
-        let dit = Checkpoint::open(options.weights.transformer(&ModelFolder::open(base)?))?;
+        let dit = Checkpoint::open(options.weights.transformer(&ModelFolder::open(base)?)?)?;
         if changes_quantized(&LoraSet::open(&files)?, &dit) {
             all = files;
         }

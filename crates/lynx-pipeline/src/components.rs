@@ -198,7 +198,26 @@ impl PipelineOptions {
         self
     }
 
-    /// These options with the face models and LoRA files made local ([`Source::file`]:
+    /// With `transformer` replacing the model folder's DiT weights (see
+    /// [`crate::folder::WeightFiles`]).
+    pub fn with_transformer(mut self, transformer: impl Into<Source>) -> Self {
+        self.weights.transformer = Some(transformer.into());
+        self
+    }
+
+    /// With `text_encoder` replacing the model folder's text encoder weights.
+    pub fn with_text_encoder(mut self, text_encoder: impl Into<Source>) -> Self {
+        self.weights.text_encoder = Some(text_encoder.into());
+        self
+    }
+
+    /// With `vae` replacing the model folder's VAE weights.
+    pub fn with_vae(mut self, vae: impl Into<Source>) -> Self {
+        self.weights.vae = Some(vae.into());
+        self
+    }
+
+    /// These options with the face models, LoRA files and weight files made local ([`Source::file`]:
     /// URLs and Hub files fetched into the cache).
     pub fn resolved(&self, progress: &mut dyn Progress) -> Result<Self> {
         let mut o = self.clone();
@@ -210,6 +229,7 @@ impl PipelineOptions {
         {
             *source = Source::Local(source.file(progress)?);
         }
+        o.weights = o.weights.resolved(progress)?;
         Ok(o)
     }
 
@@ -302,7 +322,7 @@ impl Components {
         let folder = ModelFolder::open(base)?;
         let text = TextEncoder::from_config(
             folder.text_config()?,
-            options.weights.text_encoder(&folder),
+            options.weights.text_encoder(&folder)?,
             Tokenizer::from_pretrained(folder.tokenizer())?,
             device,
             dtype,
@@ -327,7 +347,7 @@ impl Components {
         if !this.options.loras.is_empty() {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
-            let ckpt = Checkpoint::open(this.options.weights.transformer(&this.folder))?;
+            let ckpt = Checkpoint::open(this.options.weights.transformer(&this.folder)?)?;
             this.lora_skipped = set.check(&ckpt)?;
             if changes_quantized(&set, &ckpt) {
                 this.loras_on_the_fly = true;
@@ -471,7 +491,7 @@ impl Components {
 
     fn load_dit(&self) -> Result<WanTransformer> {
         let (device, dtype) = (&self.options.device, self.options.dtype);
-        let weights = self.options.weights.transformer(&self.folder);
+        let weights = self.options.weights.transformer(&self.folder)?;
         let streamed = self.options.offload == Offload::Blocks;
         let config = self.folder.dit_config(self.text.config().d_model)?;
         let mut ckpt = Checkpoint::open(&weights)?;
@@ -490,7 +510,7 @@ impl Components {
 
     fn load_vae(&self) -> Result<WanVae> {
         let config = self.folder.vae_config()?;
-        let mut vae = Checkpoint::open(self.options.weights.vae(&self.folder))?.build(
+        let mut vae = Checkpoint::open(self.options.weights.vae(&self.folder)?)?.build(
             &self.options.device,
             self.options.dtype,
             |w| WanVae::load(w, config),

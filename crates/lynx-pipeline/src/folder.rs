@@ -27,6 +27,7 @@ use lynx_vae::VaeConfig;
 use serde_json::Value;
 
 use crate::original;
+use crate::source::{Progress, Source};
 
 /// The index file's name.
 pub const MODEL_INDEX: &str = "model_index.json";
@@ -332,57 +333,85 @@ mod tests {
 /// Weight files that replace parts of the model folder: the DiT, the text encoder or the
 /// VAE as users hold them (a native or ComfyUI single file, fp8, scaled fp8, GGUF; see
 /// `lynx_store::formats`). The folder still gives each part's config, the tokenizer and
-/// the scheduler.
+/// the scheduler. Each is a [`Source`]: a path, a URL or a file in a Hub repo
+/// ([`Source::parse_file`]), made local by [`WeightFiles::resolved`] (which
+/// [`crate::PipelineOptions::resolved`] and the pipeline's loading call).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WeightFiles {
     /// Replaces `transformer/`'s weights.
-    pub transformer: Option<PathBuf>,
+    pub transformer: Option<Source>,
     /// Replaces `text_encoder/`'s weights.
-    pub text_encoder: Option<PathBuf>,
+    pub text_encoder: Option<Source>,
     /// Replaces `vae/`'s weights.
-    pub vae: Option<PathBuf>,
+    pub vae: Option<Source>,
 }
 
 impl WeightFiles {
-    /// The DiT's weights for the model folder `folder`.
-    pub fn transformer(&self, folder: &ModelFolder) -> PathBuf {
-        if let Some(t) = &self.transformer {
-            return t.clone();
+    /// These files made local ([`Source::file`]: URLs and Hub files fetched into the
+    /// cache).
+    pub fn resolved(&self, progress: &mut dyn Progress) -> Result<Self> {
+        let mut w = self.clone();
+        for source in [&mut w.transformer, &mut w.text_encoder, &mut w.vae]
+            .into_iter()
+            .flatten()
+        {
+            *source = Source::Local(source.file(progress)?);
         }
-        match folder.layout {
+        Ok(w)
+    }
+
+    /// The DiT's weights for the model folder `folder`.
+    pub fn transformer(&self, folder: &ModelFolder) -> Result<PathBuf> {
+        if let Some(t) = local(&self.transformer)? {
+            return Ok(t);
+        }
+        Ok(match folder.layout {
             FolderLayout::Diffusers => folder.base.join("transformer"),
             FolderLayout::WanOriginal => original::dit_weights(&folder.base),
-        }
+        })
     }
 
     /// The text encoder's weights for the model folder `folder`.
-    pub fn text_encoder(&self, folder: &ModelFolder) -> PathBuf {
-        if let Some(t) = &self.text_encoder {
-            return t.clone();
+    pub fn text_encoder(&self, folder: &ModelFolder) -> Result<PathBuf> {
+        if let Some(t) = local(&self.text_encoder)? {
+            return Ok(t);
         }
-        match folder.layout {
+        Ok(match folder.layout {
             FolderLayout::Diffusers => folder.base.join("text_encoder"),
             FolderLayout::WanOriginal => folder.base.join(original::T5_FILE),
-        }
+        })
     }
 
     /// The VAE's weights for the model folder `folder` (its safetensors file when the
     /// diffusers folder holds one).
-    pub fn vae(&self, folder: &ModelFolder) -> PathBuf {
-        if let Some(v) = &self.vae {
-            return v.clone();
+    pub fn vae(&self, folder: &ModelFolder) -> Result<PathBuf> {
+        if let Some(v) = local(&self.vae)? {
+            return Ok(v);
         }
         if folder.layout == FolderLayout::WanOriginal {
-            return folder.base.join(original::VAE_FILE);
+            return Ok(folder.base.join(original::VAE_FILE));
         }
         let file = folder
             .base
             .join("vae")
             .join("diffusion_pytorch_model.safetensors");
-        if file.is_file() {
+        Ok(if file.is_file() {
             file
         } else {
             folder.base.join("vae")
-        }
+        })
     }
+}
+
+/// The local path of a weight file, an error if it was not made local first.
+fn local(source: &Option<Source>) -> Result<Option<PathBuf>> {
+    source
+        .as_ref()
+        .map(|s| match s.as_local() {
+            Some(p) => Ok(p.to_path_buf()),
+            None => Err(Error::input(format!(
+                "{s} was not fetched before use (WeightFiles::resolved)"
+            ))),
+        })
+        .transpose()
 }

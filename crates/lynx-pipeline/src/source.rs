@@ -220,14 +220,10 @@ impl Source {
                          subfolder"
                     )));
                 };
-                let (dir, name) = match path.rsplit_once('/') {
-                    Some((dir, name)) => (Some(dir), name),
-                    None => (None, path.as_str()),
-                };
                 let repo = lynx_hub::RepoRef::new(repo_id, revision)?;
-                let files = lynx_hub::FileSet::new().required(name);
+                let files = lynx_hub::FileSet::new().required(path);
                 let opts = lynx_hub::HubOptions::from_env();
-                Ok(lynx_hub::resolve_repo(&repo, dir, &files, &opts, progress)?.join(name))
+                Ok(lynx_hub::resolve_repo(&repo, None, &files, &opts, progress)?.join(path))
             }
             #[cfg(not(feature = "hub"))]
             _ => self.unresolvable("a file", progress),
@@ -330,42 +326,52 @@ impl From<&Path> for Source {
     }
 }
 
-/// The local LoRA file for `spec`: an existing file as it is, an `http(s)://` URL
-/// fetched into the URL cache, or a file in a Hub repo, `org/name/path/in/repo.safetensors`
-/// (`org/name@revision/…` for another revision than `main`), fetched into the Hub cache.
+/// The local LoRA file for `spec` ([`Source::parse_file`] then [`Source::file`]): an
+/// existing file as it is, an `http(s)://` URL fetched into the URL cache, or a file in a
+/// Hub repo, `org/name/path/in/repo.safetensors` (`org/name@revision/…` for another
+/// revision than `main`), fetched into the Hub cache.
 pub fn lora_file(spec: &str, progress: &mut dyn Progress) -> Result<PathBuf> {
-    let path = PathBuf::from(spec);
-    if path.exists() {
-        return Ok(path);
+    match Source::parse_file(spec)? {
+        Source::Local(path) if !path.exists() => Err(Error::MissingFile {
+            path,
+            hint: "no such LoRA file (a Hub file is `org/name/file.safetensors`, or give a URL)"
+                .into(),
+        }),
+        source => source.file(progress),
     }
-    #[cfg(feature = "hub")]
-    {
-        use lynx_hub as hub;
-        let opts = hub::HubOptions::from_env();
+}
+
+impl Source {
+    /// Reads a typed weight-file argument (`--lora`, `--transformer`, `--text-encoder`,
+    /// `--vae`): an existing path; an `http(s)://` URL; with the `hub` feature,
+    /// `org/name/path/in/repo` or `org/name@revision/path/in/repo`, a file in a Hub repo
+    /// (a spec starting with `.`, `/` or `~` is always a path); anything else a local
+    /// path, whose loader then says it is missing.
+    pub fn parse_file(spec: &str) -> Result<Self> {
+        let path = PathBuf::from(spec);
+        if path.exists() {
+            return Ok(Source::Local(path));
+        }
         if spec.starts_with("http://") || spec.starts_with("https://") {
-            return hub::fetch_url(spec, &opts, progress);
+            return Ok(Source::Url(spec.to_string()));
         }
-        let mut parts = spec.splitn(3, '/');
-        if let (Some(org), Some(name), Some(file)) = (parts.next(), parts.next(), parts.next())
-            && !spec.starts_with(['.', '/', '~'])
-            && !file.is_empty()
+        #[cfg(feature = "hub")]
         {
-            let repo = hub::RepoRef::parse(&format!("{org}/{name}"))?;
-            let dir = hub::resolve_repo(
-                &repo,
-                None,
-                &hub::FileSet::new().required(file),
-                &opts,
-                progress,
-            )?;
-            return Ok(dir.join(file));
+            let mut parts = spec.splitn(3, '/');
+            if let (Some(org), Some(name), Some(file)) = (parts.next(), parts.next(), parts.next())
+                && !spec.starts_with(['.', '/', '~'])
+                && !file.is_empty()
+            {
+                let repo = lynx_hub::RepoRef::parse(&format!("{org}/{name}"))?;
+                return Ok(Source::Hub {
+                    repo_id: repo.repo_id,
+                    revision: repo.revision,
+                    subfolder: Some(file.to_string()),
+                });
+            }
         }
+        Ok(Source::Local(path))
     }
-    let _ = progress;
-    Err(lynx_core::Error::MissingFile {
-        path,
-        hint: "no such LoRA file (a Hub file is `org/name/file.safetensors`, or give a URL)".into(),
-    })
 }
 
 /// What the pipeline reads from a Wan2.1 diffusers repo (`Wan-AI/Wan2.1-T2V-14B-Diffusers`):

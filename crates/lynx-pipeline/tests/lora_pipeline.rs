@@ -44,7 +44,7 @@ fn generate_on(
     let s = &json[run];
     let mut options = PipelineOptions::new(device.clone());
     options.resampler_dim_head = 8; // the tiny fixture's (PRESET.json)
-    options.weights.transformer = dit.map(std::path::Path::to_path_buf);
+    options.weights.transformer = dit.map(lynx_pipeline::Source::local);
     let loras: Vec<(std::path::PathBuf, f64)> = loras.iter().map(|(n, w)| (lora(n), *w)).collect();
     if let Mode::Fused(offload) = mode {
         options.offload = offload;

@@ -30,15 +30,19 @@
 //! biases and modulation tables their whole-tensor deltas) under the LoRA file's native
 //! key names. An fp8 or GGUF encoding of the
 //! DiT writes the same records in another encoding per record (the model-dtype matrices
-//! quantised, the tensors read in f32 kept) would be a new kind of file content in
-//! [`plan`], fed by the same walk.
+//! quantised, the tensors read in f32 kept; [`encoded`], with the encoders in
+//! [`quantize`]). Each is a new kind of file content in [`plan`], fed by the same walk:
+//! with [`SynthOptions::encoding`] the DiT is one native-key file beside the folder
+//! (whose `transformer/` then holds only its config).
 
 #![warn(missing_docs)]
 
+pub mod encoded;
 pub mod fill;
 pub mod json;
 pub mod lora;
 pub mod presets;
+pub mod quantize;
 pub mod shard;
 pub mod subject;
 pub mod walk;
@@ -47,6 +51,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use encoded::{DitEncoding, DitFile};
 pub use fill::Init;
 pub use presets::{Lite, ModelSet, Preset};
 pub use walk::Param;
@@ -141,6 +146,9 @@ pub struct SynthOptions {
     /// Also write a LoRA of this rank for the DiT under `loras/` ([`lora`]; 64 is the
     /// rank of lightx2v's step-distillation LoRAs).
     pub lora_rank: Option<usize>,
+    /// Writes the DiT as one file in this encoding (fp8, scaled fp8, GGUF) instead of
+    /// the diffusers shards ([`encoded`]).
+    pub encoding: Option<DitEncoding>,
 }
 
 impl Default for SynthOptions {
@@ -151,6 +159,7 @@ impl Default for SynthOptions {
             lite: true,
             layers: None,
             lora_rank: None,
+            encoding: None,
         }
     }
 }
@@ -172,6 +181,7 @@ enum Content {
     Text(String),
     Copy(PathBuf),
     Tensors { layout: Layout, inits: Vec<Init> },
+    Dit(Box<DitFile>),
 }
 
 /// One file of a [`Plan`].
@@ -388,15 +398,27 @@ pub fn plan(models: &ModelSet, dtype: WeightDtype, opts: &SynthOptions) -> Resul
     let tr_config = json::dumps(&json::transformer(&m.dit)?);
     files.push(text_file(tr.join("config.json"), C::Transformer, tr_config));
     let prefix = "diffusion_pytorch_model";
-    sharded(
-        &mut files,
-        &tr,
-        prefix,
-        C::Transformer,
-        walk::dit(&m.dit)?,
-        dt,
-        m.dit_max_shard,
-    )?;
+    if let Some(enc) = opts.encoding {
+        let dit = DitFile::plan(&m.dit, enc)?;
+        let model = m.wan_folder.trim_end_matches("-Diffusers");
+        files.push(PlannedFile {
+            path: PathBuf::from(enc.file_name(&model.replacen("Wan2.1-T2V-", "wan2.1_t2v_", 1))),
+            component: C::Transformer,
+            bytes: dit.bytes,
+            content: Content::Dit(Box::new(dit)),
+        });
+    } else {
+        let params = walk::dit(&m.dit)?;
+        sharded(
+            &mut files,
+            &tr,
+            prefix,
+            C::Transformer,
+            params,
+            dt,
+            m.dit_max_shard,
+        )?;
+    }
 
     let vae = wan.join("vae");
     let vae_config = json::dumps(&json::vae(&m.vae)?);
@@ -536,6 +558,17 @@ pub fn write_plan(
             Content::Text(text) => std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?,
             Content::Copy(src) => {
                 std::fs::copy(src, &path).map_err(|e| Error::io(src, e))?;
+            }
+            Content::Dit(dit) => {
+                dit.write(plan.seed, &path, |file_done| {
+                    progress(&Progress {
+                        file: &path,
+                        file_done,
+                        file_total: f.bytes,
+                        done: done + file_done,
+                        total,
+                    })
+                })?;
             }
             Content::Tensors { layout, inits } => {
                 let mut w = SafetensorsWriter::create(&path, layout.clone())?;

@@ -123,8 +123,17 @@ fn record<M>(
     declared: BTreeMap<String, Vec<usize>>,
     load: impl FnOnce(&Loader<'_>) -> Result<M>,
 ) -> Result<Vec<Param>> {
+    record_as(DType::F32, declared, load)
+}
+
+/// [`record`] with a loader of model dtype `dtype`.
+fn record_as<M>(
+    dtype: DType,
+    declared: BTreeMap<String, Vec<usize>>,
+    load: impl FnOnce(&Loader<'_>) -> Result<M>,
+) -> Result<Vec<Param>> {
     let device = Device::flex();
-    let records = Checkpoint::recording(declared).record(&device, DType::F32, load)?;
+    let records = Checkpoint::recording(declared).record(&device, dtype, load)?;
     Ok(state_dict_order(records)
         .into_iter()
         .map(|record| Param {
@@ -137,6 +146,16 @@ fn record<M>(
 /// `WanTransformer3DModel`: what [`WanTransformer::load`] reads.
 pub fn dit(c: &WanConfig) -> Result<Vec<Param>> {
     record(BTreeMap::new(), |w| WanTransformer::load(w, c.clone()))
+}
+
+/// [`dit`] read by a loader of model dtype `dtype`: each record's dtype then tells the
+/// tensors the model reads in its dtype (`dtype`: the linear layers, embeddings, biases)
+/// from those it keeps in f32 (norm gains, modulation tables) — what an encoding of the
+/// DiT quantises and what it keeps.
+pub fn dit_as(c: &WanConfig, dtype: DType) -> Result<Vec<Param>> {
+    record_as(dtype, BTreeMap::new(), |w| {
+        WanTransformer::load(w, c.clone())
+    })
 }
 
 /// `UMT5EncoderModel`: what [`Umt5Encoder::load`] reads.

@@ -7,6 +7,7 @@
 //! every crate's `fuzz` tests. [`wan_original`] builds the tiny model in the original
 //! Wan release's folder layout.
 
+pub mod formats;
 pub mod fuzz;
 mod mutate;
 pub mod wan_original;

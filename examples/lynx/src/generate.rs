@@ -401,15 +401,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         options = options.with_lora(models::lora(file, quiet)?, strength);
     }
     options.lora_skip_unmatched = args.lora_skip_unmatched;
-    let mut options = models::face_files(&options, quiet)?;
-    let weight = |spec: &Option<String>| {
-        spec.as_deref()
-            .map(|s| models::weight_file(s, quiet))
-            .transpose()
-    };
+    let weight = |spec: &Option<String>| spec.as_deref().map(Source::parse_file).transpose();
     options.weights.transformer = weight(&args.transformer)?;
     options.weights.text_encoder = weight(&args.text_encoder)?;
     options.weights.vae = weight(&args.vae)?;
+    let options = models::resolved(&options, quiet)?;
     LynxPipeline::check_model_folder(&model)?;
     let variant = Variant::detect(&adapters)?;
     let frames = request

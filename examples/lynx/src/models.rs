@@ -77,12 +77,6 @@ pub fn file_source(spec: &Path) -> Source {
     }
 }
 
-/// A weight file for `--transformer`, `--text-encoder` or `--vae`: an existing path, a
-/// Hub file `org/name/path/in/repo` or a URL, fetched into the cache.
-pub fn weight_file(spec: &str, quiet: bool) -> Result<PathBuf> {
-    lora(spec, quiet)
-}
-
 /// A LoRA file: a path, a Hub file `org/name/file.safetensors` or a URL, fetched into
 /// the cache.
 pub fn lora(spec: &str, quiet: bool) -> Result<PathBuf> {
@@ -92,7 +86,8 @@ pub fn lora(spec: &str, quiet: bool) -> Result<PathBuf> {
     )?)
 }
 
-/// `options` with its face models fetched into the cache (with bars).
-pub fn face_files(options: &PipelineOptions, quiet: bool) -> Result<PipelineOptions> {
+/// `options` with its face models and weight files (`--transformer`, `--text-encoder`,
+/// `--vae`) fetched into the cache (with bars).
+pub fn resolved(options: &PipelineOptions, quiet: bool) -> Result<PipelineOptions> {
     Ok(options.resolved(&mut Bars::new(quiet))?)
 }

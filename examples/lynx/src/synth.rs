@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lynx_pipeline::memory::gb;
 use lynx_synth::subject::write_subject;
-use lynx_synth::{Component, Preset, SynthOptions, WeightDtype, plan, write_plan};
+use lynx_synth::{Component, DitEncoding, Preset, SynthOptions, WeightDtype, plan, write_plan};
 
 use crate::bundled::bundled;
 
@@ -35,6 +35,23 @@ pub enum WeightDtypeArg {
     Bf16,
     /// float32, as released.
     F32,
+}
+
+/// Encodings of the DiT as one file (`--encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncodingArg {
+    /// `float8_e4m3fn` block matrices, bare native keys (as Kijai's files).
+    Fp8,
+    /// ComfyUI's scaled fp8 (`scale_weight` per layer), `model.diffusion_model.` keys.
+    #[value(name = "fp8-scaled")]
+    Fp8Scaled,
+    /// GGUF Q8_0 (city96's recipe).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// GGUF Q4_K_M (city96's recipe: Q6_K for `*.v` and `ffn.2`, Q4_K for the other
+    /// block matrices).
+    #[value(name = "q4_k_m")]
+    Q4KM,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +87,11 @@ pub struct SynthArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// Write the DiT as one file in this encoding, in native Wan keys, beside the
+    /// folder (whose `transformer/` then holds only its config): give it to `generate`
+    /// with `--transformer`.
+    #[arg(long, value_enum)]
+    pub encoding: Option<EncodingArg>,
     /// Print the files and sizes without writing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -101,6 +123,12 @@ pub fn run(args: SynthArgs) -> Result<()> {
         lite: args.lite,
         layers: args.layers,
         lora_rank: args.lora_rank.map(|r| r as usize),
+        encoding: args.encoding.map(|e| match e {
+            EncodingArg::Fp8 => DitEncoding::Fp8,
+            EncodingArg::Fp8Scaled => DitEncoding::Fp8Scaled,
+            EncodingArg::Q8_0 => DitEncoding::Q8_0,
+            EncodingArg::Q4KM => DitEncoding::Q4KM,
+        }),
     };
     let plan = plan(&preset.model_set(), dtype, &options)?;
     let total = plan.total_bytes();
@@ -142,8 +170,20 @@ pub fn run(args: SynthArgs) -> Result<()> {
         args.output.display()
     );
     let model = args.output.join(&plan.models.wan_folder);
+    let dit = match options.encoding {
+        Some(_) => {
+            let file = plan
+                .files
+                .iter()
+                .rev() // the encoded file comes after transformer/config.json
+                .find(|f| f.component == Component::Transformer);
+            let file = file.map(|f| args.output.join(&f.path));
+            format!(" --transformer {}", file.unwrap_or_default().display())
+        }
+        None => String::new(),
+    };
     eprintln!(
-        "run it with:\n  lynx generate --model {} --adapters {} --face-embedding {} \
+        "run it with:\n  lynx generate --model {}{dit} --adapters {} --face-embedding {} \
          --aligned-face {} --frames 1 --height 64 --width 64 --steps 2 --dtype bf16 \
          --offload blocks --output out.safetensors",
         model.display(),

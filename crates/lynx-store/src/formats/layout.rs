@@ -142,29 +142,53 @@ fn swap(key: &str, from: &str, to: &str) -> Option<String> {
     key.strip_prefix(from).map(|rest| format!("{to}{rest}"))
 }
 
-fn dit_key(key: &str) -> String {
-    const TOP: [(&str, &str); 7] = [
-        (
-            "text_embedding.0.",
-            "condition_embedder.text_embedder.linear_1.",
-        ),
-        (
-            "text_embedding.2.",
-            "condition_embedder.text_embedder.linear_2.",
-        ),
-        (
-            "time_embedding.0.",
-            "condition_embedder.time_embedder.linear_1.",
-        ),
-        (
-            "time_embedding.2.",
-            "condition_embedder.time_embedder.linear_2.",
-        ),
-        ("time_projection.1.", "condition_embedder.time_proj."),
-        ("head.head.", "proj_out."),
-        ("head.modulation", "scale_shift_table"),
-    ];
-    for (from, to) in TOP {
+/// The DiT's top-level native prefixes and their diffusers names.
+const DIT_TOP: [(&str, &str); 7] = [
+    (
+        "text_embedding.0.",
+        "condition_embedder.text_embedder.linear_1.",
+    ),
+    (
+        "text_embedding.2.",
+        "condition_embedder.text_embedder.linear_2.",
+    ),
+    (
+        "time_embedding.0.",
+        "condition_embedder.time_embedder.linear_1.",
+    ),
+    (
+        "time_embedding.2.",
+        "condition_embedder.time_embedder.linear_2.",
+    ),
+    ("time_projection.1.", "condition_embedder.time_proj."),
+    ("head.head.", "proj_out."),
+    ("head.modulation", "scale_shift_table"),
+];
+
+/// A block's native prefixes (after `blocks.N.`) and their diffusers names; the more
+/// specific of two overlapping prefixes first, both ways.
+const DIT_BLOCK: [(&str, &str); 14] = [
+    ("self_attn.q.", "attn1.to_q."),
+    ("self_attn.k.", "attn1.to_k."),
+    ("self_attn.v.", "attn1.to_v."),
+    ("self_attn.o.", "attn1.to_out.0."),
+    ("self_attn.", "attn1."),
+    ("cross_attn.q.", "attn2.to_q."),
+    ("cross_attn.k.", "attn2.to_k."),
+    ("cross_attn.v.", "attn2.to_v."),
+    ("cross_attn.o.", "attn2.to_out.0."),
+    ("cross_attn.", "attn2."),
+    ("norm3.", "norm2."),
+    ("ffn.0.", "ffn.net.0.proj."),
+    ("ffn.2.", "ffn.net.2."),
+    ("modulation", "scale_shift_table"),
+];
+
+/// `key` renamed by the first matching pair of `top` (at the start) or, under
+/// `blocks.N.`, of `block`; `native` says which side of each pair is matched.
+fn dit_rename(key: &str, native: bool) -> String {
+    let pick = |(n, d): &(&'static str, &'static str)| if native { (*n, *d) } else { (*d, *n) };
+    for (from, to) in DIT_TOP.iter().map(pick) {
         if let Some(k) = swap(key, from, to) {
             return k;
         }
@@ -175,28 +199,23 @@ fn dit_key(key: &str) -> String {
     let Some((n, inner)) = rest.split_once('.') else {
         return key.to_string();
     };
-    const BLOCK: [(&str, &str); 14] = [
-        ("self_attn.q.", "attn1.to_q."),
-        ("self_attn.k.", "attn1.to_k."),
-        ("self_attn.v.", "attn1.to_v."),
-        ("self_attn.o.", "attn1.to_out.0."),
-        ("self_attn.", "attn1."),
-        ("cross_attn.q.", "attn2.to_q."),
-        ("cross_attn.k.", "attn2.to_k."),
-        ("cross_attn.v.", "attn2.to_v."),
-        ("cross_attn.o.", "attn2.to_out.0."),
-        ("cross_attn.", "attn2."),
-        ("norm3.", "norm2."),
-        ("ffn.0.", "ffn.net.0.proj."),
-        ("ffn.2.", "ffn.net.2."),
-        ("modulation", "scale_shift_table"),
-    ];
-    for (from, to) in BLOCK {
+    for (from, to) in DIT_BLOCK.iter().map(pick) {
         if let Some(k) = swap(inner, from, to) {
             return format!("blocks.{n}.{k}");
         }
     }
     key.to_string()
+}
+
+fn dit_key(key: &str) -> String {
+    dit_rename(key, true)
+}
+
+/// The native Wan name (bare, as Kijai's and city96's files store it) of the DiT's
+/// diffusers key `key`: the inverse of the native layout's [`rename`], for writing
+/// native files.
+pub fn dit_native_key(key: &str) -> String {
+    dit_rename(key, false)
 }
 
 /// A resnet's inner names: `residual.{0,2,3,6}` and `shortcut`.
