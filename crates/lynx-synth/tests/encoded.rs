@@ -89,13 +89,27 @@ fn bounds(enc: Encoding, scale: Option<f32>, x: &[f32]) -> Vec<f32> {
 }
 
 /// Every tensor of `ckpt` (a written encoded file) against `want(key)`: within
-/// [`bounds`]; returns the encodings seen.
-fn check_values(ckpt: &Checkpoint, label: &str, want: impl Fn(&str) -> Vec<f32>) -> Vec<Encoding> {
+/// [`bounds`]; returns the encodings seen. A plain float tensor (no encoding recorded)
+/// is F32 at 4 bytes per value, else `half` (the 16-bit type the file keeps).
+fn check_values(
+    ckpt: &Checkpoint,
+    label: &str,
+    half: Encoding,
+    want: impl Fn(&str) -> Vec<f32>,
+) -> Vec<Encoding> {
     let mut seen = Vec::new();
     let keys: Vec<String> = ckpt.keys().map(str::to_string).collect();
     for key in keys {
-        let enc = ckpt.encoding(&key).unwrap_or(Encoding::F32);
         let got = ckpt.read_f32(&key).unwrap();
+        let enc = ckpt.encoding(&key).unwrap_or_else(|| {
+            let bytes = ckpt.stored_bytes(&key).unwrap();
+            if bytes == 4 * got.len() as u64 {
+                Encoding::F32
+            } else {
+                assert_eq!(bytes, 2 * got.len() as u64, "{label} {key}: stored bytes");
+                half
+            }
+        });
         let x = want(&key);
         assert_eq!(got.len(), x.len(), "{label} {key}");
         let b = bounds(enc, ckpt.scale(&key), &x);
@@ -166,7 +180,11 @@ fn tiny_dit_in_each_encoding_loads_and_matches_its_f32_values() {
         keys.sort();
         want.sort();
         assert_eq!(keys, want, "{enc:?}: the diffusers keys");
-        let seen = check_values(&ckpt, enc.name(), |k| plain.read_f32(k).unwrap());
+        let half = match enc {
+            DitEncoding::Fp8 | DitEncoding::Fp8Scaled => Encoding::BF16,
+            DitEncoding::Q8_0 | DitEncoding::Q4KM => Encoding::F16,
+        };
+        let seen = check_values(&ckpt, enc.name(), half, |k| plain.read_f32(k).unwrap());
         let expect = match enc {
             DitEncoding::Fp8 | DitEncoding::Fp8Scaled => Encoding::F8_E4M3,
             DitEncoding::Q8_0 => Encoding::Q8_0,
@@ -229,7 +247,9 @@ fn k_quants_on_wide_rows() {
                 .find(|t| rename(layout, &t.name).as_deref() == Some(k))
                 .unwrap_or_else(|| panic!("{k}"))
         };
-        let seen = check_values(&ckpt, enc.name(), |k| source_values(by_key(k), 7));
+        let seen = check_values(&ckpt, enc.name(), Encoding::F16, |k| {
+            source_values(by_key(k), 7)
+        });
         let stored = |name: &str| plan.tensors.iter().find(|t| t.name == name).unwrap().stored;
         match enc {
             DitEncoding::Q4KM => {
