@@ -90,7 +90,7 @@ pub fn write_dequantized_gguf(file: &str, out: &Path) -> usize {
     for name in names {
         let kind = types[&*name].as_str().unwrap_or_else(|| panic!("{name}"));
         let (shape, bytes) = if matches!(kind, "F32" | "F16" | "BF16") {
-            let key = lynx_store::formats::layout::rename(gguf.layout(), &*name).unwrap();
+            let key = lynx_store::formats::layout::rename(gguf.layout(), &name).unwrap();
             let data = gguf.read_as(&key, DType::F32).unwrap();
             (data.shape().to_vec(), data.as_bytes().to_vec())
         } else {

@@ -9,6 +9,9 @@ use lynx_store::safetensors_io::{self, Dtype};
 
 use crate::fixtures_dir;
 
+/// A tensor to write: its name, shape and raw little-endian bytes.
+type Tensor = (String, Vec<usize>, Vec<u8>);
+
 /// The native Wan name of the diffusers DiT key `key` (the inverse of the loader's
 /// renaming; [`original_folder`] checks each against it).
 pub fn native_dit_key(key: &str) -> String {
@@ -104,7 +107,7 @@ pub fn original_folder(dest: &Path) {
 
     let dit = lynx_store::Checkpoint::open(tiny.join("transformer")).unwrap();
     let native = Layout::WanDitNative { prefixed: false };
-    let mut shards: [Vec<(String, Vec<usize>, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
+    let mut shards: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
     for (i, key) in dit.keys().enumerate() {
         let name = native_dit_key(key);
         assert_eq!(
