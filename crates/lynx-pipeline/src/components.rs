@@ -484,6 +484,12 @@ impl Components {
         Ok((self.options.lora_files()?, self.options.lora_skip_unmatched))
     }
 
+    /// Whether the options' LoRAs run on the fly (see
+    /// [`crate::LynxPipeline::loras_on_the_fly`]).
+    pub(crate) fn loras_run_on_the_fly(&self) -> bool {
+        self.loras_on_the_fly
+    }
+
     /// LoRA keys skipped as unmatched (with [`PipelineOptions::lora_skip_unmatched`]).
     pub(crate) fn lora_skipped(&self) -> &[String] {
         &self.lora_skipped

@@ -54,6 +54,11 @@ fn generate_on(
     let adapters = fixtures_dir().join("lynx_full");
     let pipe =
         LynxPipeline::from_pretrained(&base, Some(Source::local(&adapters)), options).unwrap();
+    // The options' LoRAs go on the fly exactly when the DiT file is quantized (the fp8
+    // one here); fused otherwise.
+    let quantized_with_options_loras =
+        dit.is_some() && matches!(mode, Mode::Fused(_)) && !loras.is_empty();
+    assert_eq!(pipe.loras_on_the_fly(), quantized_with_options_loras);
 
     let n = |k: &str| s[k].as_f64().unwrap();
     let mut req = GenerateRequest::new(s["prompt"].as_str().unwrap());
