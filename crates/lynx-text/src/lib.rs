@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`clean`] | diffusers 0.33.1 `pipelines/wan/pipeline_wan.py` (`prompt_clean`), ftfy 6 `fix_text`, Python `html.unescape` | [`prompt_clean`]: the caller's choice |
 //! | [`tokenizer`] | transformers `T5TokenizerFast` as the pipeline calls it | [`Tokenizer`]: `tokenizer.json`, end token, pad/truncate to 512, mask |
+//! | [`spiece`] | sentencepiece `sentencepiece_model.proto`, ComfyUI `comfy/text_encoders/spiece_tokenizer.py` | [`Tokenizer::from_spiece`]: the tokenizer inside a ComfyUI UMT5 file (`spiece_model`) |
 //! | [`config`] | transformers `models/umt5/configuration_umt5.py` | [`Umt5Config`] from `text_encoder/config.json` |
 //! | [`attention`] | transformers 4.50 `models/umt5/modeling_umt5.py` `UMT5Attention` | relative-position buckets and biased attention |
 //! | [`ffn`] | `UMT5DenseGatedActDense` | gated GELU(tanh) feed-forward |
@@ -43,6 +44,7 @@ pub mod clean;
 pub mod config;
 pub mod encoder;
 pub mod ffn;
+pub mod spiece;
 pub mod text_encoder;
 pub mod tokenizer;
 mod tokenizer_check;

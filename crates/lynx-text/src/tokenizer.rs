@@ -73,24 +73,36 @@ impl Tokenizer {
             },
             _ => Error::io(path, e),
         })?;
-        let bad = |e: &dyn std::fmt::Display| Error::format(path, "tokenizer.json", e);
+        Self::from_json(&bytes, path, "tokenizer.json", max_len)
+    }
+
+    /// The tokenizer of a SentencePiece model's bytes (`spiece.model`, or the
+    /// `spiece_model` tensor of a ComfyUI UMT5 file: see [`crate::spiece`]), encoding as
+    /// SentencePiece does and appending `</s>`; `origin` names the file in errors.
+    pub fn from_spiece(model: &[u8], origin: impl AsRef<Path>, max_len: usize) -> Result<Self> {
+        let origin = origin.as_ref();
+        let bad = |e: String| Error::format(origin, "spiece_model", e);
+        let json =
+            crate::spiece::tokenizer_json(&crate::spiece::SpieceModel::parse(model).map_err(bad)?)
+                .map_err(bad)?;
+        let bytes = serde_json::to_vec(&json).map_err(|e| bad(e.to_string()))?;
+        Self::from_json(&bytes, origin, "spiece_model", max_len)
+    }
+
+    /// A tokenizer from `tokenizer.json` bytes (`what` of the file at `path`).
+    fn from_json(bytes: &[u8], path: &Path, what: &'static str, max_len: usize) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| Error::format(path, what, e);
         // What the `tokenizers` crate would panic on is refused here first.
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e))?;
+        let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(&e))?;
         crate::tokenizer_check::check(&json).map_err(|e| bad(&e))?;
         drop(json);
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(&e))?;
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| bad(&e))?;
         // Padding and truncation are applied here, the same way whatever the file says.
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::format(path, "tokenizer.json", e))?;
+        inner.with_truncation(None).map_err(|e| bad(&e))?;
         inner.with_padding(None);
-        let pad_id = inner.token_to_id("<pad>").ok_or_else(|| {
-            Error::format(
-                path,
-                "tokenizer.json",
-                "its vocabulary has no `<pad>` token",
-            )
-        })?;
+        let pad_id = inner
+            .token_to_id("<pad>")
+            .ok_or_else(|| bad(&"its vocabulary has no `<pad>` token"))?;
         let n_special = inner
             .get_post_processor()
             .map_or(0, |p| p.added_tokens(false));

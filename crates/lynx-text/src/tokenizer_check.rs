@@ -160,6 +160,26 @@ fn offset(unit: usize) -> usize {
     (unit >> 10) << ((unit & (1 << 9)) >> 6)
 }
 
+/// Standard base64 with padding (what [`decode_base64`] reads back).
+pub(crate) fn encode_base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let mut n = 0u32;
+        for (i, &b) in group.iter().enumerate() {
+            n |= u32::from(b) << (16 - 8 * i);
+        }
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Standard base64 with padding, strictly: whole 4-character groups, `=` only at the
 /// end, unused bits zero. Stricter than any decoder the `tokenizers` crate may use.
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
@@ -217,6 +237,15 @@ mod tests {
         check(&limit).unwrap();
         let shallow: Value = serde_json::from_str(r#"{"model": {"vocab": [["a", 1.0]]}}"#).unwrap();
         check(&shallow).unwrap();
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..40u8 {
+            let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(97).wrapping_add(n)).collect();
+            assert_eq!(decode_base64(&encode_base64(&bytes)), Some(bytes));
+        }
+        assert_eq!(encode_base64(b"Ma"), "TWE=");
     }
 
     #[test]

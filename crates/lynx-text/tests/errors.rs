@@ -6,8 +6,13 @@ use std::sync::Mutex;
 use burn::tensor::{DType, Tensor};
 use lynx_core::Error;
 use lynx_store::Checkpoint;
+use lynx_testing::fuzz::{CountingAlloc, Format, FuzzFile, Target};
 use lynx_testing::{fixture, fixtures_dir, test_device};
 use lynx_text::{TextEncoder, Tokenizer, Umt5Config, postprocess};
+
+// The fuzz target's allocation bound counts through it.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn model_dir() -> PathBuf {
     fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers")
@@ -362,4 +367,68 @@ fn tied_embedding_copy_is_accepted() {
     tensors.push(("encoder.embed_tokens.weight".into(), shared.1, shared.2));
     write_safetensors(&dir.join("model.safetensors"), &tensors);
     TextEncoder::from_pretrained(&dir, model_dir(), &test_device(), DType::F32).unwrap();
+}
+
+/// A SentencePiece model's bytes (the `spiece_model` of a ComfyUI UMT5 file): cut
+/// anywhere, or with fields that cannot be read, it is refused naming the file and what
+/// is wrong, never a panic.
+#[test]
+fn hostile_spiece_models_are_refused() {
+    let path = model_dir().join("tokenizer/spiece.model");
+    let bytes = std::fs::read(&path).unwrap();
+    let err = |b: &[u8]| {
+        Tokenizer::from_spiece(b, "umt5.safetensors", 64)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&[]);
+    assert!(
+        e.contains("umt5.safetensors") && e.contains("no pieces"),
+        "{e}"
+    );
+    // Cut anywhere: an error or (at a field boundary) a smaller model, never a panic.
+    let cuts = (0..2048).chain((2048..bytes.len()).step_by(997));
+    for cut in cuts {
+        let _ = Tokenizer::from_spiece(&bytes[..cut], "cut", 64);
+    }
+    let e = err(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(e.contains("runs past the end"), "{e}");
+    // A later trainer spec overrides fields of the first, as protobuf merges them.
+    let with = |extra: &[u8]| [&bytes[..], extra].concat();
+    let e = err(&with(&[0x12, 0x02, 0x18, 0x02])); // model_type = BPE
+    assert!(e.contains("model type is 2"), "{e}");
+    let e = err(&with(&[0x12, 0x04, 0xd0, 0x02, 0xe8, 0x07])); // eos_id = 1000
+    assert!(e.contains("eos_id 1000"), "{e}");
+    let e = err(&with(&[0x0b])); // field 1, wire type 3 (a group)
+    assert!(e.contains("wire type 3"), "{e}");
+    // A corrupt character map is caught by the tokenizer.json check.
+    let model = lynx_text::spiece::SpieceModel::parse(&bytes).unwrap();
+    let mut bad = model.clone();
+    for b in &mut bad.charsmap[4..64] {
+        *b = 0xff;
+    }
+    let json = lynx_text::spiece::tokenizer_json(&bad).unwrap();
+    let file = tmp("spiece-charsmap").join("tokenizer.json");
+    std::fs::write(&file, serde_json::to_string(&json).unwrap()).unwrap();
+    let e = Tokenizer::from_file(&file, 64).unwrap_err().to_string();
+    assert!(e.contains("precompiled_charsmap"), "{e}");
+}
+
+/// Fuzzing of the SentencePiece model reader (see `lynx_testing::fuzz`): mutated
+/// `spiece.model` bytes, read into a tokenizer and used on a prompt.
+#[test]
+fn fuzz_spiece_model() {
+    let bytes = std::fs::read(model_dir().join("tokenizer/spiece.model")).unwrap();
+    // The pieces and the specs come first; the character map (the bulk) last.
+    let file = FuzzFile::new("spiece.model", bytes, Format::Binary).hot(0..4096);
+    Target::new("spiece")
+        .cases(600)
+        .expect(0.25, 0.01)
+        .seed(vec![file])
+        .run(|dir| {
+            let path = dir.join("spiece.model");
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let tok = Tokenizer::from_spiece(&bytes, &path, 64)?;
+            tok.tokenize("A woman smiles at the camera.").map(drop)
+        });
 }

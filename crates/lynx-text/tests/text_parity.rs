@@ -155,3 +155,52 @@ fn text_encoder_can_be_shared_between_threads() {
     fn check<T: Send + Sync>() {}
     check::<TextEncoder>();
 }
+
+/// `text/spiece_ids.json`: SentencePiece's own `encode` of a set of texts with the tiny
+/// model's `spiece.model`, `</s>` appended (tests/fixtures/tools/make_spiece_ids.py).
+#[derive(serde::Deserialize)]
+struct SpieceIds {
+    eos_id: u32,
+    cases: Vec<SpieceCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct SpieceCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+/// The control pieces of the tiny model, which SentencePiece never matches in text and
+/// the Unigram model does (the one difference `lynx_text::spiece` documents).
+const CONTROL: [&str; 3] = ["</s>", "<pad>", "<unk>"];
+
+fn check_spiece_tokenizer(tok: &Tokenizer) {
+    let want: SpieceIds =
+        lynx_core::config::load_json(fixtures_dir().join("text/spiece_ids.json")).unwrap();
+    for case in &want.cases {
+        let got = tok.inner().encode(case.text.as_str(), true).unwrap();
+        let got = got.get_ids();
+        if CONTROL.iter().any(|c| case.text.contains(c)) {
+            assert_ne!(got, case.ids, "{:?}: typed control pieces", case.text);
+            continue;
+        }
+        assert_eq!(got, case.ids, "{:?}", case.text);
+        assert_eq!(got.last(), Some(&want.eos_id));
+        let padded = tok.tokenize(&case.text).unwrap();
+        assert_eq!(&padded.ids[..padded.len], got, "{:?} padded", case.text);
+    }
+}
+
+#[test]
+fn spiece_tokenizer_matches_sentencepiece() {
+    // From the tokenizer folder's spiece.model ...
+    let path = model_dir().join("tokenizer/spiece.model");
+    let bytes = std::fs::read(&path).unwrap();
+    check_spiece_tokenizer(&Tokenizer::from_spiece(&bytes, &path, 512).unwrap());
+    // ... and from the `spiece_model` tensor of ComfyUI's UMT5 file (the same bytes).
+    let comfy = fixture("formats/umt5_fp8_scaled.safetensors");
+    let data = comfy.embedded("spiece_model").unwrap();
+    assert_eq!(data, bytes);
+    let path = fixtures_dir().join("formats/umt5_fp8_scaled.safetensors");
+    check_spiece_tokenizer(&Tokenizer::from_spiece(&data, &path, 512).unwrap());
+}
