@@ -173,14 +173,30 @@ impl Source {
         }
     }
 
-    /// The local Wan2.1 diffusers folder: a folder as it is, or a repo whose needed
-    /// files ([`wan_files`]) are fetched into the Hub cache (`HF_HOME`, `HF_ENDPOINT`,
-    /// `HF_TOKEN`, `HF_HUB_OFFLINE` as in huggingface_hub).
+    /// The local Wan2.1 model folder: a folder as it is, or a repo whose needed files
+    /// are fetched into the Hub cache (`HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN`,
+    /// `HF_HUB_OFFLINE` as in huggingface_hub): those of a diffusers repo
+    /// ([`wan_files`]: it has `model_index.json`), or of the original release
+    /// (`Wan-AI/Wan2.1-T2V-14B`, [`wan_original_files`]: a `config.json` and no
+    /// `model_index.json`).
     pub fn model_folder(&self, progress: &mut dyn Progress) -> Result<PathBuf> {
         match self {
             Source::Local(path) => Ok(path.clone()),
             #[cfg(feature = "hub")]
-            Source::Hub { .. } => self.fetch_folder(None, &wan_files(), progress),
+            Source::Hub { .. } => {
+                let probe = lynx_hub::FileSet::new()
+                    .optional("model_index.json")
+                    .optional("config.json");
+                let dir = self.fetch_folder(None, &probe, progress)?;
+                let original =
+                    !dir.join("model_index.json").exists() && dir.join("config.json").exists();
+                let files = if original {
+                    wan_original_files()
+                } else {
+                    wan_files()
+                };
+                self.fetch_folder(None, &files, progress)
+            }
             _ => self.unresolvable("a model folder", progress),
         }
     }
@@ -394,6 +410,27 @@ pub fn wan_files() -> lynx_hub::FileSet {
         .safetensors("transformer/diffusion_pytorch_model")
         .required("vae/config.json")
         .required("vae/diffusion_pytorch_model.safetensors")
+}
+
+/// What the pipeline reads from the original Wan2.1 release (`Wan-AI/Wan2.1-T2V-14B`,
+/// see [`crate::original`]): Wan's `config.json`, the native DiT (index and shards, or
+/// one file), the T5 and the VAE as `torch.save` files, the `google/umt5-xxl/` tokenizer,
+/// and a `text_encoder/config.json` or `vae/config.json` beside them when present.
+#[cfg(feature = "hub")]
+pub fn wan_original_files() -> lynx_hub::FileSet {
+    use crate::original::{T5_FILE, TOKENIZER_DIR, VAE_FILE};
+    let tokenizer = |name: &str| format!("{TOKENIZER_DIR}/{name}");
+    lynx_hub::FileSet::new()
+        .required("config.json")
+        .safetensors("diffusion_pytorch_model")
+        .required(T5_FILE)
+        .required(VAE_FILE)
+        .required(&tokenizer("tokenizer.json"))
+        .optional(&tokenizer("tokenizer_config.json"))
+        .optional(&tokenizer("special_tokens_map.json"))
+        .optional(&tokenizer("spiece.model"))
+        .optional("text_encoder/config.json")
+        .optional("vae/config.json")
 }
 
 /// What the pipeline reads from a Lynx adapter folder (`lynx_full`, `lynx_lite` of

@@ -1,6 +1,7 @@
 //! `lynx generate --model <folder>` on the original `Wan-AI/Wan2.1-T2V-14B` layout (the
 //! tiny model written that way by `lynx_testing::wan_original`) writes the same frames as
-//! the run on the tiny diffusers folder.
+//! the run on the tiny diffusers folder; so does `--model Wan-AI/Wan2.1-T2V-14B`, the
+//! same files in an offline Hub cache.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +17,9 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `generate` on `model`, writing the frames to `out`.
-fn generate(model: &Path, embedding: &Path, out: &Path) {
+/// Runs `generate` on `model` (a folder or, with `hf_home`, a repo id in that offline
+/// Hub cache), writing the frames to `out`.
+fn generate(model: &Path, embedding: &Path, out: &Path, hf_home: Option<&Path>) {
     let face = fixtures_dir().join("components/pipeline_aligned_face.png");
     let adapters = fixtures_dir().join("lynx_full");
     let args: Vec<&std::ffi::OsStr> = [
@@ -52,10 +54,12 @@ fn generate(model: &Path, embedding: &Path, out: &Path) {
         out.as_os_str(),
     ]
     .to_vec();
-    let run = Command::new(env!("CARGO_BIN_EXE_lynx"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lynx"));
+    cmd.args(&args);
+    if let Some(hf_home) = hf_home {
+        cmd.env("HF_HUB_OFFLINE", "1").env("HF_HOME", hf_home);
+    }
+    let run = cmd.output().unwrap();
     assert!(
         run.status.success(),
         "{}: {}",
@@ -83,11 +87,24 @@ fn parity_cli_original_wan_folder() {
         dir.join("original.safetensors"),
         dir.join("diffusers.safetensors"),
     );
-    generate(&model, &embedding, &got);
+    generate(&model, &embedding, &got, None);
     generate(
         &fixtures_dir().join("Wan2.1-T2V-tiny-Diffusers"),
         &embedding,
         &want,
+        None,
+    );
+    // The same folder as the Hub repo `Wan-AI/Wan2.1-T2V-14B` in an offline cache: the
+    // original layout's files are fetched (a probe finds `config.json` and no
+    // `model_index.json`), not the diffusers ones.
+    let hf_home = dir.join("hf");
+    hub_cache(&hf_home, "Wan-AI/Wan2.1-T2V-14B", &model);
+    let from_hub = dir.join("hub.safetensors");
+    generate(
+        Path::new("Wan-AI/Wan2.1-T2V-14B"),
+        &embedding,
+        &from_hub,
+        Some(&hf_home),
     );
     let device = test_device();
     let read = |p: &Path| {
@@ -95,7 +112,34 @@ fn parity_cli_original_wan_folder() {
         let key = ckpt.keys().next().unwrap().to_string();
         fixture_tensor::<4>(&ckpt, &key, &device)
     };
+    let from_hub: Tensor<4> = read(&from_hub);
     let (got, want): (Tensor<4>, Tensor<4>) = (read(&got), read(&want));
     assert_close("frames (--model original folder)", &got, &want, 1e-5);
+    assert_close("frames (--model original repo id)", &from_hub, &got, 1e-6);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Hub cache under `hf_home` whose repo `repo` at `main` holds every file under
+/// `folder`, as huggingface_hub lays it out (`refs/main`, `snapshots/<commit>/<path>`).
+fn hub_cache(hf_home: &Path, repo: &str, folder: &Path) {
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let dir = hf_home
+        .join("hub")
+        .join(format!("models--{}", repo.replace('/', "--")));
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    std::fs::write(dir.join("refs/main"), commit).unwrap();
+    let snapshot = dir.join("snapshots").join(commit);
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let to = snapshot.join(path.strip_prefix(folder).unwrap());
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&path, to).unwrap();
+            }
+        }
+    }
 }
