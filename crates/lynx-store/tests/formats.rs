@@ -148,3 +148,94 @@ fn the_format_is_read_from_the_content_not_the_name() {
     );
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// ComfyUI's newer files may declare each quantized layer in the safetensors header's
+/// `_quantization_metadata` (`{"layers": {"<layer>": {"format": …}}}`) instead of a
+/// `.comfy_quant` tensor: a declaration that matches is read as the same weights; one
+/// for a format lynx-rs does not read, for a weight not stored so, or for a layer the
+/// file does not have is refused naming the layer.
+#[test]
+fn quantization_metadata_in_the_header_is_checked() {
+    use safetensors::Dtype;
+    use safetensors::tensor::TensorView;
+    let dir = std::env::temp_dir().join(format!("lynx-qmeta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // fp8 e4m3fn bytes of 1, 2, -1.5, 0.5, ... and a scale of 0.25; a plain f32 norm.
+    let fp8: Vec<u8> = vec![0x38, 0x40, 0xbc, 0x30, 0x38, 0x40, 0xbc, 0x30];
+    let scale = 0.25f32.to_le_bytes();
+    let norm: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let write = |name: &str, meta: Option<&str>| {
+        let tensors = [
+            (
+                "blocks.0.ffn.0.weight",
+                TensorView::new(Dtype::F8_E4M3, vec![2, 4], &fp8).unwrap(),
+            ),
+            (
+                "blocks.0.ffn.0.weight_scale",
+                TensorView::new(Dtype::F32, vec![], &scale).unwrap(),
+            ),
+            (
+                "blocks.0.norm.weight",
+                TensorView::new(Dtype::F32, vec![4], &norm).unwrap(),
+            ),
+        ];
+        let meta = meta.map(|m| {
+            std::collections::HashMap::from([("_quantization_metadata".to_string(), m.to_string())])
+        });
+        let path = dir.join(name);
+        safetensors::serialize_to_file(tensors, meta, &path).unwrap();
+        path
+    };
+    let values = |path: &std::path::Path| {
+        Checkpoint::open(path)
+            .unwrap()
+            .read_as("blocks.0.ffn.0.weight", DType::F32)
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let plain = values(&write("plain.safetensors", None));
+    assert_eq!(plain[..4], [0.25, 0.5, -0.375, 0.125]);
+    let declared = write(
+        "declared.safetensors",
+        Some(
+            r#"{"format_version": "1.0", "layers": {"blocks.0.ffn.0": {"format": "float8_e4m3fn"}}}"#,
+        ),
+    );
+    assert_eq!(values(&declared), plain);
+    for (name, meta, want) in [
+        (
+            "nvfp4.safetensors",
+            r#"{"layers": {"blocks.0.ffn.0": {"format": "nvfp4"}}}"#,
+            "`blocks.0.ffn.0` declares format `nvfp4`",
+        ),
+        (
+            "e5m2.safetensors",
+            r#"{"layers": {"blocks.0.ffn.0": {"format": "float8_e5m2"}}}"#,
+            "declares float8_e5m2 but its weight is not stored so",
+        ),
+        (
+            "norm.safetensors",
+            r#"{"layers": {"blocks.0.norm": {"format": "float8_e4m3fn"}}}"#,
+            "`blocks.0.norm` declares float8_e4m3fn",
+        ),
+        (
+            "absent.safetensors",
+            r#"{"layers": {"blocks.9.ffn.0": {"format": "float8_e4m3fn"}}}"#,
+            "`blocks.9.ffn.0`",
+        ),
+        (
+            "json.safetensors",
+            r#"{"layers": ["blocks.0.ffn.0"]}"#,
+            "_quantization_metadata",
+        ),
+    ] {
+        let path = write(name, Some(meta));
+        let e = Checkpoint::open(&path).err().unwrap().to_string();
+        assert!(e.contains(name) && e.contains(want), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -225,6 +225,13 @@ fn add_safetensors(o: &mut Opened, path: &Path) -> Result<()> {
         entries.insert(name.clone(), entry);
     }
     let entries = scaled::fold(entries, &backing.mmap, path, index, &mut o.embedded)?;
+    if let Some(json) = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("_quantization_metadata"))
+    {
+        scaled::check_quantization_metadata(json, &entries, path)?;
+    }
     o.files.push(backing);
     for (name, e) in entries {
         insert(o, path, "safetensors", name, e)?;

@@ -5,7 +5,9 @@
 //! `<layer>.scale_weight`, an f32 scalar, the value being `float(weight) ×
 //! scale_weight`; an optional `<layer>.scale_input` used only by fp8 matmuls. Current
 //! ComfyUI names them `.weight_scale` and `.input_scale`, with a `.comfy_quant` uint8
-//! tensor holding `{"format": "float8_e4m3fn"}`. The math is the same.
+//! tensor holding `{"format": "float8_e4m3fn"}`, or the same per layer in the header's
+//! `_quantization_metadata` (`{"layers": {"<layer>": {"format": …}}}`, which
+//! `comfy/utils.py` `convert_old_quants` turns into those tensors). The math is the same.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,14 +82,48 @@ fn scalar(mmap: &Mmap, e: &Entry, path: &Path, key: &str) -> Result<f32> {
     Ok(v)
 }
 
+/// One layer's quantization note: `{"format": …}` (other fields are not read).
+#[derive(serde::Deserialize)]
+struct Info {
+    format: String,
+}
+
 /// Checks the `{"format": …}` of a `.comfy_quant` tensor against its weight.
 fn check_quant_info(raw: &[u8], weight: Option<&Entry>, path: &Path, key: &str) -> Result<()> {
-    #[derive(serde::Deserialize)]
-    struct Info {
-        format: String,
-    }
     let info: Info = serde_json::from_slice(raw)
-        .map_err(|e| Error::format(path, "scaled fp8 safetensors", format!("`{key}`: {e}")))?;
+        .map_err(|e| Error::format(path, "scaled fp8 safetensors", format!("{key}: {e}")))?;
+    check_format(&info, weight, path, key)
+}
+
+/// Checks the safetensors header's `_quantization_metadata` (`{"layers": {"<layer>":
+/// {"format": …}}}`): every layer it names must have a `<layer>.weight` stored in that
+/// format among `entries`.
+pub(crate) fn check_quantization_metadata(
+    json: &str,
+    entries: &BTreeMap<String, Entry>,
+    path: &Path,
+) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        layers: BTreeMap<String, Info>,
+    }
+    let meta: Metadata = serde_json::from_str(json).map_err(|e| {
+        Error::format(
+            path,
+            "scaled fp8 safetensors",
+            format!("the header's `_quantization_metadata`: {e}"),
+        )
+    })?;
+    for (layer, info) in &meta.layers {
+        let key = format!("`_quantization_metadata` layer `{layer}`");
+        check_format(info, entries.get(&format!("{layer}.weight")), path, &key)?;
+    }
+    Ok(())
+}
+
+/// Checks a declared format against the weight it is declared for (`what` names the
+/// declaration in errors).
+fn check_format(info: &Info, weight: Option<&Entry>, path: &Path, key: &str) -> Result<()> {
     let want = match info.format.as_str() {
         "float8_e4m3fn" => Encoding::F8_E4M3,
         "float8_e5m2" => Encoding::F8_E5M2,
@@ -96,7 +132,7 @@ fn check_quant_info(raw: &[u8], weight: Option<&Entry>, path: &Path, key: &str) 
                 path,
                 "scaled fp8 safetensors",
                 format!(
-                    "`{key}` declares format `{other}`; lynx-rs reads float8_e4m3fn and \
+                    "{key} declares format `{other}`; lynx-rs reads float8_e4m3fn and \
                      float8_e5m2"
                 ),
             ));
@@ -108,7 +144,7 @@ fn check_quant_info(raw: &[u8], weight: Option<&Entry>, path: &Path, key: &str) 
             path,
             "scaled fp8 safetensors",
             format!(
-                "`{key}` declares {} but its weight is not stored so",
+                "{key} declares {} but its weight is not stored so",
                 info.format
             ),
         )),
@@ -168,7 +204,7 @@ pub(crate) fn fold(
         } else if let Some(layer) = key.strip_suffix(QUANT_INFO) {
             let raw = bytes(mmap, &e, path, &key)?;
             let weight = entries.get(&format!("{layer}.weight"));
-            check_quant_info(raw, weight, path, &key)?;
+            check_quant_info(raw, weight, path, &format!("`{key}`"))?;
         }
         // Markers and input scales: nothing to keep.
     }
