@@ -20,6 +20,7 @@ use std::rc::Rc;
 use burn::module::Param;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use lynx_core::nn::Linear;
+use lynx_core::quant::{DeviceQuant, Encoding};
 
 use lynx_core::nn::{LayerNorm, RmsNorm};
 use lynx_core::{Error, Result};
@@ -285,9 +286,10 @@ impl<'a> Loader<'a> {
         if self.validate || self.state.borrow().failed() {
             // Counted at the encoded size; the stand-in costs nothing.
             let stored = self.ckpt.stored_bytes(&key).unwrap_or(0);
+            let kept = self.kept_bytes(enc, d_in * d_out, stored);
             let mut state = self.state.borrow_mut();
             state.used.insert(key);
-            state.bytes += stored;
+            state.bytes += kept;
             drop(state);
             let bias = bias.then(|| self.read("bias", Some([d_out]), dtype));
             let w = Tensor::<2>::zeros([1, 1], (&self.device, dtype)).expand([d_in, d_out]);
@@ -304,10 +306,19 @@ impl<'a> Loader<'a> {
         {
             let mut state = self.state.borrow_mut();
             state.used.insert(key);
-            state.bytes += q.byte_len() as u64;
+            state.bytes += self.kept_bytes(enc, d_in * d_out, q.byte_len() as u64);
         }
         let bias = bias.then(|| self.read("bias", Some([d_out]), dtype));
         Some(Linear::quantized(q, bias, &self.device, dtype))
+    }
+
+    /// Bytes a weight kept in `enc` holds on this loader's device: the file's `stored`
+    /// bytes on the CPU, the re-laid form's on a GPU ([`DeviceQuant`]).
+    fn kept_bytes(&self, enc: Encoding, numel: usize, stored: u64) -> u64 {
+        if lynx_core::device::is_cpu(&self.device) {
+            return stored;
+        }
+        DeviceQuant::byte_len_of(enc, numel).map_or(stored, |b| b as u64)
     }
 
     /// A `torch.nn.RMSNorm(dim)` (or T5's layer norm) under this loader: `weight` `[dim]`,

@@ -5,9 +5,11 @@
 //! names.
 
 use burn::tensor::DType;
+use lynx_core::device::to_host_f32;
+use lynx_core::quant::DeviceQuant;
 use lynx_store::Checkpoint;
 use lynx_store::formats::{Layout, layout};
-use lynx_testing::fixtures_dir;
+use lynx_testing::{fixtures_dir, test_device};
 
 fn formats_dir() -> std::path::PathBuf {
     fixtures_dir().join("formats")
@@ -74,6 +76,51 @@ fn every_quantized_tensor_matches_the_reference() {
         assert!(
             checked.get(enc).copied().unwrap_or(0) > 0,
             "{enc} never checked: {checked:?}"
+        );
+    }
+}
+
+/// Every quantized tensor of the fixtures re-laid for a device and decoded there with
+/// burn's ops ([`DeviceQuant`]: what `Linear` does on a GPU) equals the reference — on the
+/// test device: flex in the flex pass, wgpu (lavapipe) in CI's parity pass.
+#[test]
+fn parity_on_device_decode_of_every_quantized_tensor() {
+    let device = test_device();
+    let refs = Checkpoint::open(formats_dir().join("dequantized.safetensors")).unwrap();
+    let mut checked = std::collections::BTreeMap::<&str, usize>::new();
+    for file in files() {
+        let ckpt = Checkpoint::open(formats_dir().join(&file)).unwrap();
+        let prefix = format!("{}/", file.rsplit_once('.').unwrap().0);
+        for rkey in refs.keys().filter(|k| k.starts_with(&prefix)) {
+            let name = layout::rename(ckpt.layout(), &rkey[prefix.len()..]).unwrap();
+            let Some(q) = ckpt.quantized(&name).unwrap() else {
+                continue;
+            };
+            let Some(on_device) = DeviceQuant::upload(&q, &device) else {
+                continue;
+            };
+            let enc = q.encoding();
+            let numel = q.rows() * q.width();
+            assert_eq!(
+                Some(on_device.byte_len()),
+                DeviceQuant::byte_len_of(enc, numel),
+                "{file}: {name}"
+            );
+            let decoded = on_device.decode();
+            assert_eq!(decoded.dims(), [q.rows(), q.width()], "{file}: {name}");
+            let got = to_host_f32(decoded, &name).unwrap();
+            let r = rel(&got, &refs.read_f32(rkey).unwrap());
+            assert!(r <= 1e-7, "{file}: `{name}` ({}): rel L2 {r:e}", enc.name());
+            *checked.entry(enc.name()).or_default() += 1;
+        }
+    }
+    eprintln!("decoded on {device:?} per encoding: {checked:?}");
+    for enc in [
+        "F8_E4M3", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    ] {
+        assert!(
+            checked.contains_key(enc),
+            "{enc} never decoded: {checked:?}"
         );
     }
 }

@@ -84,6 +84,10 @@ fn linear_base<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
         }
         return layer.forward_plain(x);
     }
+    if layer.is_quantized() {
+        // Re-laid on a device: decoded there for the call.
+        return layer.forward_plain(x);
+    }
     #[cfg(feature = "flex")]
     if let (Some(t), Some(w)) = (cpu::flex_f32(&x), cpu::flex_f32(&layer.weight()))
         && x.dims()[D - 1] == layer.d_in()

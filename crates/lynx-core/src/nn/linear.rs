@@ -9,8 +9,8 @@
 //! A weight may also stay in its file's encoding ([`Linear::quantized`]: fp8 bytes and
 //! scale, GGUF blocks, in PyTorch's `[d_out, d_in]` order, one row per output): it is
 //! decoded when used — on the CPU a tile of output rows at a time straight into the GEMM,
-//! never the whole weight in f32; on other backends decoded on the host and uploaded for
-//! the call. Low-rank terms apply the same way.
+//! never the whole weight in f32; on other backends kept on the device re-laid for burn's
+//! ops ([`DeviceQuant`]) and decoded there for the call. Low-rank terms apply the same way.
 //!
 //! # Shapes
 //! - weight `[d_in, d_out]` (model dtype), bias `[d_out]`;
@@ -21,7 +21,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use crate::quant::QuantTensor;
+use crate::quant::{DeviceQuant, QuantTensor};
 
 /// A linear layer: its weight, optional bias, and low-rank terms added to every product.
 #[derive(Module, Debug)]
@@ -37,7 +37,32 @@ pub struct Linear {
     /// The weight kept in its file's encoding, `[d_out, d_in]`; `weight` is then a stand-in
     /// of the compute dtype.
     #[module(skip)]
-    quantized: Option<QuantTensor>,
+    quantized: Option<Encoded>,
+}
+
+/// Where a weight kept in its file's encoding lives.
+#[derive(Debug, Clone)]
+enum Encoded {
+    /// The file's bytes in host memory (the CPU decodes them tile by tile).
+    Host(QuantTensor),
+    /// Re-laid on a GPU device, decoded there.
+    Device(Box<DeviceQuant>),
+}
+
+impl Encoded {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Self::Host(q) => q.shape(),
+            Self::Device(q) => q.shape(),
+        }
+    }
+
+    fn byte_len(&self) -> usize {
+        match self {
+            Self::Host(q) => q.byte_len(),
+            Self::Device(q) => q.byte_len(),
+        }
+    }
 }
 
 /// One low-rank term `s·(x·Aᵀ)·Bᵀ` of a LoRA applied on the fly: `A` = `lora_down`
@@ -107,7 +132,8 @@ impl Linear {
 
     /// A layer whose weight stays in its file's encoding: `weight` `[d_out, d_in]` (one
     /// encoded row per output), decoded when used and computed in `dtype` on `device`
-    /// (the bias, `[d_out]`, is given in that dtype).
+    /// (the bias, `[d_out]`, is given in that dtype). On a device other than the CPU the
+    /// weight is re-laid and uploaded now ([`DeviceQuant`]) and the host bytes let go.
     ///
     /// # Panics
     /// When `weight` is not 2-D (the loader checks shapes first).
@@ -118,20 +144,41 @@ impl Linear {
         dtype: DType,
     ) -> Self {
         assert_eq!(weight.shape().len(), 2, "a Linear weight is 2-D");
+        let encoded = match crate::device::is_cpu(device) {
+            true => None,
+            false => DeviceQuant::upload(&weight, device).map(|q| Encoded::Device(Box::new(q))),
+        };
         Self {
             weight: Param::from_tensor(Tensor::zeros([1, 1], (device, dtype))),
             bias: bias.map(Param::from_tensor),
             low_rank: Vec::new(),
-            quantized: Some(weight),
+            quantized: Some(encoded.unwrap_or(Encoded::Host(weight))),
         }
     }
 
-    /// The weight in its file's encoding, when it is kept so.
+    /// The weight in its file's bytes, when it is kept so in host memory (on the CPU).
     pub fn quantized_weight(&self) -> Option<&QuantTensor> {
-        self.quantized.as_ref()
+        match &self.quantized {
+            Some(Encoded::Host(q)) => Some(q),
+            _ => None,
+        }
     }
 
-    /// Bytes the weight and bias hold (encoded bytes for a quantized weight).
+    /// The weight re-laid on a GPU device, when it is kept so.
+    pub fn device_quantized_weight(&self) -> Option<&DeviceQuant> {
+        match &self.quantized {
+            Some(Encoded::Device(q)) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Whether the weight is kept in its file's encoding (on the host or a device).
+    pub fn is_quantized(&self) -> bool {
+        self.quantized.is_some()
+    }
+
+    /// Bytes the weight and bias hold (encoded bytes for a quantized weight: the file's on
+    /// the CPU, the re-laid form's on a device).
     pub fn weight_bytes(&self) -> u64 {
         let bias = self
             .bias
@@ -185,12 +232,18 @@ impl Linear {
         }
     }
 
-    /// `q` decoded on the host and put on the weight's device in the compute dtype,
-    /// `[d_out, d_in]`.
-    fn decoded(&self, q: &QuantTensor) -> Tensor<2> {
+    /// `q` decoded in the compute dtype on the weight's device, `[d_out, d_in]`: on the
+    /// host then uploaded for host bytes, on the device for a re-laid weight.
+    fn decoded(&self, q: &Encoded) -> Tensor<2> {
         let stand_in = self.weight.val();
-        let data = TensorData::new(q.to_f32(), [q.shape()[0], q.shape()[1]]);
-        Tensor::<2>::from_data(data, (&stand_in.device(), DType::F32)).cast(stand_in.dtype())
+        let w = match q {
+            Encoded::Device(q) => q.decode(),
+            Encoded::Host(q) => {
+                let data = TensorData::new(q.to_f32(), [q.shape()[0], q.shape()[1]]);
+                Tensor::<2>::from_data(data, (&stand_in.device(), DType::F32))
+            }
+        };
+        w.cast(stand_in.dtype())
     }
 
     /// The bias, `[d_out]`.

@@ -25,7 +25,7 @@
 use burn::tensor::f16;
 
 /// The f16 at `src[at..at + 2]` (little-endian) as f32.
-fn half(src: &[u8], at: usize) -> f32 {
+pub(super) fn half(src: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([src[at], src[at + 1]])).to_f32()
 }
 
@@ -119,9 +119,8 @@ pub(super) fn q2_k(src: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(super) fn q3_k(src: &[u8], out: &mut [f32]) {
-    let (hmask, qs, raw) = (&src[0..32], &src[32..96], &src[96..108]);
-    let d = half(src, 108);
+/// The 16 signed 6-bit scales of a Q3_K block from their 12 packed bytes.
+pub(super) fn q3_k_scales(raw: &[u8]) -> [i32; 16] {
     let word =
         |i: usize| u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
     let (a0, a1, a2) = (word(0), word(1), word(2));
@@ -136,6 +135,13 @@ pub(super) fn q3_k(src: &[u8], out: &mut [f32]) {
     for (i, s) in scales.iter_mut().enumerate() {
         *s = (packed[i / 4].to_le_bytes()[i % 4] as i8) as i32 - 32;
     }
+    scales
+}
+
+pub(super) fn q3_k(src: &[u8], out: &mut [f32]) {
+    let (hmask, qs) = (&src[0..32], &src[32..96]);
+    let d = half(src, 108);
+    let scales = q3_k_scales(&src[96..108]);
     let mut group = 0;
     let mut mask = 1u8;
     for n in 0..2 {
@@ -159,7 +165,7 @@ pub(super) fn q3_k(src: &[u8], out: &mut [f32]) {
 }
 
 /// Scale and min of group `j` (0..8) of a Q4_K/Q5_K block's 12 packed bytes.
-fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+pub(super) fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

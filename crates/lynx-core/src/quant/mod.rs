@@ -13,10 +13,13 @@
 
 mod blocks;
 mod fp8;
+mod on_device;
+mod relayout;
 
 use std::sync::Arc;
 
 pub use fp8::{e4m3_table, e5m2_table};
+pub use on_device::DeviceQuant;
 
 /// How a tensor's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -290,6 +293,11 @@ impl QuantTensor {
     /// The PyTorch shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// Bytes held.
