@@ -63,13 +63,13 @@ fn generate(base: &Path, adapters: &Path, options: PipelineOptions) -> (Tensor<4
 
 fn assert_same(what: &str, a: &(Tensor<4>, Vec<Tensor<5>>), b: &(Tensor<4>, Vec<Tensor<5>>)) {
     let d = diff(&a.0, &b.0);
-    assert!(d.rel_l2 <= 1e-6, "{what}: frames differ: {d:?}");
+    assert!(d.rel_l2 <= same_run_tol(), "{what}: frames differ: {d:?}");
     assert_eq!(a.1.len(), 2, "{what}: steps traced");
     assert_eq!(b.1.len(), a.1.len(), "{what}: steps traced");
     for (i, (x, y)) in a.1.iter().zip(&b.1).enumerate() {
         let d = diff(x, y);
         assert!(
-            d.rel_l2 <= 1e-6,
+            d.rel_l2 <= same_run_tol(),
             "{what}: latents after step {i} differ: {d:?}"
         );
     }
@@ -232,4 +232,17 @@ fn memory_check_gives_both_figures_and_what_fits() {
         .expect("a 1 MB budget cannot hold the process");
     assert!(matches!(err, Error::Memory { .. }), "{err}");
     assert!(err.to_string().contains("nothing fits"), "{err}");
+}
+
+/// How close two runs of the same computation must be: 1e-6 on the CPU (same kernels, same
+/// order). On a GPU backend CubeCL picks kernels by autotuning and fuses ops per stream, so a
+/// resident and a streamed run may sum in different orders (1.0–1.2e-6 seen on lavapipe,
+/// depending on which tests had tuned the shapes before): 1e-5, still 10× under the
+/// per-component parity bound.
+fn same_run_tol() -> f64 {
+    if lynx_core::device::is_cpu(&test_device()) {
+        1e-6
+    } else {
+        1e-5
+    }
 }

@@ -76,15 +76,32 @@ fn parity_offload_streams_eight_blocks_within_the_read_ahead() {
         }
         assert_eq!(stats.live, 0, "every streamed layer dropped");
         let d = diff(&other.0, &resident.0);
-        assert!(d.rel_l2 <= 1e-6, "{}: frames differ: {d:?}", offload.name());
+        assert!(
+            d.rel_l2 <= same_run_tol(),
+            "{}: frames differ: {d:?}",
+            offload.name()
+        );
         assert_eq!(other.1.len(), resident.1.len());
         for (i, (x, y)) in other.1.iter().zip(&resident.1).enumerate() {
             let d = diff(x, y);
             assert!(
-                d.rel_l2 <= 1e-6,
+                d.rel_l2 <= same_run_tol(),
                 "{}: latents after step {i} differ: {d:?}",
                 offload.name()
             );
         }
+    }
+}
+
+/// How close two runs of the same computation must be: 1e-6 on the CPU (same kernels, same
+/// order). On a GPU backend CubeCL picks kernels by autotuning and fuses ops per stream, so a
+/// resident and a streamed run may sum in different orders (1.0–1.2e-6 seen on lavapipe,
+/// depending on which tests had tuned the shapes before): 1e-5, still 10× under the
+/// per-component parity bound.
+fn same_run_tol() -> f64 {
+    if lynx_core::device::is_cpu(&test_device()) {
+        1e-6
+    } else {
+        1e-5
     }
 }
