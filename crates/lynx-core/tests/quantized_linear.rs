@@ -160,10 +160,30 @@ fn check(enc: Encoding, scale: Option<f32>, d_in: usize, d_out: usize) {
         if lynx_core::device::check_dtype(&device, DType::BF16).is_err() {
             return;
         }
-        let bias16 = Some(bias.cast(DType::BF16));
-        let kept16 = Linear::quantized(q, bias16, &device, DType::BF16);
+        let bias16 = Some(bias.clone().cast(DType::BF16));
+        let kept16 = Linear::quantized(q.clone(), bias16, &device, DType::BF16);
         let got = linear(&kept16, x.clone().cast(DType::BF16)).cast(DType::F32);
-        let d = lynx_testing::diff(&got, &linear(&plain, x));
+        let d = lynx_testing::diff(&got, &linear(&plain, x.clone()));
         assert!(d.rel_l2 < 2e-2, "{name} bf16: {d:?}");
+        // It is the product of the bf16 operands (the weight rounded to bf16 after
+        // decoding, as a bf16 model holds it), rounded once to bf16.
+        let r = |t: Tensor<2>| t.cast(DType::BF16).cast(DType::F32);
+        let w16 = r(Tensor::<2>::from_data(
+            TensorData::new(q.to_f32(), [d_out, d_in]),
+            &device,
+        ));
+        let x16 = r(x.reshape([2 * 9, d_in]));
+        let want = x16.matmul(w16.transpose()) + r(bias.unsqueeze::<2>());
+        let d = lynx_testing::diff(&got.reshape([2 * 9, d_out]), &r(want));
+        // On the CPU the same f32 products in the same order: bit for bit.
+        let tol = if lynx_core::device::is_cpu(&device) {
+            0.0
+        } else {
+            1e-3
+        };
+        assert!(
+            d.rel_l2 <= tol,
+            "{name} bf16 against the bf16 operands: {d:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! | module | mirrors |
 //! |---|---|
 //! | [`config`] | `WanTransformer3DModel.__init__` arguments (`transformer/config.json`) |
+//! | [`detect`] | the config read off a single file's weight shapes (no `config.json`) |
 //! | [`rope`] | `WanRotaryPosEmbed` and the complex rotation of `WanAttnProcessor2_0` |
 //! | [`embeddings`] | `patch_embedding` (Conv3d), `WanTimeTextImageEmbedding` (T2V part) |
 //! | [`attention`] | `Attention` + `WanAttnProcessor2_0` / Lynx's `WanRefAttnProcessor`, `WanIPAttnProcessor` |
@@ -47,6 +48,7 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod detect;
 pub mod embeddings;
 pub mod lora;
 pub mod model;

@@ -9,7 +9,6 @@ use lynx_adapters::Variant;
 use lynx_core::Result;
 use lynx_core::device::available_memory;
 use lynx_store::{Checkpoint, LoraSet, Offload};
-use lynx_text::Tokenizer;
 
 use crate::components::{PipelineOptions, changes_quantized};
 use crate::folder::ModelFolder;
@@ -26,7 +25,7 @@ pub(crate) fn plan(
     request: &GenerateRequest,
 ) -> Result<MemoryPlan> {
     let variant = adapter_dir.map(Variant::detect).transpose()?;
-    let tokenizer = Tokenizer::from_pretrained(ModelFolder::open(base)?.tokenizer())?;
+    let tokenizer = ModelFolder::open_with(base, &options.weights)?.tokenizer()?;
     let run = Plan::new(request, variant, &tokenizer, options.batched())?.run_size();
     let loras = loras_on_the_fly(base, options, &request.loras)?;
     sized(base, adapter_dir, options, run, &loras)
@@ -42,7 +41,7 @@ pub(crate) fn loras_on_the_fly(
     let mut all = Vec::new();
     if !options.loras.is_empty() {
         let files = options.lora_files()?;
-        let dit = Checkpoint::open(options.weights.transformer(&ModelFolder::open(base)?)?)?;
+        let dit = Checkpoint::open(ModelFolder::open_with(base, &options.weights)?.transformer()?)?;
         if changes_quantized(&LoraSet::open(&files)?, &dit) {
             all = files;
         }

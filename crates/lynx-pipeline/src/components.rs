@@ -19,7 +19,7 @@ use lynx_arcface::{DetectOptions, FaceAnalyzer};
 use lynx_core::{Error, Result};
 use lynx_dit::WanTransformer;
 use lynx_store::{Checkpoint, LoraSet, Offload};
-use lynx_text::{TextEncoder, Tokenizer};
+use lynx_text::TextEncoder;
 use lynx_vae::{Tiling, WanVae};
 
 use crate::folder::ModelFolder;
@@ -319,11 +319,11 @@ impl Components {
                 "a face detector was given without an ArcFace checkpoint; give both",
             ));
         }
-        let folder = ModelFolder::open(base)?;
+        let folder = ModelFolder::open_with(base, &options.weights)?;
         let text = TextEncoder::from_config(
             folder.text_config()?,
-            options.weights.text_encoder(&folder)?,
-            Tokenizer::from_pretrained(folder.tokenizer())?,
+            folder.text_encoder()?,
+            folder.tokenizer()?,
             device,
             dtype,
             offload,
@@ -347,7 +347,7 @@ impl Components {
         if !this.options.loras.is_empty() {
             let mut set = LoraSet::open(&this.options.lora_files()?)?
                 .skip_unmatched(this.options.lora_skip_unmatched);
-            let ckpt = Checkpoint::open(this.options.weights.transformer(&this.folder)?)?;
+            let ckpt = Checkpoint::open(this.folder.transformer()?)?;
             this.lora_skipped = set.check(&ckpt)?;
             if changes_quantized(&set, &ckpt) {
                 this.loras_on_the_fly = true;
@@ -497,7 +497,7 @@ impl Components {
 
     fn load_dit(&self) -> Result<WanTransformer> {
         let (device, dtype) = (&self.options.device, self.options.dtype);
-        let weights = self.options.weights.transformer(&self.folder)?;
+        let weights = self.folder.transformer()?;
         let streamed = self.options.offload == Offload::Blocks;
         let config = self.folder.dit_config(self.text.config().d_model)?;
         let mut ckpt = Checkpoint::open(&weights)?;
@@ -516,7 +516,7 @@ impl Components {
 
     fn load_vae(&self) -> Result<WanVae> {
         let config = self.folder.vae_config()?;
-        let mut vae = Checkpoint::open(self.options.weights.vae(&self.folder)?)?.build(
+        let mut vae = Checkpoint::open(self.folder.vae()?)?.build(
             &self.options.device,
             self.options.dtype,
             |w| WanVae::load(w, config),

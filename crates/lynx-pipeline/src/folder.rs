@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use lynx_core::{Error, Result};
 use lynx_dit::WanConfig;
 use lynx_sampler::SchedulerConfig;
-use lynx_text::Umt5Config;
+use lynx_text::{Tokenizer, Umt5Config};
 use lynx_vae::VaeConfig;
 use serde_json::Value;
 
@@ -177,15 +177,20 @@ pub enum FolderLayout {
     Diffusers,
     /// The original Wan release (see [`crate::original`]).
     WanOriginal,
+    /// No folder: the DiT's single file, with the text encoder's and the VAE's files
+    /// (see [`crate::single`]).
+    SingleFiles,
 }
 
-/// A checked model folder: where each part's config and weights are, in either layout.
+/// A checked model: where each part's config and weights are, in any layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFolder {
-    /// The folder.
+    /// The folder (for [`FolderLayout::SingleFiles`], the DiT's file).
     pub base: PathBuf,
     /// Its layout, read from its content.
     pub layout: FolderLayout,
+    /// The weight files replacing the folder's (made local).
+    pub files: WeightFiles,
 }
 
 impl ModelFolder {
@@ -193,14 +198,49 @@ impl ModelFolder {
     /// diffusers folder ([`ModelIndex::load`]); a `config.json` whose `_class_name` is
     /// `WanModel` an original Wan folder ([`original::check`]). Nothing else is read.
     pub fn open(base: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(base, &WeightFiles::default())
+    }
+
+    /// [`ModelFolder::open`] with `files` replacing parts of the folder's weights. A
+    /// `base` that is a file is the DiT's single file: `files` must then give the text
+    /// encoder and the VAE (and no other DiT), and the configs are the released ones
+    /// ([`crate::single`]).
+    pub fn open_with(base: impl AsRef<Path>, files: &WeightFiles) -> Result<Self> {
         let base = base.as_ref();
+        for source in [&files.transformer, &files.text_encoder, &files.vae] {
+            local(source)?;
+        }
+        if base.is_file() {
+            let missing = |flag: &str, what: &str| {
+                Error::input(format!(
+                    "{} is a DiT file given without a model folder: give the {what} file                      too ({flag}; the configs are the released ones, see lynx_pipeline::single)",
+                    base.display()
+                ))
+            };
+            if let Some(t) = &files.transformer {
+                return Err(Error::input(format!(
+                    "the DiT is given twice: {} as the model and {t} as the transformer",
+                    base.display()
+                )));
+            }
+            let te = local(&files.text_encoder)?
+                .ok_or_else(|| missing("--text-encoder", "text encoder"))?;
+            let vae = local(&files.vae)?.ok_or_else(|| missing("--vae", "VAE"))?;
+            crate::single::check(&te, &vae)?;
+            return Ok(Self {
+                base: base.to_path_buf(),
+                layout: FolderLayout::SingleFiles,
+                files: files.clone(),
+            });
+        }
         if !base.is_dir() {
             return Err(Error::MissingFile {
                 path: base.to_path_buf(),
                 hint: "expected a Wan2.1 model folder: diffusers (model_index.json, \
                        transformer/, vae/, text_encoder/, tokenizer/, scheduler/) or the \
                        original release (config.json, the DiT shards, \
-                       models_t5_umt5-xxl-enc-bf16.pth, Wan2.1_VAE.pth, google/umt5-xxl/)"
+                       models_t5_umt5-xxl-enc-bf16.pth, Wan2.1_VAE.pth, google/umt5-xxl/); \
+                       or the DiT's single file with the text encoder and VAE files"
                     .into(),
             });
         }
@@ -225,15 +265,17 @@ impl ModelFolder {
         Ok(Self {
             base: base.to_path_buf(),
             layout,
+            files: files.clone(),
         })
     }
 
     /// The DiT's config; `text_dim` is the text encoder's width (the original folder's
-    /// `config.json` does not hold it).
+    /// `config.json` and a single DiT file do not hold it).
     pub fn dit_config(&self, text_dim: usize) -> Result<WanConfig> {
         match self.layout {
             FolderLayout::Diffusers => WanConfig::load(self.base.join("transformer")),
             FolderLayout::WanOriginal => original::dit_config(&self.base, text_dim),
+            FolderLayout::SingleFiles => crate::single::dit_config(&self.base, text_dim),
         }
     }
 
@@ -244,6 +286,7 @@ impl ModelFolder {
                 Umt5Config::load(self.base.join("text_encoder").join("config.json"))
             }
             FolderLayout::WanOriginal => original::text_config(&self.base),
+            FolderLayout::SingleFiles => Ok(original::released_text_config(&self.text_encoder()?)),
         }
     }
 
@@ -252,6 +295,7 @@ impl ModelFolder {
         match self.layout {
             FolderLayout::Diffusers => VaeConfig::load(self.base.join("vae").join("config.json")),
             FolderLayout::WanOriginal => original::vae_config(&self.base),
+            FolderLayout::SingleFiles => Ok(original::released_vae_config(&self.vae()?)),
         }
     }
 
@@ -259,15 +303,66 @@ impl ModelFolder {
     pub fn scheduler(&self) -> Result<SchedulerConfig> {
         match self.layout {
             FolderLayout::Diffusers => SchedulerConfig::load(self.base.join("scheduler")),
-            FolderLayout::WanOriginal => Ok(original::scheduler()),
+            FolderLayout::WanOriginal | FolderLayout::SingleFiles => Ok(original::scheduler()),
         }
     }
 
-    /// The tokenizer folder (holding `tokenizer.json`).
-    pub fn tokenizer(&self) -> PathBuf {
+    /// The tokenizer: the folder's `tokenizer.json`, or the one inside a single text
+    /// encoder file.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
         match self.layout {
-            FolderLayout::Diffusers => self.base.join("tokenizer"),
-            FolderLayout::WanOriginal => self.base.join(original::TOKENIZER_DIR),
+            FolderLayout::Diffusers => Tokenizer::from_pretrained(self.base.join("tokenizer")),
+            FolderLayout::WanOriginal => {
+                Tokenizer::from_pretrained(self.base.join(original::TOKENIZER_DIR))
+            }
+            FolderLayout::SingleFiles => crate::single::tokenizer(&self.text_encoder()?),
+        }
+    }
+
+    /// The DiT's weights: the replacing file, else the folder's.
+    pub fn transformer(&self) -> Result<PathBuf> {
+        if let Some(t) = local(&self.files.transformer)? {
+            return Ok(t);
+        }
+        Ok(match self.layout {
+            FolderLayout::Diffusers => self.base.join("transformer"),
+            FolderLayout::WanOriginal => original::dit_weights(&self.base),
+            FolderLayout::SingleFiles => self.base.clone(),
+        })
+    }
+
+    /// The text encoder's weights: the replacing file, else the folder's.
+    pub fn text_encoder(&self) -> Result<PathBuf> {
+        if let Some(t) = local(&self.files.text_encoder)? {
+            return Ok(t);
+        }
+        match self.layout {
+            FolderLayout::Diffusers => Ok(self.base.join("text_encoder")),
+            FolderLayout::WanOriginal => Ok(self.base.join(original::T5_FILE)),
+            FolderLayout::SingleFiles => Err(Error::input("no text encoder file was given")),
+        }
+    }
+
+    /// The VAE's weights: the replacing file, else the folder's (its safetensors file
+    /// when the diffusers folder holds one).
+    pub fn vae(&self) -> Result<PathBuf> {
+        if let Some(v) = local(&self.files.vae)? {
+            return Ok(v);
+        }
+        match self.layout {
+            FolderLayout::WanOriginal => Ok(self.base.join(original::VAE_FILE)),
+            FolderLayout::SingleFiles => Err(Error::input("no VAE file was given")),
+            FolderLayout::Diffusers => {
+                let file = self
+                    .base
+                    .join("vae")
+                    .join("diffusion_pytorch_model.safetensors");
+                Ok(if file.is_file() {
+                    file
+                } else {
+                    self.base.join("vae")
+                })
+            }
         }
     }
 }
@@ -333,7 +428,8 @@ mod tests {
 /// Weight files that replace parts of the model folder: the DiT, the text encoder or the
 /// VAE as users hold them (a native or ComfyUI single file, fp8, scaled fp8, GGUF; see
 /// `lynx_store::formats`). The folder still gives each part's config, the tokenizer and
-/// the scheduler. Each is a [`Source`]: a path, a URL or a file in a Hub repo
+/// the scheduler; without a folder (the DiT's file as the model, see
+/// [`ModelFolder::open_with`]) the released ones are used. Each is a [`Source`]: a path, a URL or a file in a Hub repo
 /// ([`Source::parse_file`]), made local by [`WeightFiles::resolved`] (which
 /// [`crate::PipelineOptions::resolved`] and the pipeline's loading call).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -358,48 +454,6 @@ impl WeightFiles {
             *source = Source::Local(source.file(progress)?);
         }
         Ok(w)
-    }
-
-    /// The DiT's weights for the model folder `folder`.
-    pub fn transformer(&self, folder: &ModelFolder) -> Result<PathBuf> {
-        if let Some(t) = local(&self.transformer)? {
-            return Ok(t);
-        }
-        Ok(match folder.layout {
-            FolderLayout::Diffusers => folder.base.join("transformer"),
-            FolderLayout::WanOriginal => original::dit_weights(&folder.base),
-        })
-    }
-
-    /// The text encoder's weights for the model folder `folder`.
-    pub fn text_encoder(&self, folder: &ModelFolder) -> Result<PathBuf> {
-        if let Some(t) = local(&self.text_encoder)? {
-            return Ok(t);
-        }
-        Ok(match folder.layout {
-            FolderLayout::Diffusers => folder.base.join("text_encoder"),
-            FolderLayout::WanOriginal => folder.base.join(original::T5_FILE),
-        })
-    }
-
-    /// The VAE's weights for the model folder `folder` (its safetensors file when the
-    /// diffusers folder holds one).
-    pub fn vae(&self, folder: &ModelFolder) -> Result<PathBuf> {
-        if let Some(v) = local(&self.vae)? {
-            return Ok(v);
-        }
-        if folder.layout == FolderLayout::WanOriginal {
-            return Ok(folder.base.join(original::VAE_FILE));
-        }
-        let file = folder
-            .base
-            .join("vae")
-            .join("diffusion_pytorch_model.safetensors");
-        Ok(if file.is_file() {
-            file
-        } else {
-            folder.base.join("vae")
-        })
     }
 }
 

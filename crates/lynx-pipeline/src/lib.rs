@@ -33,8 +33,9 @@
 //! | [`observer`] | [`Observer`]: progress of the stages and steps, and stopping a run |
 //! | [`noise`] | [`NoiseSource`]: all randomness, seeded or replayed |
 //! | [`export`] | [`Video`]: `.mp4`, `.gif`, `.webp`, PNG folder, `.safetensors`, each written whole or not at all |
-//! | [`folder`] | [`folder::ModelFolder`]: the diffusers folder (its `model_index.json`) or the original Wan release, checked before loading |
+//! | [`folder`] | [`folder::ModelFolder`]: the diffusers folder (its `model_index.json`), the original Wan release or a DiT's single file, checked before loading |
 //! | [`original`] | the original `Wan-AI/Wan2.1-T2V-14B` folder: which file holds what, and the released configs it does not hold |
+//! | [`single`] | the DiT, text encoder and VAE as three single files without a folder: configs from the DiT's shapes and the released models, the tokenizer from the text encoder file |
 //! | [`inputs`] | face embeddings, recorded latents and noise read from files |
 //! | [`source`] | [`Source`]: a folder or file, a Hub repo (feature `hub`), a URL, for every model and weight file |
 
@@ -55,6 +56,7 @@ pub mod original;
 pub mod pipeline;
 mod plan;
 pub mod request;
+pub mod single;
 pub mod source;
 
 pub use export::Video;

@@ -183,9 +183,9 @@ impl WeightSizes {
         dtype: DType,
     ) -> Result<Self> {
         check_dtype(device, dtype)?;
-        let folder = ModelFolder::open(base)?;
+        let folder = ModelFolder::open_with(base, files)?;
         let text_cfg = folder.text_config()?;
-        let te = Checkpoint::open(files.text_encoder(&folder)?)?;
+        let te = Checkpoint::open(folder.text_encoder()?)?;
         let text_total = te.measure(device, dtype, |w| Umt5Encoder::load(w, &text_cfg))?;
         let text_layer = te.measure_at("encoder.block.0", device, dtype, |w| {
             Ok(Umt5Block::load(w, &text_cfg))
@@ -193,14 +193,14 @@ impl WeightSizes {
         let table = (text_cfg.vocab_size * text_cfg.d_model * dtype.size()) as u64;
 
         let dit_cfg = folder.dit_config(text_cfg.d_model)?;
-        let tr = Checkpoint::open(files.transformer(&folder)?)?;
+        let tr = Checkpoint::open(folder.transformer()?)?;
         let dit_total = tr.measure(device, dtype, |w| WanTransformer::load(w, dit_cfg.clone()))?;
         let dit_layer = tr.measure_at("blocks.0", device, dtype, |w| {
             Ok(WanBlock::load(w, &dit_cfg))
         })?;
 
         let vae_cfg = folder.vae_config()?;
-        let vae_ckpt = Checkpoint::open(files.vae(&folder)?)?;
+        let vae_ckpt = Checkpoint::open(folder.vae()?)?;
         let vae_base_dim = vae_cfg.base_dim;
         let vae = vae_ckpt.measure(device, dtype, |w| WanVae::load(w, vae_cfg))?;
 

@@ -189,7 +189,13 @@ pub fn text_config(base: &Path) -> Result<Umt5Config> {
     if own.is_file() {
         return Umt5Config::load(own);
     }
-    Ok(Umt5Config {
+    Ok(released_text_config(&base.join(T5_FILE)))
+}
+
+/// The released UMT5-XXL encoder config (`t5.py` `umt5_xxl`, see the module docs), for
+/// the weights in `file` (named in errors).
+pub fn released_text_config(file: &Path) -> Umt5Config {
+    Umt5Config {
         vocab_size: 256_384,
         d_model: 4096,
         d_kv: 64,
@@ -202,9 +208,9 @@ pub fn text_config(base: &Path) -> Result<Umt5Config> {
         activation: Activation::GeluTanh,
         path: PathBuf::from(format!(
             "<the released UMT5-XXL config, for {}>",
-            base.join(T5_FILE).display()
+            file.display()
         )),
-    })
+    }
 }
 
 /// The released Wan2.1 VAE config (`vae.py` `_video_vae`, `WanVAE`'s latent statistics),
@@ -214,13 +220,18 @@ pub fn vae_config(base: &Path) -> Result<VaeConfig> {
     if own.is_file() {
         return VaeConfig::load(own);
     }
-    Ok(VaeConfig {
+    Ok(released_vae_config(&base.join(VAE_FILE)))
+}
+
+/// The released Wan2.1 VAE config, for the weights in `file` (named in errors).
+pub fn released_vae_config(file: &Path) -> VaeConfig {
+    VaeConfig {
         path: PathBuf::from(format!(
             "<the released Wan2.1 VAE config, for {}>",
-            base.join(VAE_FILE).display()
+            file.display()
         )),
         ..VaeConfig::default()
-    })
+    }
 }
 
 /// The scheduler Wan's text-to-video sampling uses (see the module docs).

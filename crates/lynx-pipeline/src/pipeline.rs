@@ -38,7 +38,7 @@ use crate::budget;
 use crate::components::Components;
 pub use crate::components::{GuidanceBatching, PipelineOptions};
 use crate::export::Video;
-use crate::folder::check_model_folder;
+use crate::folder::{ModelFolder, check_model_folder};
 use crate::memory::{MemoryPlan, WeightSizes};
 use crate::observer::{Observer, Stage};
 use crate::plan::Plan;
@@ -97,7 +97,9 @@ impl LynxPipeline {
     /// Loads tokenizer, text encoder, DiT, VAE and scheduler config from a diffusers Wan2.1
     /// folder (`base`, checked first against its `model_index.json`, see
     /// [`crate::folder::ModelIndex`]) or the original release's folder
-    /// ([`crate::original`]), and the adapters from `adapters`: `lynx_full/` or
+    /// ([`crate::original`]) — or, when `base` is a file, from the DiT's single file with
+    /// the text encoder and VAE files of [`PipelineOptions::weights`] and the released
+    /// configs ([`crate::single`]; ComfyUI's way) — and the adapters from `adapters`: `lynx_full/` or
     /// `lynx_lite/`, told apart by their files ([`Variant::detect`]). Without
     /// `adapters` the pipeline is plain Wan2.1 text-to-video.
     ///
@@ -119,7 +121,7 @@ impl LynxPipeline {
     ) -> Result<Self> {
         let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, &options)?;
         let (base, adapter_dir) = (base.as_path(), adapter_dir.as_deref());
-        let folder = check_model_folder(base)?;
+        let folder = ModelFolder::open_with(base, &options.weights)?;
         check_dtype(&options.device, options.dtype)?;
         let variant = adapter_dir.map(Variant::detect).transpose()?;
         let scheduler = folder.scheduler()?;
@@ -158,7 +160,7 @@ impl LynxPipeline {
         request: &GenerateRequest,
     ) -> Result<MemoryPlan> {
         let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, options)?;
-        check_model_folder(&base)?;
+        ModelFolder::open_with(&base, &options.weights)?;
         budget::plan(&base, adapter_dir.as_deref(), &options, request)
     }
 
@@ -173,8 +175,16 @@ impl LynxPipeline {
         request: &GenerateRequest,
     ) -> Result<MemoryPlan> {
         let (base, adapter_dir, options) = Self::resolve(base.into(), adapters, options)?;
-        check_model_folder(&base)?;
+        ModelFolder::open_with(&base, &options.weights)?;
         budget::check(&base, adapter_dir.as_deref(), &options, request)
+    }
+
+    /// Checks the model `base` with the weight files of `options` (made local by
+    /// [`PipelineOptions::resolved`]) as [`LynxPipeline::from_pretrained`] reads them —
+    /// a folder with its replacements, or a DiT's single file with the text encoder and
+    /// VAE files — before any weight is read ([`ModelFolder::open_with`]).
+    pub fn check_model(base: impl AsRef<Path>, options: &PipelineOptions) -> Result<()> {
+        ModelFolder::open_with(base, &options.weights).map(|_| ())
     }
 
     /// Checks that `base_dir` is a Wan2.1 folder lynx-rs runs — diffusers (its five parts

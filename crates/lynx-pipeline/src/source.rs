@@ -179,9 +179,25 @@ impl Source {
     /// ([`wan_files`]: it has `model_index.json`), or of the original release
     /// (`Wan-AI/Wan2.1-T2V-14B`, [`wan_original_files`]: a `config.json` and no
     /// `model_index.json`).
+    ///
+    /// A URL, or a repo path naming a weight file (`.safetensors`, `.gguf`, `.pth`), is a
+    /// DiT's single file (see [`crate::folder::ModelFolder::open_with`]): it is fetched
+    /// as [`Source::file`] does.
     pub fn model_folder(&self, progress: &mut dyn Progress) -> Result<PathBuf> {
         match self {
             Source::Local(path) => Ok(path.clone()),
+            #[cfg(feature = "hub")]
+            Source::Url(_) => self.file(progress),
+            #[cfg(feature = "hub")]
+            Source::Hub {
+                subfolder: Some(sub),
+                ..
+            } if [".safetensors", ".gguf", ".pth"]
+                .iter()
+                .any(|ext| sub.ends_with(ext)) =>
+            {
+                self.file(progress)
+            }
             #[cfg(feature = "hub")]
             Source::Hub { .. } => {
                 let probe = lynx_hub::FileSet::new()
@@ -197,6 +213,7 @@ impl Source {
                 };
                 self.fetch_folder(None, &files, progress)
             }
+            #[cfg(not(feature = "hub"))]
             _ => self.unresolvable("a model folder", progress),
         }
     }

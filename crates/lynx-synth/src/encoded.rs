@@ -399,6 +399,21 @@ impl DitFile {
         }
     }
 
+    /// The file's bytes before its data: the safetensors length prefix and header, or
+    /// the GGUF header with its padding ([`crate::sparse`] writes only these).
+    pub fn header(&self) -> Result<Vec<u8>> {
+        Ok(match self.encoding.gguf_file_type() {
+            None => {
+                let layout =
+                    safetensors_layout(&self.tensors, self.encoding == DitEncoding::Fp8Scaled)?;
+                let mut h = (layout.header().len() as u64).to_le_bytes().to_vec();
+                h.extend(layout.header());
+                h
+            }
+            Some(ft) => gguf_header(&self.tensors, ft).0,
+        })
+    }
+
     fn write_safetensors(
         &self,
         seed: u64,

@@ -44,6 +44,7 @@ pub mod lora;
 pub mod presets;
 pub mod quantize;
 pub mod shard;
+pub mod sparse;
 pub mod subject;
 pub mod walk;
 

@@ -42,7 +42,33 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             eprintln!("{msg}");
         }
     };
-    let bundled_model = args.model.is_none();
+    // No --model with weight files: the files alone, with the released configs.
+    let files_only = args.model.is_none()
+        && (args.transformer.is_some() || args.text_encoder.is_some() || args.vae.is_some());
+    let bundled_model = args.model.is_none() && !files_only;
+    if files_only {
+        let missing: Vec<&str> = [
+            ("--transformer", &args.transformer),
+            ("--text-encoder", &args.text_encoder),
+            ("--vae", &args.vae),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.is_none().then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "without --model, give all three weight files (the configs are then the \
+                 released ones): {} missing; or give --model for the configs",
+                missing.join(" and ")
+            );
+        }
+        if args.adapters.is_none() {
+            bail!(
+                "--transformer, --text-encoder and --vae without --model: give --adapters \
+                 too (e.g. ByteDance/lynx); the bundled tiny adapters fit only the bundled model"
+            );
+        }
+    }
     let auto = (args.device == "auto").then(lynx_pipeline::lynx_core::device::auto_device);
     let device_name = auto.as_ref().map_or(args.device.as_str(), |a| a.name);
     let device = parse_device(device_name).map_err(BadDevice)?;
@@ -141,8 +167,25 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let cancel = cancel_on_signals()?;
 
     // Folders, repo ids (fetched into the Hub cache) and URLs, made local.
+    options.arcface = args.arcface.as_deref().map(models::file_source);
+    options.detector = args.detector.as_deref().map(models::file_source);
+    for spec in &args.lora {
+        let (file, strength) = lora_arg(spec)?;
+        options = options.with_lora(models::lora(file, quiet)?, strength);
+    }
+    options.lora_skip_unmatched = args.lora_skip_unmatched;
+    let weight = |spec: &Option<String>| spec.as_deref().map(Source::parse_file).transpose();
+    options.weights.transformer = weight(&args.transformer)?;
+    options.weights.text_encoder = weight(&args.text_encoder)?;
+    options.weights.vae = weight(&args.vae)?;
+    let mut options = models::resolved(&options, quiet)?;
     let model = match &args.model {
         Some(spec) => models::model(&Source::parse(spec)?, quiet)?,
+        // The DiT's file stands for the model (see lynx_pipeline::single).
+        None if files_only => match options.weights.transformer.take() {
+            Some(Source::Local(path)) => path,
+            other => bail!("--transformer was not made local: {other:?}"),
+        },
         None => bundled("Wan2.1-T2V-tiny-Diffusers")?,
     };
     let adapters = match &args.adapters {
@@ -155,19 +198,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         None => bundled("lynx_full")?,
     };
-    options.arcface = args.arcface.as_deref().map(models::file_source);
-    options.detector = args.detector.as_deref().map(models::file_source);
-    for spec in &args.lora {
-        let (file, strength) = lora_arg(spec)?;
-        options = options.with_lora(models::lora(file, quiet)?, strength);
-    }
-    options.lora_skip_unmatched = args.lora_skip_unmatched;
-    let weight = |spec: &Option<String>| spec.as_deref().map(Source::parse_file).transpose();
-    options.weights.transformer = weight(&args.transformer)?;
-    options.weights.text_encoder = weight(&args.text_encoder)?;
-    options.weights.vae = weight(&args.vae)?;
-    let options = models::resolved(&options, quiet)?;
-    LynxPipeline::check_model_folder(&model)?;
+    LynxPipeline::check_model(&model, &options)?;
     let variant = Variant::detect(&adapters)?;
     let frames = request
         .frames

@@ -96,11 +96,16 @@ fn output(x: &FlexTensor, d_in: usize, d_out: usize, bias: Option<&[f32]>) -> (F
 /// decoded to f32 (at most [`TILE_VALUES`] values at a time) and multiplied straight into
 /// their columns of the output, so the whole weight never exists in f32.
 ///
+/// With `as_bf16` each decoded value is rounded to bf16 first (to nearest, ties to even,
+/// as burn's cast): the weight a bf16 model holds, multiplied in f32 as a bf16 matrix
+/// product accumulates.
+///
 /// `x`: `[..., d_in]` contiguous f32; `bias`: `d_out` values. Output `[..., d_out]`.
 pub(super) fn linear_quantized(
     x: &FlexTensor,
     w: &QuantTensor,
     bias: Option<&[f32]>,
+    as_bf16: bool,
 ) -> FlexTensor {
     let (d_out, d_in) = (w.shape()[0], w.shape()[1]);
     let (mut out, rows) = output(x, d_in, d_out, bias);
@@ -122,6 +127,9 @@ pub(super) fn linear_quantized(
             .for_each(|(i, chunk)| {
                 let first = start + i * per_task;
                 w.dequantize_rows(first..first + chunk.len() / d_in, chunk);
+                if as_bf16 {
+                    chunk.iter_mut().for_each(|v| *v = round_bf16(*v));
+                }
             });
         let lhs = Operand {
             ptr: src.as_ptr(),
@@ -151,4 +159,14 @@ pub(super) fn linear_quantized(
         start += n;
     }
     out
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as an f32; NaN stays NaN.
+pub(super) fn round_bf16(v: f32) -> f32 {
+    if v.is_nan() {
+        return v;
+    }
+    let bits = v.to_bits();
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1));
+    f32::from_bits(rounded & 0xFFFF_0000)
 }

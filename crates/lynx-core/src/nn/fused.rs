@@ -80,7 +80,29 @@ fn linear_base<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
                 },
             };
             let bias = bias.as_ref().map(cpu::elements);
-            return cpu::wrap(cpu_linear::linear_quantized(&t, q, bias));
+            return cpu::wrap(cpu_linear::linear_quantized(&t, q, bias, false));
+        }
+        // A bf16 model: the same tiled product on bf16 operands, accumulated in f32 and
+        // rounded once to bf16 (the generic path would decode the whole weight on one
+        // core and multiply in bf16).
+        if layer.dtype() == DType::BF16
+            && x.dtype() == DType::BF16
+            && x.device() == burn::tensor::Device::flex()
+            && x.dims()[D - 1] == layer.d_in()
+        {
+            let xf = x.clone().cast(DType::F32);
+            let bias = layer.bias().map(|b| b.cast(DType::F32));
+            if let Some(t) = cpu::flex_f32(&xf) {
+                let b = match &bias {
+                    None => None,
+                    Some(b) => cpu::flex_f32(b),
+                };
+                if bias.is_none() || b.is_some() {
+                    let y =
+                        cpu_linear::linear_quantized(&t, q, b.as_ref().map(cpu::elements), true);
+                    return cpu::wrap::<D>(y).cast(DType::BF16);
+                }
+            }
         }
         return layer.forward_plain(x);
     }

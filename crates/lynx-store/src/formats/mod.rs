@@ -21,4 +21,8 @@ mod scaled;
 
 pub use layout::Layout;
 
+/// The name ComfyUI's UMT5 files store their SentencePiece tokenizer model under (a
+/// `uint8` tensor that is not a weight; [`crate::Checkpoint::embedded`] reads it).
+pub const SPIECE_MODEL: &str = "spiece_model";
+
 pub(crate) use containers::open;

@@ -24,7 +24,7 @@ const INPUT_SCALES: [&str; 2] = [".scale_input", ".input_scale"];
 const QUANT_INFO: &str = ".comfy_quant";
 const MARKER: &str = "scaled_fp8";
 /// The sentencepiece model ComfyUI's UMT5 files carry for the tokenizer.
-pub(crate) const SPIECE: &str = "spiece_model";
+pub(crate) const SPIECE: &str = super::SPIECE_MODEL;
 
 /// Whether `key` is one of the tensors [`fold`] consumes.
 pub(crate) fn is_consumed(key: &str) -> bool {

@@ -75,11 +75,14 @@ impl From<SamplerArg> for SamplerKind {
 pub struct GenerateArgs {
     /// Diffusers Wan2.1 folder, or Hub repo id (`Wan-AI/Wan2.1-T2V-14B-Diffusers`,
     /// `org/name@revision`) fetched into the Hugging Face cache [default: the tiny
-    /// random-weight model bundled for tests].
+    /// random-weight model bundled for tests; none when --transformer, --text-encoder
+    /// and --vae are all given: then the DiT's config is read off its weights and the
+    /// UMT5-XXL, VAE, tokenizer (inside the text encoder file) and sampler are the
+    /// released ones].
     #[arg(long, visible_alias = "base_model_path", help_heading = "Model")]
     pub model: Option<String>,
     /// Lynx adapter folder (`lynx_full/` or `lynx_lite/`), or Hub repo id (`ByteDance/lynx`)
-    /// [default: the bundled tiny lynx_full].
+    /// [default: the bundled tiny lynx_full; needed with weight files and no --model].
     #[arg(long, visible_alias = "adapter_path", help_heading = "Model")]
     pub adapters: Option<String>,
     /// The adapter folder inside a Hub repo (or a folder holding both): `lynx_full` or
