@@ -174,16 +174,40 @@ fn check(enc: Encoding, scale: Option<f32>, d_in: usize, d_out: usize) {
         ));
         let x16 = r(x.reshape([2 * 9, d_in]));
         let want = x16.matmul(w16.transpose()) + r(bias.unsqueeze::<2>());
-        let d = lynx_testing::diff(&got.reshape([2 * 9, d_out]), &r(want));
-        // On the CPU the same f32 products in the same order: bit for bit.
-        let tol = if lynx_core::device::is_cpu(&device) {
-            0.0
+        let got = got.reshape([2 * 9, d_out]);
+        let want = r(want);
+        if lynx_core::device::is_cpu(&device) {
+            // On the CPU the same f32 products, summed in whatever order the GEMM's blocking
+            // picks for the tile's shape (it differs between machines): each value the bf16
+            // of the operands' product or, where another order's f32 sum lands across a bf16
+            // rounding boundary, one bf16 step from it (or, where the sum cancels to near
+            // zero, within the f32 sum's own error), and those rare. A weight left unrounded
+            // moves the sums by ~1e-3 of a value, a quarter of a bf16 step: off every few
+            // values.
+            let got = to_host_f32(got, "bf16 output").unwrap();
+            let want = to_host_f32(want, "bf16 product").unwrap();
+            let rms = (want.iter().map(|w| w * w).sum::<f32>() / want.len() as f32).sqrt();
+            // One bf16 step at `v`'s binade: 2^(exponent − 7).
+            let step = |v: f32| f32::from_bits(v.abs().to_bits() & 0x7F80_0000) / 128.0;
+            let mut off = 0usize;
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= step(g.abs().max(w.abs())) + 1e-5 * rms,
+                    "{name} bf16 against the bf16 operands: value {i} is {g}, not {w} or next to it"
+                );
+                off += usize::from(g != w);
+            }
+            assert!(
+                off * 100 <= got.len(),
+                "{name} bf16 against the bf16 operands: {off} of {} values off",
+                got.len()
+            );
         } else {
-            1e-3
-        };
-        assert!(
-            d.rel_l2 <= tol,
-            "{name} bf16 against the bf16 operands: {d:?}"
-        );
+            let d = lynx_testing::diff(&got, &want);
+            assert!(
+                d.rel_l2 <= 1e-3,
+                "{name} bf16 against the bf16 operands: {d:?}"
+            );
+        }
     }
 }
