@@ -79,7 +79,9 @@ impl ComponentSize {
     }
 }
 
-/// Weights of every component in one dtype, and the shapes activations depend on.
+/// The bytes each component's weights hold in a run of one compute dtype (weights kept
+/// in an fp8 or GGUF encoding count their encoded bytes), and the shapes activations
+/// depend on.
 #[derive(Debug, Clone)]
 pub struct WeightSizes {
     /// The compute dtype.
@@ -496,8 +498,8 @@ impl MemoryPlan {
             needed,
             available,
             message: format!(
-                "this run needs about {} of memory ({} weights in {}: {}; peak while \"{}\") \
-                 but {} is available; {advice}",
+                "this run needs about {} of memory ({} weights as held in a {} run: {}; \
+                 peak while \"{}\") but {} is available; {advice}",
                 gb(needed),
                 match self.offload {
                     Offload::None => "all",
