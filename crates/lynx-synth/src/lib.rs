@@ -20,9 +20,10 @@
 //! ([`walk`]: key, shape, dtype), in state-dict order, and each `config.json` is the
 //! model's config type serialised ([`json`]). [`plan`] computes every file's exact size
 //! without writing anything; [`write_plan`] streams the tensors to disk in chunks of a
-//! few MB through [`SafetensorsWriter`], so no model is ever held in memory, and
-//! [`sparse::write_plan`] writes only the headers (the data a hole), for tests of what
-//! reads only headers at the real sizes.
+//! few MB through lynx-store's
+//! [`SafetensorsWriter`](lynx_store::safetensors_io::SafetensorsWriter), so no model is
+//! ever held in memory, and [`sparse::write_plan`] writes only the headers (the data a
+//! hole), for tests of what reads only headers at the real sizes.
 //!
 //! [`subject`] writes a random face embedding and aligned face to run Lynx full with.
 //!
